@@ -1,0 +1,1 @@
+//! Spark-compatible `rewrite_data_files` options: names, defaults and validation.

@@ -1,0 +1,1 @@
+//! Pure binpack planning: `plan(files, settings) -> Plan`, no I/O and no clock.

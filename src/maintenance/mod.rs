@@ -1,0 +1,4 @@
+//! Table maintenance other than compaction: property reconciliation, snapshot expiry, orphan-file
+//! removal and manifest rewrite.
+
+pub mod properties;
