@@ -1,1 +1,452 @@
-//! store
+//! The state store: job history, property changes and per-table maintenance locks, in SQLite (the
+//! default, created on first use) or PostgreSQL, through sqlx's `Any` driver. Migrations in
+//! `migrations/` run at start-up.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::pool::Pool;
+
+/// Errors talking to the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("state store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("state store: bad row: {0}")]
+    BadRow(String),
+}
+
+impl StoreError {
+    /// Connection-level failures are worth retrying; bad data is not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connect { .. } | StoreError::Query(sqlx::Error::Io(_))
+        )
+    }
+}
+
+/// One job row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub table: String,
+    pub kind: String,
+    pub trigger: String,
+    pub status: String,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub detail: serde_json::Value,
+    pub error: Option<String>,
+}
+
+/// One recorded property change.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PropertyChange {
+    pub table: String,
+    pub key: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub changed_ms: i64,
+    pub job_id: Option<String>,
+}
+
+/// A handle to the state store (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool<sqlx::Any>,
+    postgres: bool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Connects (creating a missing SQLite file) and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+        let connect_url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_string()
+        };
+        // One SQLite connection serializes writers, which avoids SQLITE_BUSY between our own tasks.
+        let max = if postgres { 5 } else { 1 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, postgres })
+    }
+
+    /// `?` placeholders as the driver wants them (Postgres needs `$n`).
+    fn sql(&self, q: &str) -> String {
+        if self.postgres {
+            dollar_placeholders(q)
+        } else {
+            q.to_string()
+        }
+    }
+
+    /// A trivial query, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn insert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "INSERT INTO jobs (id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&job.id)
+        .bind(&job.table)
+        .bind(&job.kind)
+        .bind(&job.trigger)
+        .bind(&job.status)
+        .bind(job.created_ms)
+        .bind(job.started_ms)
+        .bind(job.finished_ms)
+        .bind(job.detail.to_string())
+        .bind(job.error.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Updates status, finish time, detail and error of a job.
+    pub async fn update_job(
+        &self,
+        id: &str,
+        status: &str,
+        finished_ms: Option<i64>,
+        detail: &serde_json::Value,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "UPDATE jobs SET status = ?, finished_ms = ?, detail = ?, error = ? WHERE id = ?",
+        ))
+        .bind(status)
+        .bind(finished_ms)
+        .bind(detail.to_string())
+        .bind(error.map(str::to_string))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error FROM jobs WHERE id = ?",
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Most recent jobs first, optionally for one table and/or kind.
+    pub async fn jobs(
+        &self,
+        table: Option<&str>,
+        kind: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut q = String::from(
+            "SELECT id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error FROM jobs WHERE 1 = 1",
+        );
+        if table.is_some() {
+            q.push_str(" AND table_name = ?");
+        }
+        if kind.is_some() {
+            q.push_str(" AND kind = ?");
+        }
+        q.push_str(" ORDER BY created_ms DESC, id DESC LIMIT ?");
+        let sql = self.sql(&q);
+        let mut query = sqlx::query(&sql);
+        if let Some(t) = table {
+            query = query.bind(t);
+        }
+        if let Some(k) = kind {
+            query = query.bind(k);
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Marks jobs left `running` by a previous process of this owner as failed (crash recovery).
+    pub async fn fail_running_jobs(&self, now_ms: i64, reason: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(&self.sql(
+            "UPDATE jobs SET status = 'failed', finished_ms = ?, error = ? WHERE status = 'running' AND id IN (SELECT job_id FROM table_locks WHERE expires_ms < ?)",
+        ))
+        .bind(now_ms)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn record_property_change(&self, c: &PropertyChange) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "INSERT INTO property_changes (id, table_name, property_key, old_value, new_value, changed_ms, job_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&c.table)
+        .bind(&c.key)
+        .bind(c.old.clone())
+        .bind(c.new.clone())
+        .bind(c.changed_ms)
+        .bind(c.job_id.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn property_changes(&self, table: &str) -> Result<Vec<PropertyChange>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT table_name, property_key, old_value, new_value, changed_ms, job_id FROM property_changes WHERE table_name = ? ORDER BY changed_ms, id",
+        ))
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PropertyChange {
+                    table: r.try_get(0)?,
+                    key: r.try_get(1)?,
+                    old: r.try_get(2)?,
+                    new: r.try_get(3)?,
+                    changed_ms: r.try_get(4)?,
+                    job_id: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the maintenance lock of `table` for `job_id` until `expires_ms`, unless another
+    /// live holder has it; returns the holder's job id then. Expired locks (a crashed process)
+    /// are taken over.
+    pub async fn try_lock(
+        &self,
+        table: &str,
+        owner: &str,
+        job_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Result<(), String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&self.sql("DELETE FROM table_locks WHERE table_name = ? AND expires_ms < ?"))
+            .bind(table)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        let holder = sqlx::query(&self.sql("SELECT job_id FROM table_locks WHERE table_name = ?"))
+            .bind(table)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = holder {
+            let held_by: String = row.try_get(0)?;
+            tx.rollback().await?;
+            return Ok(Err(held_by));
+        }
+        let inserted = sqlx::query(&self.sql(
+            "INSERT INTO table_locks (table_name, owner, job_id, expires_ms) VALUES (?, ?, ?, ?)",
+        ))
+        .bind(table)
+        .bind(owner)
+        .bind(job_id)
+        .bind(expires_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(Ok(()))
+            }
+            // Another process inserted between our read and write (Postgres, concurrent owners).
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
+                Ok(Err("another process".to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Extends a held lock; false when it is no longer ours.
+    pub async fn renew_lock(
+        &self,
+        table: &str,
+        job_id: &str,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(&self.sql(
+            "UPDATE table_locks SET expires_ms = ? WHERE table_name = ? AND job_id = ?",
+        ))
+        .bind(expires_ms)
+        .bind(table)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn unlock(&self, table: &str, job_id: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("DELETE FROM table_locks WHERE table_name = ? AND job_id = ?"))
+            .bind(table)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Rewrites `?` placeholders as `$1, $2, ...` (our queries have no `?` inside literals).
+fn dollar_placeholders(q: &str) -> String {
+    let mut out = String::with_capacity(q.len() + 8);
+    let mut n = 0;
+    for c in q.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn job_from_row(r: &AnyRow) -> Result<JobRecord, StoreError> {
+    let detail: String = r.try_get(8)?;
+    Ok(JobRecord {
+        id: r.try_get(0)?,
+        table: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        trigger: r.try_get(3)?,
+        status: r.try_get(4)?,
+        created_ms: r.try_get(5)?,
+        started_ms: r.try_get(6)?,
+        finished_ms: r.try_get(7)?,
+        detail: serde_json::from_str(&detail).map_err(|e| StoreError::BadRow(e.to_string()))?,
+        error: r.try_get(9)?,
+    })
+}
+
+/// Hides a password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    fn job(id: &str, table: &str, created: i64) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            table: table.into(),
+            kind: "compaction".into(),
+            trigger: "manual".into(),
+            status: "running".into(),
+            created_ms: created,
+            started_ms: Some(created),
+            finished_ms: None,
+            detail: serde_json::json!({"groups": 1}),
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_round_trip_and_filter() {
+        let (s, _d) = store().await;
+        s.insert_job(&job("a", "m.t1", 1)).await.unwrap();
+        s.insert_job(&job("b", "m.t2", 2)).await.unwrap();
+        s.insert_job(&job("c", "m.t1", 3)).await.unwrap();
+        s.update_job("a", "succeeded", Some(5), &serde_json::json!({"x": 1}), None)
+            .await
+            .unwrap();
+        let a = s.job("a").await.unwrap().unwrap();
+        assert_eq!(a.status, "succeeded");
+        assert_eq!(a.finished_ms, Some(5));
+        assert_eq!(a.detail, serde_json::json!({"x": 1}));
+        let t1: Vec<String> = s
+            .jobs(Some("m.t1"), None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(t1, vec!["c", "a"]);
+        assert!(s.job("zzz").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn locks_exclude_and_expire() {
+        let (s, _d) = store().await;
+        assert_eq!(s.try_lock("m.t", "p1", "j1", 0, 100).await.unwrap(), Ok(()));
+        assert_eq!(
+            s.try_lock("m.t", "p2", "j2", 50, 150).await.unwrap(),
+            Err("j1".to_string())
+        );
+        assert!(s.renew_lock("m.t", "j1", 200).await.unwrap());
+        assert!(!s.renew_lock("m.t", "j2", 200).await.unwrap());
+        // Past expiry a crashed holder's lock is taken over.
+        assert_eq!(s.try_lock("m.t", "p2", "j2", 201, 300).await.unwrap(), Ok(()));
+        s.unlock("m.t", "j2").await.unwrap();
+        assert_eq!(s.try_lock("m.t", "p3", "j3", 202, 300).await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn property_changes_are_recorded() {
+        let (s, _d) = store().await;
+        let c = PropertyChange {
+            table: "m.t".into(),
+            key: "write.distribution-mode".into(),
+            old: None,
+            new: Some("hash".into()),
+            changed_ms: 7,
+            job_id: Some("j".into()),
+        };
+        s.record_property_change(&c).await.unwrap();
+        assert_eq!(s.property_changes("m.t").await.unwrap(), vec![c]);
+    }
+
+    #[test]
+    fn postgres_placeholders() {
+        assert_eq!(
+            dollar_placeholders("UPDATE t SET a = ? WHERE b = ?"),
+            "UPDATE t SET a = $1 WHERE b = $2"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+}

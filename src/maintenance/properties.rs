@@ -1,1 +1,236 @@
 //! Reconciling a table's properties and format version with what its policy desires.
+//!
+//! Drift is computed purely ([`compute_drift`]); [`reconcile`] commits the difference through
+//! iceberg's transaction API. Keys the policy does not name are never touched, the format version
+//! is only ever upgraded, and tables no policy selects are never passed here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use iceberg::spec::FormatVersion;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use serde::Serialize;
+
+use crate::catalog::CatalogHandle;
+use crate::policy::Policy;
+
+/// Errors while reconciling.
+#[derive(Debug, thiserror::Error)]
+pub enum PropertiesError {
+    #[error("committing properties to {table}: {source}")]
+    Commit {
+        table: String,
+        #[source]
+        source: iceberg::Error,
+    },
+}
+
+impl PropertiesError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PropertiesError::Commit { source, .. } => source.retryable(),
+        }
+    }
+}
+
+/// One property that differs from the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PropertyDrift {
+    pub key: String,
+    pub current: Option<String>,
+    pub desired: String,
+}
+
+/// Everything about a table that differs from its policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub properties: Vec<PropertyDrift>,
+    /// (current, desired) when the table's format version is below the desired one.
+    pub format_version: Option<(u8, u8)>,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.properties.is_empty() && self.format_version.is_none()
+    }
+
+    /// Drifted keys, `format-version` included, for reports.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.properties.iter().map(|d| d.key.clone()).collect();
+        if self.format_version.is_some() {
+            keys.push("format-version".to_string());
+        }
+        keys.sort();
+        keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.properties.len() + usize::from(self.format_version.is_some())
+    }
+}
+
+/// Numeric value of a format version.
+pub fn format_version_number(v: FormatVersion) -> u8 {
+    match v {
+        FormatVersion::V1 => 1,
+        FormatVersion::V2 => 2,
+        FormatVersion::V3 => 3,
+    }
+}
+
+/// What must change for the table to match `desired` (pure).
+pub fn compute_drift(
+    current: &HashMap<String, String>,
+    current_format_version: u8,
+    desired: &BTreeMap<String, String>,
+    desired_format_version: Option<u8>,
+) -> Drift {
+    let properties = desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| PropertyDrift {
+            key: k.clone(),
+            current: current.get(k).cloned(),
+            desired: v.clone(),
+        })
+        .collect();
+    let format_version = desired_format_version
+        .filter(|d| *d > current_format_version)
+        .map(|d| (current_format_version, d));
+    Drift {
+        properties,
+        format_version,
+    }
+}
+
+/// The drift of a loaded table against its policy.
+pub fn table_drift(table: &Table, policy: &Policy) -> Drift {
+    let md = table.metadata();
+    compute_drift(
+        md.properties(),
+        format_version_number(md.format_version()),
+        &policy.properties,
+        policy.format_version,
+    )
+}
+
+/// Commits `drift` to the table in one transaction and returns the table after it.
+pub async fn reconcile(
+    catalog: &CatalogHandle,
+    table: &Table,
+    drift: &Drift,
+) -> Result<Table, PropertiesError> {
+    let name = crate::catalog::ident_name(table.identifier());
+    let err = |source| PropertiesError::Commit {
+        table: name.clone(),
+        source,
+    };
+    let mut tx = Transaction::new(table);
+    if let Some((_, desired)) = drift.format_version {
+        let v = if desired >= 2 {
+            FormatVersion::V2
+        } else {
+            FormatVersion::V1
+        };
+        tx = tx
+            .upgrade_table_version()
+            .set_format_version(v)
+            .apply(tx)
+            .map_err(err)?;
+    }
+    if !drift.properties.is_empty() {
+        let mut action = tx.update_table_properties();
+        for d in &drift.properties {
+            action = action.set(d.key.clone(), d.desired.clone());
+        }
+        tx = action.apply(tx).map_err(err)?;
+    }
+    tx.commit(catalog.catalog.as_ref()).await.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn desired() -> BTreeMap<String, String> {
+        [
+            ("read.split.target-size", "268435456"),
+            ("write.distribution-mode", "hash"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn drift_cases() {
+        struct Case {
+            current: HashMap<String, String>,
+            fv: u8,
+            want_fv: Option<u8>,
+            keys: Vec<&'static str>,
+            fv_drift: Option<(u8, u8)>,
+        }
+        let cases = [
+            Case {
+                current: map(&[]),
+                fv: 1,
+                want_fv: Some(2),
+                keys: vec!["read.split.target-size", "write.distribution-mode"],
+                fv_drift: Some((1, 2)),
+            },
+            Case {
+                current: map(&[("read.split.target-size", "268435456"), ("write.distribution-mode", "hash"), ("other", "x")]),
+                fv: 2,
+                want_fv: Some(2),
+                keys: vec![],
+                fv_drift: None,
+            },
+            Case {
+                current: map(&[("read.split.target-size", "134217728"), ("write.distribution-mode", "hash")]),
+                fv: 2,
+                want_fv: None,
+                keys: vec!["read.split.target-size"],
+                fv_drift: None,
+            },
+            // Never downgrade.
+            Case {
+                current: map(&[("read.split.target-size", "268435456"), ("write.distribution-mode", "hash")]),
+                fv: 3,
+                want_fv: Some(2),
+                keys: vec![],
+                fv_drift: None,
+            },
+        ];
+        for c in cases {
+            let d = compute_drift(&c.current, c.fv, &desired(), c.want_fv);
+            let keys: Vec<&str> = d.properties.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, c.keys);
+            assert_eq!(d.format_version, c.fv_drift);
+            assert_eq!(d.is_empty(), c.keys.is_empty() && c.fv_drift.is_none());
+        }
+    }
+
+    #[test]
+    fn drift_reports_old_values() {
+        let d = compute_drift(
+            &map(&[("write.distribution-mode", "none")]),
+            2,
+            &desired(),
+            None,
+        );
+        assert_eq!(
+            d.properties[1],
+            PropertyDrift {
+                key: "write.distribution-mode".into(),
+                current: Some("none".into()),
+                desired: "hash".into()
+            }
+        );
+        assert_eq!(d.keys(), vec!["read.split.target-size", "write.distribution-mode"]);
+    }
+}
