@@ -240,10 +240,7 @@ impl Config {
             Ok(_) => ConfigError::Invalid {
                 path: origin.to_string(),
                 line: 0,
-                message: format!(
-                    "after environment overrides: {}",
-                    e.message().trim_end()
-                ),
+                message: format!("after environment overrides: {}", e.message().trim_end()),
             },
         })
     }
@@ -378,7 +375,10 @@ dir = "pol"
     #[test]
     fn env_overrides_keys_and_properties() {
         let env = vec![
-            ("ICEMAINT__CATALOG__URI".to_string(), "http://other".to_string()),
+            (
+                "ICEMAINT__CATALOG__URI".to_string(),
+                "http://other".to_string(),
+            ),
             (
                 "ICEMAINT__SERVER__SHUTDOWN_GRACE_SECONDS".to_string(),
                 "5".to_string(),
@@ -398,7 +398,10 @@ dir = "pol"
         assert_eq!(c.server.shutdown_grace_seconds, 5);
         assert_eq!(c.catalog.properties["token"], "abc");
         assert_eq!(c.catalog.properties["s3.secret-access-key"], "k");
-        assert_eq!(c.catalog.redacted_properties()["s3.secret-access-key"], "***");
+        assert_eq!(
+            c.catalog.redacted_properties()["s3.secret-access-key"],
+            "***"
+        );
     }
 
     #[test]

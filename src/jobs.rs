@@ -20,7 +20,7 @@ use crate::telemetry::Metrics;
 const LOCK_TTL: Duration = Duration::from_secs(60);
 
 /// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobKind {
     Reconcile,
@@ -137,11 +137,7 @@ impl Jobs {
         Arc::new(Self {
             store,
             metrics,
-            owner: format!(
-                "{}-{}",
-                std::process::id(),
-                uuid::Uuid::new_v4().simple()
-            ),
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             running: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
         })
@@ -153,7 +149,11 @@ impl Jobs {
 
     /// The job running on `table` in this process, if any.
     pub fn running_on(&self, table: &str) -> Option<String> {
-        self.running.lock().expect("not poisoned").get(table).cloned()
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .get(table)
+            .cloned()
     }
 
     /// Records a new job and takes the table's lock, or says who holds it.
@@ -180,7 +180,13 @@ impl Jobs {
         let now = now_ms();
         match self
             .store
-            .try_lock(table, &self.owner, &id, now, now + LOCK_TTL.as_millis() as i64)
+            .try_lock(
+                table,
+                &self.owner,
+                &id,
+                now,
+                now + LOCK_TTL.as_millis() as i64,
+            )
             .await
         {
             Ok(Ok(())) => {}
@@ -226,12 +232,20 @@ impl Jobs {
                             tracing::error!(table, job_id = id, "maintenance lock lost");
                             break;
                         }
-                        Err(e) => tracing::warn!(table, job_id = id, error = %e, "lock renewal failed"),
+                        Err(e) => {
+                            tracing::warn!(table, job_id = id, error = %e, "lock renewal failed")
+                        }
                     }
                 }
             })
         };
-        tracing::info!(table, job_id = id, kind = kind.as_str(), trigger = trigger.as_str(), "job started");
+        tracing::info!(
+            table,
+            job_id = id,
+            kind = kind.as_str(),
+            trigger = trigger.as_str(),
+            "job started"
+        );
         Ok(JobHandle {
             jobs: Arc::clone(self),
             id,
@@ -266,7 +280,9 @@ impl Jobs {
     /// Waits for background jobs, at most `grace`; true when all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -314,7 +330,10 @@ impl JobHandle {
         {
             tracing::error!(job_id = self.id, error = %e, "recording job outcome failed");
         }
-        jobs.metrics.jobs_total.with_label_values(&[kind, status]).inc();
+        jobs.metrics
+            .jobs_total
+            .with_label_values(&[kind, status])
+            .inc();
         jobs.metrics
             .job_duration_seconds
             .with_label_values(&[kind])
@@ -328,10 +347,22 @@ impl JobHandle {
         if let Err(e) = jobs.store.unlock(&self.table, &self.id).await {
             tracing::warn!(job_id = self.id, error = %e, "releasing lock failed; it expires by itself");
         }
-        jobs.running.lock().expect("not poisoned").remove(&self.table);
+        jobs.running
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.table);
         match &outcome.error {
-            Some(err) => tracing::warn!(table = self.table, job_id = self.id, kind, status, seconds = elapsed, error = %err, "job finished"),
-            None => tracing::info!(table = self.table, job_id = self.id, kind, status, seconds = elapsed, "job finished"),
+            Some(err) => {
+                tracing::warn!(table = self.table, job_id = self.id, kind, status, seconds = elapsed, error = %err, "job finished")
+            }
+            None => tracing::info!(
+                table = self.table,
+                job_id = self.id,
+                kind,
+                status,
+                seconds = elapsed,
+                "job finished"
+            ),
         }
     }
 }
@@ -350,20 +381,38 @@ mod tests {
     #[tokio::test]
     async fn one_job_per_table() {
         let (jobs, _d) = jobs().await;
-        let h = jobs.begin("m.t", JobKind::Compaction, Trigger::Manual).await.unwrap();
-        let busy = jobs.begin("m.t", JobKind::Expire, Trigger::Schedule).await.unwrap_err();
-        assert!(matches!(&busy, StartError::Busy { job_id, .. } if *job_id == h.id), "{busy}");
+        let h = jobs
+            .begin("m.t", JobKind::Compaction, Trigger::Manual)
+            .await
+            .unwrap();
+        let busy = jobs
+            .begin("m.t", JobKind::Expire, Trigger::Schedule)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&busy, StartError::Busy { job_id, .. } if *job_id == h.id),
+            "{busy}"
+        );
         // Another table is independent.
-        let other = jobs.begin("m.u", JobKind::Expire, Trigger::Schedule).await.unwrap();
+        let other = jobs
+            .begin("m.u", JobKind::Expire, Trigger::Schedule)
+            .await
+            .unwrap();
         let id = h.id.clone();
-        jobs.run(h, async { JobOutcome::ok(serde_json::json!({"files": 3})) }).await;
-        other.finish(JobOutcome::failed("boom", serde_json::json!({}))).await;
+        jobs.run(h, async { JobOutcome::ok(serde_json::json!({"files": 3})) })
+            .await;
+        other
+            .finish(JobOutcome::failed("boom", serde_json::json!({})))
+            .await;
         let rec = jobs.store().job(&id).await.unwrap().unwrap();
         assert_eq!(rec.status, "succeeded");
         assert_eq!(rec.detail["files"], 3);
         assert!(rec.finished_ms.is_some());
         // The lock is free again.
-        let again = jobs.begin("m.t", JobKind::Expire, Trigger::Manual).await.unwrap();
+        let again = jobs
+            .begin("m.t", JobKind::Expire, Trigger::Manual)
+            .await
+            .unwrap();
         again.finish(JobOutcome::ok(serde_json::json!({}))).await;
         let text = jobs.metrics.render();
         assert!(text.contains("icemaint_jobs_total{kind=\"compaction\",outcome=\"succeeded\"} 1"));
@@ -379,7 +428,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let err = jobs.begin("m.t", JobKind::Compaction, Trigger::Manual).await.unwrap_err();
+        let err = jobs
+            .begin("m.t", JobKind::Compaction, Trigger::Manual)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StartError::Busy { job_id, .. } if job_id == "their-job"));
         assert!(jobs.running_on("m.t").is_none());
     }
@@ -387,13 +439,19 @@ mod tests {
     #[tokio::test]
     async fn spawned_jobs_drain() {
         let (jobs, _d) = jobs().await;
-        let h = jobs.begin("m.t", JobKind::Compaction, Trigger::Manual).await.unwrap();
+        let h = jobs
+            .begin("m.t", JobKind::Compaction, Trigger::Manual)
+            .await
+            .unwrap();
         let id = h.id.clone();
         jobs.spawn(h, async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             JobOutcome::ok(serde_json::json!({}))
         });
         assert!(jobs.drain(Duration::from_secs(5)).await);
-        assert_eq!(jobs.store().job(&id).await.unwrap().unwrap().status, "succeeded");
+        assert_eq!(
+            jobs.store().job(&id).await.unwrap().unwrap().status,
+            "succeeded"
+        );
     }
 }

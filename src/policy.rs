@@ -405,12 +405,7 @@ impl LineIndex {
     fn build(text: &str) -> Self {
         let mut idx = LineIndex::default();
         if let Ok(doc) = toml::de::DeTable::parse(text) {
-            fn walk(
-                text: &str,
-                prefix: &str,
-                t: &toml::de::DeTable<'_>,
-                idx: &mut LineIndex,
-            ) {
+            fn walk(text: &str, prefix: &str, t: &toml::de::DeTable<'_>, idx: &mut LineIndex) {
                 for (k, v) in t.iter() {
                     let path = if prefix.is_empty() {
                         k.get_ref().to_string()
@@ -474,7 +469,10 @@ impl Ctx<'_> {
                 let path = join(section, k);
                 self.err(
                     &path,
-                    format!("unknown key '{path}' (expected one of: {})", known.join(", ")),
+                    format!(
+                        "unknown key '{path}' (expected one of: {})",
+                        known.join(", ")
+                    ),
                 );
             }
         }
@@ -566,7 +564,10 @@ impl Ctx<'_> {
             other => {
                 self.err(
                     key,
-                    format!("'{key}' must be a table ([{key}]), not {}", other.type_str()),
+                    format!(
+                        "'{key}' must be a table ([{key}]), not {}",
+                        other.type_str()
+                    ),
                 );
                 None
             }
@@ -601,7 +602,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             'h' => 3600,
             'd' => 86_400,
             'w' => 604_800,
-            _ => return Err(format!("invalid duration '{s}': unknown unit '{c}' (use s, m, h, d, w)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration '{s}': unknown unit '{c}' (use s, m, h, d, w)"
+                ));
+            }
         };
         let n: u64 = num
             .parse()
@@ -610,7 +615,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         num.clear();
     }
     if !num.is_empty() {
-        return Err(format!("invalid duration '{s}': missing unit after {num} (use s, m, h, d, w)"));
+        return Err(format!(
+            "invalid duration '{s}': missing unit after {num} (use s, m, h, d, w)"
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -784,7 +791,10 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<
             Some(other) => {
                 cx.err(
                     "compaction.strategy",
-                    format!("'compaction.strategy' must be a string, not {}", other.type_str()),
+                    format!(
+                        "'compaction.strategy' must be a string, not {}",
+                        other.type_str()
+                    ),
                 );
                 "binpack".to_string()
             }
@@ -828,7 +838,13 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<
         cx.unknown_keys(
             "expire",
             t,
-            &["enabled", "schedule", "older-than", "retain-last", "max-concurrent-deletes"],
+            &[
+                "enabled",
+                "schedule",
+                "older-than",
+                "retain-last",
+                "max-concurrent-deletes",
+            ],
         );
         ExpirePolicy {
             enabled: cx.bool("expire", t, "enabled", true),
@@ -932,12 +948,16 @@ fn check_property(key: &str, value: &str) -> Option<String> {
         | "write.parquet.page-size-bytes"
             if !positive_int(value) =>
         {
-            Some(format!("property '{key}' must be a positive integer, not '{value}'"))
+            Some(format!(
+                "property '{key}' must be a positive integer, not '{value}'"
+            ))
         }
         "write.metadata.delete-after-commit.enabled" | "gc.enabled"
             if value != "true" && value != "false" =>
         {
-            Some(format!("property '{key}' must be true or false, not '{value}'"))
+            Some(format!(
+                "property '{key}' must be true or false, not '{value}'"
+            ))
         }
         "write.distribution-mode" if !matches!(value, "none" | "hash" | "range") => Some(format!(
             "property 'write.distribution-mode' must be none, hash or range, not '{value}'"
@@ -1024,8 +1044,14 @@ dry-run = true
     #[test]
     fn bad_values_are_rejected() {
         let cases = [
-            ("version = 2\ntables=[\"a.b\"]\n", "unsupported policy version"),
-            ("version = 1\ntables=[\"a.b\"]\n[properties]\nformat-version = 3\n", "format-version"),
+            (
+                "version = 2\ntables=[\"a.b\"]\n",
+                "unsupported policy version",
+            ),
+            (
+                "version = 1\ntables=[\"a.b\"]\n[properties]\nformat-version = 3\n",
+                "format-version",
+            ),
             (
                 "version = 1\ntables=[\"a.b\"]\n[properties]\n\"read.split.target-size\" = \"-1\"\n",
                 "positive integer",
@@ -1034,8 +1060,14 @@ dry-run = true
                 "version = 1\ntables=[\"a.b\"]\n[properties]\n\"write.distribution-mode\" = \"zorder\"\n",
                 "none, hash or range",
             ),
-            ("version = 1\ntables=[\"a.b\"]\n[orphans]\nolder-than = \"2h\"\n", "under 1d"),
-            ("version = 1\ntables=[\"a.b\"]\n[compaction]\nstrategy = \"sort\"\n", "unsupported strategy"),
+            (
+                "version = 1\ntables=[\"a.b\"]\n[orphans]\nolder-than = \"2h\"\n",
+                "under 1d",
+            ),
+            (
+                "version = 1\ntables=[\"a.b\"]\n[compaction]\nstrategy = \"sort\"\n",
+                "unsupported strategy",
+            ),
             ("version = 1\ntables=[]\n", "non-empty array"),
             ("version = 1\ntables=[\"a.[b]\"]\n", "unsupported character"),
         ];
@@ -1055,7 +1087,11 @@ dry-run = true
             ("*.rollups_*", "metrics.rollups_", true),
             ("*.rollups_*", "metrics.repartitioned_data", false),
             ("*.repartitioned_data*", "metrics.repartitioned_data", true),
-            ("*.repartitioned_data*", "metrics.repartitioned_data_v2", true),
+            (
+                "*.repartitioned_data*",
+                "metrics.repartitioned_data_v2",
+                true,
+            ),
             ("metrics.t?", "metrics.t1", true),
             ("metrics.t?", "metrics.t12", false),
             ("metrics.events", "metrics.events", true),
@@ -1083,8 +1119,16 @@ dry-run = true
             ("a.?", "*.b.c", false),
         ];
         for (a, b, want) in cases {
-            assert_eq!(Selector(a.into()).overlaps(&Selector(b.into())), want, "{a} {b}");
-            assert_eq!(Selector(b.into()).overlaps(&Selector(a.into())), want, "{b} {a}");
+            assert_eq!(
+                Selector(a.into()).overlaps(&Selector(b.into())),
+                want,
+                "{a} {b}"
+            );
+            assert_eq!(
+                Selector(b.into()).overlaps(&Selector(a.into())),
+                want,
+                "{b} {a}"
+            );
         }
     }
 
@@ -1117,7 +1161,8 @@ dry-run = true
         assert!(msg.starts_with("b.toml:2:"), "{msg}");
         assert!(msg.contains("overlaps"), "{msg}");
         // Different specificity: fine.
-        PolicySet::parse_sources(&[src("a", "\"*.rollups_*\""), src("b", "\"metrics.*\"")]).unwrap();
+        PolicySet::parse_sources(&[src("a", "\"*.rollups_*\""), src("b", "\"metrics.*\"")])
+            .unwrap();
     }
 
     #[test]
@@ -1144,7 +1189,10 @@ dry-run = true
     #[test]
     fn durations() {
         assert_eq!(parse_duration("5d").unwrap(), Duration::from_secs(432_000));
-        assert_eq!(parse_duration("1d12h").unwrap(), Duration::from_secs(129_600));
+        assert_eq!(
+            parse_duration("1d12h").unwrap(),
+            Duration::from_secs(129_600)
+        );
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
     }
@@ -1159,7 +1207,10 @@ dry-run = true
             assert_eq!(p.format_version, Some(2));
             assert_eq!(p.properties["read.split.target-size"], "268435456");
             assert_eq!(p.properties["write.distribution-mode"], "hash");
-            assert_eq!(p.properties["write.metadata.delete-after-commit.enabled"], "true");
+            assert_eq!(
+                p.properties["write.metadata.delete-after-commit.enabled"],
+                "true"
+            );
             assert_eq!(p.properties["write.metadata.previous-versions-max"], "10");
             let c = p.compaction.as_ref().unwrap();
             assert_eq!(c.options["target-file-size-bytes"], "536870912");

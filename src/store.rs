@@ -295,9 +295,9 @@ impl Store {
         job_id: &str,
         expires_ms: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(&self.sql(
-            "UPDATE table_locks SET expires_ms = ? WHERE table_name = ? AND job_id = ?",
-        ))
+        let r = sqlx::query(
+            &self.sql("UPDATE table_locks SET expires_ms = ? WHERE table_name = ? AND job_id = ?"),
+        )
         .bind(expires_ms)
         .bind(table)
         .bind(job_id)
@@ -389,9 +389,15 @@ mod tests {
         s.insert_job(&job("a", "m.t1", 1)).await.unwrap();
         s.insert_job(&job("b", "m.t2", 2)).await.unwrap();
         s.insert_job(&job("c", "m.t1", 3)).await.unwrap();
-        s.update_job("a", "succeeded", Some(5), &serde_json::json!({"x": 1}), None)
-            .await
-            .unwrap();
+        s.update_job(
+            "a",
+            "succeeded",
+            Some(5),
+            &serde_json::json!({"x": 1}),
+            None,
+        )
+        .await
+        .unwrap();
         let a = s.job("a").await.unwrap().unwrap();
         assert_eq!(a.status, "succeeded");
         assert_eq!(a.finished_ms, Some(5));
@@ -418,9 +424,15 @@ mod tests {
         assert!(s.renew_lock("m.t", "j1", 200).await.unwrap());
         assert!(!s.renew_lock("m.t", "j2", 200).await.unwrap());
         // Past expiry a crashed holder's lock is taken over.
-        assert_eq!(s.try_lock("m.t", "p2", "j2", 201, 300).await.unwrap(), Ok(()));
+        assert_eq!(
+            s.try_lock("m.t", "p2", "j2", 201, 300).await.unwrap(),
+            Ok(())
+        );
         s.unlock("m.t", "j2").await.unwrap();
-        assert_eq!(s.try_lock("m.t", "p3", "j3", 202, 300).await.unwrap(), Ok(()));
+        assert_eq!(
+            s.try_lock("m.t", "p3", "j3", 202, 300).await.unwrap(),
+            Ok(())
+        );
     }
 
     #[tokio::test]
@@ -444,9 +456,6 @@ mod tests {
             dollar_placeholders("UPDATE t SET a = ? WHERE b = ?"),
             "UPDATE t SET a = $1 WHERE b = $2"
         );
-        assert_eq!(
-            redact_url("postgres://u:pw@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
     }
 }

@@ -69,25 +69,29 @@ impl std::fmt::Debug for Metrics {
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 fn fgauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -102,46 +106,189 @@ impl Metrics {
         let r = Registry::new();
         let t = &["table"];
         let m = Self {
-            table_data_files: gauge_vec(&r, "icemaint_table_data_files", "Live data files in the table's current snapshot.", t),
-            table_small_files: gauge_vec(&r, "icemaint_table_small_files", "Live data files smaller than the policy's min-file-size-bytes.", t),
-            table_delete_files: gauge_vec(&r, "icemaint_table_delete_files", "Live delete files in the table's current snapshot.", t),
-            table_snapshots: gauge_vec(&r, "icemaint_table_snapshots", "Snapshots in the table's metadata.", t),
-            table_data_bytes: gauge_vec(&r, "icemaint_table_data_bytes", "Bytes of live data files.", t),
-            table_average_file_bytes: fgauge_vec(&r, "icemaint_table_average_file_bytes", "Average size of live data files.", t),
-            table_drifted_properties: gauge_vec(&r, "icemaint_table_drifted_properties", "Desired properties (and format version) the table does not have right now.", t),
-            drift_detected_total: counter_vec(&r, "icemaint_property_drift_detected_total", "Property differences found between a table and its policy.", t),
-            drift_corrected_total: counter_vec(&r, "icemaint_property_drift_corrected_total", "Property differences committed to the table.", t),
-            jobs_total: counter_vec(&r, "icemaint_jobs_total", "Finished maintenance jobs.", &["kind", "outcome"]),
+            table_data_files: gauge_vec(
+                &r,
+                "icemaint_table_data_files",
+                "Live data files in the table's current snapshot.",
+                t,
+            ),
+            table_small_files: gauge_vec(
+                &r,
+                "icemaint_table_small_files",
+                "Live data files smaller than the policy's min-file-size-bytes.",
+                t,
+            ),
+            table_delete_files: gauge_vec(
+                &r,
+                "icemaint_table_delete_files",
+                "Live delete files in the table's current snapshot.",
+                t,
+            ),
+            table_snapshots: gauge_vec(
+                &r,
+                "icemaint_table_snapshots",
+                "Snapshots in the table's metadata.",
+                t,
+            ),
+            table_data_bytes: gauge_vec(
+                &r,
+                "icemaint_table_data_bytes",
+                "Bytes of live data files.",
+                t,
+            ),
+            table_average_file_bytes: fgauge_vec(
+                &r,
+                "icemaint_table_average_file_bytes",
+                "Average size of live data files.",
+                t,
+            ),
+            table_drifted_properties: gauge_vec(
+                &r,
+                "icemaint_table_drifted_properties",
+                "Desired properties (and format version) the table does not have right now.",
+                t,
+            ),
+            drift_detected_total: counter_vec(
+                &r,
+                "icemaint_property_drift_detected_total",
+                "Property differences found between a table and its policy.",
+                t,
+            ),
+            drift_corrected_total: counter_vec(
+                &r,
+                "icemaint_property_drift_corrected_total",
+                "Property differences committed to the table.",
+                t,
+            ),
+            jobs_total: counter_vec(
+                &r,
+                "icemaint_jobs_total",
+                "Finished maintenance jobs.",
+                &["kind", "outcome"],
+            ),
             job_duration_seconds: {
                 let h = HistogramVec::new(
-                    HistogramOpts::new("icemaint_job_duration_seconds", "Duration of maintenance jobs.")
-                        .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0]),
+                    HistogramOpts::new(
+                        "icemaint_job_duration_seconds",
+                        "Duration of maintenance jobs.",
+                    )
+                    .buckets(vec![
+                        0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+                    ]),
                     &["kind"],
                 )
                 .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("metric registered once");
+                r.register(Box::new(h.clone()))
+                    .expect("metric registered once");
                 h
             },
-            last_success_timestamp_seconds: fgauge_vec(&r, "icemaint_last_success_timestamp_seconds", "Unix time of the last successful job per table and kind.", &["table", "kind"]),
-            catalog_request_errors_total: counter_vec(&r, "icemaint_catalog_request_errors_total", "Failed catalog requests.", &["operation"]),
-            catalog_up: gauge(&r, "icemaint_catalog_up", "1 when the last catalog check answered."),
-            store_up: gauge(&r, "icemaint_store_up", "1 when the last state store check answered."),
-            watched_tables: gauge(&r, "icemaint_watched_tables", "Tables selected by a policy."),
-            compaction_bytes_read_total: counter_vec(&r, "icemaint_compaction_bytes_read_total", "Bytes of data files read by compaction.", t),
-            compaction_bytes_written_total: counter_vec(&r, "icemaint_compaction_bytes_written_total", "Bytes of data files written by compaction.", t),
-            compaction_files_read_total: counter_vec(&r, "icemaint_compaction_files_read_total", "Data files rewritten by compaction.", t),
-            compaction_files_written_total: counter_vec(&r, "icemaint_compaction_files_written_total", "Data files written by compaction.", t),
-            compaction_groups_total: counter_vec(&r, "icemaint_compaction_groups_total", "File groups by outcome (planned, committed, failed, conflict).", &["table", "outcome"]),
-            commit_conflicts_total: counter_vec(&r, "icemaint_commit_conflicts_total", "Commits refused by validation against concurrent changes.", t),
-            commit_retries_total: counter_vec(&r, "icemaint_commit_retries_total", "Commit attempts retried after a catalog conflict.", t),
-            snapshots_expired_total: counter_vec(&r, "icemaint_snapshots_expired_total", "Snapshots removed by expiry.", t),
-            files_deleted_total: counter_vec(&r, "icemaint_files_deleted_total", "Files deleted by maintenance, by kind (data, delete, manifest, manifest_list, metadata, orphan).", &["file_kind"]),
-            deleted_bytes_total: counter_vec(&r, "icemaint_deleted_bytes_total", "Bytes deleted by maintenance, by kind.", &["file_kind"]),
-            orphan_files_found_total: counter_vec(&r, "icemaint_orphan_files_found_total", "Files under a table location that no snapshot or metadata references.", t),
-            manifests_rewritten_total: counter_vec(&r, "icemaint_manifests_rewritten_total", "Manifests replaced by manifest rewrite.", t),
+            last_success_timestamp_seconds: fgauge_vec(
+                &r,
+                "icemaint_last_success_timestamp_seconds",
+                "Unix time of the last successful job per table and kind.",
+                &["table", "kind"],
+            ),
+            catalog_request_errors_total: counter_vec(
+                &r,
+                "icemaint_catalog_request_errors_total",
+                "Failed catalog requests.",
+                &["operation"],
+            ),
+            catalog_up: gauge(
+                &r,
+                "icemaint_catalog_up",
+                "1 when the last catalog check answered.",
+            ),
+            store_up: gauge(
+                &r,
+                "icemaint_store_up",
+                "1 when the last state store check answered.",
+            ),
+            watched_tables: gauge(
+                &r,
+                "icemaint_watched_tables",
+                "Tables selected by a policy.",
+            ),
+            compaction_bytes_read_total: counter_vec(
+                &r,
+                "icemaint_compaction_bytes_read_total",
+                "Bytes of data files read by compaction.",
+                t,
+            ),
+            compaction_bytes_written_total: counter_vec(
+                &r,
+                "icemaint_compaction_bytes_written_total",
+                "Bytes of data files written by compaction.",
+                t,
+            ),
+            compaction_files_read_total: counter_vec(
+                &r,
+                "icemaint_compaction_files_read_total",
+                "Data files rewritten by compaction.",
+                t,
+            ),
+            compaction_files_written_total: counter_vec(
+                &r,
+                "icemaint_compaction_files_written_total",
+                "Data files written by compaction.",
+                t,
+            ),
+            compaction_groups_total: counter_vec(
+                &r,
+                "icemaint_compaction_groups_total",
+                "File groups by outcome (planned, committed, failed, conflict).",
+                &["table", "outcome"],
+            ),
+            commit_conflicts_total: counter_vec(
+                &r,
+                "icemaint_commit_conflicts_total",
+                "Commits refused by validation against concurrent changes.",
+                t,
+            ),
+            commit_retries_total: counter_vec(
+                &r,
+                "icemaint_commit_retries_total",
+                "Commit attempts retried after a catalog conflict.",
+                t,
+            ),
+            snapshots_expired_total: counter_vec(
+                &r,
+                "icemaint_snapshots_expired_total",
+                "Snapshots removed by expiry.",
+                t,
+            ),
+            files_deleted_total: counter_vec(
+                &r,
+                "icemaint_files_deleted_total",
+                "Files deleted by maintenance, by kind (data, delete, manifest, manifest_list, metadata, orphan).",
+                &["file_kind"],
+            ),
+            deleted_bytes_total: counter_vec(
+                &r,
+                "icemaint_deleted_bytes_total",
+                "Bytes deleted by maintenance, by kind.",
+                &["file_kind"],
+            ),
+            orphan_files_found_total: counter_vec(
+                &r,
+                "icemaint_orphan_files_found_total",
+                "Files under a table location that no snapshot or metadata references.",
+                t,
+            ),
+            manifests_rewritten_total: counter_vec(
+                &r,
+                "icemaint_manifests_rewritten_total",
+                "Manifests replaced by manifest rewrite.",
+                t,
+            ),
             registry: r,
         };
-        let build = gauge_vec(&m.registry, "icemaint_build_info", "Build information.", &["version"]);
+        let build = gauge_vec(
+            &m.registry,
+            "icemaint_build_info",
+            "Build information.",
+            &["version"],
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
     }
@@ -179,9 +326,14 @@ mod tests {
     fn names_are_prefixed_and_rendered() {
         let m = Metrics::new();
         m.table_data_files.with_label_values(&["m.t"]).set(3);
-        m.jobs_total.with_label_values(&["compaction", "succeeded"]).inc();
+        m.jobs_total
+            .with_label_values(&["compaction", "succeeded"])
+            .inc();
         let text = m.render();
-        assert!(text.contains("icemaint_table_data_files{table=\"m.t\"} 3"), "{text}");
+        assert!(
+            text.contains("icemaint_table_data_files{table=\"m.t\"} 3"),
+            "{text}"
+        );
         assert!(text.contains("icemaint_jobs_total{kind=\"compaction\",outcome=\"succeeded\"} 1"));
         for fam in m.registry.gather() {
             assert!(fam.name().starts_with("icemaint_"), "{}", fam.name());

@@ -27,13 +27,23 @@ pub fn resolve(
         .iter()
         .filter_map(|(k, v)| {
             if !KNOWN_OPTIONS.contains(&k.as_str()) {
-                Some(OptionError { key: k.clone(), message: "unknown option".into() })
+                Some(OptionError {
+                    key: k.clone(),
+                    message: "unknown option".into(),
+                })
             } else if v.parse::<u64>().is_err() {
-                Some(OptionError { key: k.clone(), message: format!("expected a positive integer, not '{v}'") })
+                Some(OptionError {
+                    key: k.clone(),
+                    message: format!("expected a positive integer, not '{v}'"),
+                })
             } else {
                 None
             }
         })
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }

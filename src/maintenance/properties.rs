@@ -153,7 +153,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn desired() -> BTreeMap<String, String> {
@@ -184,14 +187,21 @@ mod tests {
                 fv_drift: Some((1, 2)),
             },
             Case {
-                current: map(&[("read.split.target-size", "268435456"), ("write.distribution-mode", "hash"), ("other", "x")]),
+                current: map(&[
+                    ("read.split.target-size", "268435456"),
+                    ("write.distribution-mode", "hash"),
+                    ("other", "x"),
+                ]),
                 fv: 2,
                 want_fv: Some(2),
                 keys: vec![],
                 fv_drift: None,
             },
             Case {
-                current: map(&[("read.split.target-size", "134217728"), ("write.distribution-mode", "hash")]),
+                current: map(&[
+                    ("read.split.target-size", "134217728"),
+                    ("write.distribution-mode", "hash"),
+                ]),
                 fv: 2,
                 want_fv: None,
                 keys: vec!["read.split.target-size"],
@@ -199,7 +209,10 @@ mod tests {
             },
             // Never downgrade.
             Case {
-                current: map(&[("read.split.target-size", "268435456"), ("write.distribution-mode", "hash")]),
+                current: map(&[
+                    ("read.split.target-size", "268435456"),
+                    ("write.distribution-mode", "hash"),
+                ]),
                 fv: 3,
                 want_fv: Some(2),
                 keys: vec![],
@@ -231,6 +244,9 @@ mod tests {
                 desired: "hash".into()
             }
         );
-        assert_eq!(d.keys(), vec!["read.split.target-size", "write.distribution-mode"]);
+        assert_eq!(
+            d.keys(),
+            vec!["read.split.target-size", "write.distribution-mode"]
+        );
     }
 }

@@ -1,1 +1,201 @@
-//! `/api/v1/...`: tables, jobs, triggers.
+//! `/api/v1/...`: watched tables, job history, and triggers (reconcile, compaction, reload).
+//!
+//! Mutating endpoints require `Authorization: Bearer <token>` when `[server] token` is set.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::ApiError;
+use crate::app::Context;
+use crate::catalog::{CatalogError, parse_ident};
+use crate::jobs::{JobKind, StartError, Trigger};
+use crate::policy::Policy;
+
+/// Byte-wise comparison whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// Middleware: bearer-token check for mutating routes.
+pub async fn require_token(State(ctx): State<Arc<Context>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &ctx.config.server.token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The watched table `name` and its policy, or a 400/404.
+pub(crate) fn watched(ctx: &Context, name: &str) -> Result<Policy, ApiError> {
+    parse_ident(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    ctx.policy_for(name)
+        .ok_or_else(|| ApiError::not_found(format!("table {name} is not watched by any policy")))
+}
+
+pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
+    match e {
+        CatalogError::TableNotFound(t) => ApiError::not_found(format!("table {t} not found")),
+        CatalogError::BadName(_) => ApiError::bad_request(e.to_string()),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, other.to_string()),
+    }
+}
+
+pub async fn list_tables(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"tables": ctx.cached_tables()}))
+}
+
+pub async fn get_table(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let policy = watched(&ctx, &name)?;
+    let status = ctx.inspect(&name, &policy).await.map_err(catalog_error)?;
+    let changes = ctx
+        .store
+        .property_changes(&name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut v = serde_json::to_value(status).expect("serializable");
+    v["property_changes"] = serde_json::to_value(changes).expect("serializable");
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    pub table: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<i64>,
+}
+
+const KINDS: &[&str] = &[
+    "reconcile",
+    "compaction",
+    "expire",
+    "remove-orphans",
+    "rewrite-manifests",
+];
+
+pub async fn list_jobs(
+    State(ctx): State<Arc<Context>>,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    if let Some(t) = &q.table {
+        parse_ident(t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(k) = &q.kind
+        && !KINDS.contains(&k.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown job kind '{k}' (one of: {})",
+            KINDS.join(", ")
+        )));
+    }
+    let jobs = ctx
+        .store
+        .jobs(q.table.as_deref(), q.kind.as_deref(), limit)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(serde_json::json!({"jobs": jobs})))
+}
+
+pub async fn get_job(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::bad_request(format!("'{id}' is not a job id")));
+    }
+    match ctx.store.job(&id).await {
+        Ok(Some(job)) => Ok(Json(serde_json::to_value(job).expect("serializable"))),
+        Ok(None) => Err(ApiError::not_found(format!("job {id} not found"))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
+    }
+}
+
+/// 202 with the job id, or 409 with the running job's id.
+pub(crate) fn started(result: Result<String, StartError>) -> Response {
+    match result {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"job_id": id, "status": "running"})),
+        )
+            .into_response(),
+        Err(StartError::Busy { table, job_id }) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("table {table} is busy with job {job_id}"),
+        )
+        .with(serde_json::json!({"job_id": job_id}))
+        .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+pub async fn reconcile(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    watched(&ctx, &name)?;
+    Ok(started(
+        ctx.trigger(&name, JobKind::Reconcile, Trigger::Manual)
+            .await,
+    ))
+}
+
+pub async fn reload(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.reload_policies() {
+        Ok(n) => Json(serde_json::json!({"policies": n})).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy reload failed; the previous policies stay in force",
+        )
+        .with(serde_json::json!({
+            "problems": e.problems().iter().map(|p| p.to_string()).collect::<Vec<_>>()
+        }))
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
