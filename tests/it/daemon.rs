@@ -1,0 +1,420 @@
+//! The daemon end to end: `icemaint check`, property reconciliation on real catalogs (tables made
+//! and read back by PyIceberg), every HTTP endpoint including error cases, and clean shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{CatalogSpec, RestCatalogServer, TestDir, make_table, table_info};
+
+/// The repository's shipped policies.
+pub fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// Writes an icemaint config for `spec` into `dir` and returns its path.
+pub fn write_config(dir: &TestDir, spec: &CatalogSpec, policies: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "{}\n[store]\nurl = \"sqlite://{}\"\n\n[policies]\ndir = \"{}\"\n{extra}",
+        spec.config_toml(),
+        dir.join("state.db").display(),
+        policies.display()
+    );
+    let path = dir.join("icemaint.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `icemaint` with arguments; returns (exit code, stdout, stderr).
+pub fn icemaint(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_icemaint"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `icemaint serve`, stopped with SIGTERM on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `icemaint serve --config <config>` listening on a free port (via the environment
+    /// override, which also exercises it) and waits for `/healthz`.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let log = config.with_extension("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icemaint"));
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .env("ICEMAINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("icemaint exited early ({status}):\n{}", d.log_text());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "icemaint did not listen:\n{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn stop(mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("icemaint did not stop within 40 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET `path`: (status, body as JSON or as a string).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// POST `path` with an optional JSON body and bearer token.
+    pub async fn post(&self, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+        let mut req = reqwest::Client::new().post(format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Polls `GET path` until `pred` holds (bounded).
+    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(u16, &Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (s, v) = self.get(path).await;
+            if pred(s, &v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: last {s} {v}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until job `id` is no longer running and returns it.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        self.wait_for(&format!("/api/v1/jobs/{id}"), "job to finish", |s, v| {
+            s == 200 && v["status"] != "running"
+        })
+        .await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const DESIRED: &[(&str, &str)] = &[
+    ("read.split.target-size", "268435456"),
+    ("write.distribution-mode", "hash"),
+    ("write.metadata.delete-after-commit.enabled", "true"),
+    ("write.metadata.previous-versions-max", "10"),
+];
+
+fn assert_reconciled(info: &Value) {
+    assert_eq!(info["format_version"], 2, "{info}");
+    for (k, v) in DESIRED {
+        assert_eq!(info["properties"][*k], *v, "{k} in {info}");
+    }
+}
+
+/// Creates v1 tables with PyIceberg (a custom property on one), runs the daemon until the
+/// start-up reconciliation finished, and reads the result back with PyIceberg.
+async fn reconcile_on(spec: &CatalogSpec, dir: &TestDir) {
+    let small = ["--appends", "3", "--rows", "50", "--format-version", "1"];
+    make_table(spec, "metrics.rollups_1m", &[&small[..], &["--property", "custom.key=keep"]].concat());
+    make_table(spec, "metrics.repartitioned_data", &small);
+    make_table(spec, "metrics.unwatched", &small);
+    let config = write_config(dir, spec, &repo_policies(), "");
+    let d = Daemon::start(&config, &[]);
+    for t in ["metrics.rollups_1m", "metrics.repartitioned_data"] {
+        d.wait_for(&format!("/api/v1/tables/{t}"), "reconciliation", |s, v| {
+            s == 200 && v["properties_in_sync"] == true
+        })
+        .await;
+    }
+    let jobs = d.get("/api/v1/jobs?kind=reconcile").await.1;
+    let n = jobs["jobs"].as_array().unwrap().len();
+    assert_eq!(n, 2, "one start-up reconcile per watched table: {jobs}");
+    assert_eq!(d.stop(), 0);
+
+    let r = table_info(spec, "metrics.rollups_1m");
+    assert_reconciled(&r);
+    assert_eq!(r["properties"]["custom.key"], "keep", "keys the policy does not name stay");
+    assert_reconciled(&table_info(spec, "metrics.repartitioned_data"));
+    // A table no policy selects is never touched.
+    let u = table_info(spec, "metrics.unwatched");
+    assert_eq!(u["format_version"], 1);
+    assert!(u["properties"].get("write.distribution-mode").is_none(), "{u}");
+}
+
+#[tokio::test]
+async fn reconciles_properties_on_sql_catalog() {
+    let dir = TestDir::new("reconcile-sql");
+    let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    reconcile_on(&spec, &dir).await;
+}
+
+#[tokio::test]
+async fn reconciles_properties_on_rest_catalog() {
+    let dir = TestDir::new("reconcile-rest");
+    let rest = RestCatalogServer::start(&dir.join("warehouse"));
+    let spec = CatalogSpec::rest(rest.uri());
+    reconcile_on(&spec, &dir).await;
+}
+
+#[tokio::test]
+async fn http_endpoints_and_their_errors() {
+    let dir = TestDir::new("http");
+    let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    make_table(&spec, "metrics.rollups_1m", &["--appends", "4", "--rows", "20"]);
+    // A private copy of the policies, so the test can break one.
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for f in ["rollups.toml", "repartitioned.toml"] {
+        std::fs::copy(repo_policies().join(f), policies.join(f)).unwrap();
+    }
+    let config = write_config(&dir, &spec, &policies, "");
+    let d = Daemon::start(&config, &[]);
+
+    assert_eq!(d.get("/healthz").await.0, 200);
+    d.wait_for("/readyz", "readiness", |s, _| s == 200).await;
+    let t = d
+        .wait_for("/api/v1/tables", "table list", |_, v| {
+            v["tables"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    assert_eq!(t["tables"][0]["table"], "metrics.rollups_1m");
+    assert_eq!(t["tables"][0]["data_files"], 4);
+    assert_eq!(t["tables"][0]["small_files"], 4);
+
+    let (s, one) = d.get("/api/v1/tables/metrics.rollups_1m").await;
+    assert_eq!(s, 200, "{one}");
+    assert_eq!(one["policy"], "rollups");
+    d.wait_for("/api/v1/tables/metrics.rollups_1m", "reconcile", |_, v| {
+        v["properties_in_sync"] == true
+    })
+    .await;
+    let one = d.get("/api/v1/tables/metrics.rollups_1m").await.1;
+    let changed: Vec<&str> = one["property_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert!(changed.contains(&"write.distribution-mode"), "{one}");
+
+    let metrics = d.get("/metrics").await.1;
+    let text = metrics.as_str().unwrap();
+    for needle in [
+        "icemaint_table_data_files{table=\"metrics.rollups_1m\"} 4",
+        "icemaint_table_small_files{table=\"metrics.rollups_1m\"} 4",
+        "icemaint_table_snapshots{table=\"metrics.rollups_1m\"}",
+        "icemaint_table_average_file_bytes{table=\"metrics.rollups_1m\"}",
+        "icemaint_property_drift_detected_total{table=\"metrics.rollups_1m\"}",
+        "icemaint_property_drift_corrected_total{table=\"metrics.rollups_1m\"}",
+        "icemaint_jobs_total{kind=\"reconcile\"",
+        "icemaint_catalog_up 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+
+    // 404s and 400s, all JSON.
+    for (path, status) in [
+        ("/api/v1/tables/metrics.nope", 404),
+        ("/api/v1/tables/nodot", 400),
+        ("/api/v1/jobs?limit=0", 400),
+        ("/api/v1/jobs?limit=abc", 400),
+        ("/api/v1/jobs?bogus=1", 400),
+        ("/api/v1/jobs?kind=vacuum", 400),
+        ("/api/v1/jobs/not-a-uuid", 400),
+        ("/api/v1/jobs/01a20f69-2d06-746b-bb04-90a0a9fd8171", 404),
+        ("/api/v1/nothing-here", 404),
+    ] {
+        let (s, v) = d.get(path).await;
+        assert_eq!(s, status, "{path}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {v}");
+    }
+
+    let jobs = d.get("/api/v1/jobs?table=metrics.rollups_1m").await;
+    assert_eq!(jobs.0, 200);
+    let id = jobs.1["jobs"][0]["id"].as_str().unwrap().to_string();
+    let job = d.get(&format!("/api/v1/jobs/{id}")).await.1;
+    assert_eq!(job["table"], "metrics.rollups_1m");
+    assert_eq!(job["kind"], "reconcile");
+    assert_eq!(job["trigger"], "startup");
+
+    // Manual trigger: 202 with a job id that finishes (nothing left to do: skipped).
+    let (s, v) = d.post("/api/v1/tables/metrics.rollups_1m/reconcile", None, None).await;
+    assert_eq!(s, 202, "{v}");
+    let job = d.wait_job(v["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "skipped", "{job}");
+    assert_eq!(job["trigger"], "manual");
+    assert_eq!(
+        d.post("/api/v1/tables/metrics.nope/reconcile", None, None).await.0,
+        404
+    );
+
+    // Reload: fine, then broken (old policies stay), then fixed.
+    assert_eq!(d.post("/api/v1/reload", None, None).await.0, 200);
+    std::fs::write(policies.join("broken.toml"), "version = 1\ntables = [\"*.x\"]\nbogus = 1\n").unwrap();
+    let (s, v) = d.post("/api/v1/reload", None, None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["problems"][0].as_str().unwrap().contains("broken.toml:3:"), "{v}");
+    assert_eq!(d.get("/api/v1/tables/metrics.rollups_1m").await.0, 200, "old policies kept");
+    std::fs::remove_file(policies.join("broken.toml")).unwrap();
+
+    // SIGTERM: clean exit 0.
+    assert_eq!(d.stop(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_catalog_is_not_ready_and_a_clear_cli_error() {
+    let dir = TestDir::new("unreachable");
+    let port = free_port(); // nothing listens there
+    let spec = CatalogSpec::rest(format!("http://127.0.0.1:{port}"));
+    let config = write_config(&dir, &spec, &repo_policies(), "");
+    let d = Daemon::start(&config, &[]);
+    assert_eq!(d.get("/healthz").await.0, 200);
+    let v = d
+        .wait_for("/readyz", "a readiness verdict", |s, v| s == 503 && v["reason"].is_string())
+        .await;
+    assert_eq!(v["catalog"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains(&port.to_string()), "{v}");
+    assert_eq!(d.stop(), 0);
+
+    let (code, _, err) = icemaint(&["tables", "--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let line = err.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {err}");
+    assert!(line.starts_with("error: ") && line.contains(&port.to_string()), "{err}");
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    let dir = TestDir::new("check");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("a.toml"),
+        "version = 1\ntables = [\"metrics.*\"]\n[compaction]\nschedule = \"every tuesday\"\ntarget-file-size-bytes = \"huge\"\nnot-an-option = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("b.toml"),
+        "version = 1\ntables = [\n  \"*.rollups\",\n]\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let spec = CatalogSpec::rest("http://127.0.0.1:1");
+    let config = write_config(&dir, &spec, &policies, "");
+    let (code, out, err) = icemaint(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let a = policies.join("a.toml").display().to_string();
+    let b = policies.join("b.toml").display().to_string();
+    for expected in [
+        format!("{a}:4: "),                // bad cron
+        format!("{a}:5: "),                // bad size
+        format!("{a}:6: "),                // unknown option
+        format!("{b}:5: unknown key 'colour'"),
+        format!("{b}:3: selector '*.rollups' overlaps 'metrics.*'"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in:\n{err}"
+        );
+    }
+
+    // The shipped policies are valid.
+    let good = write_config(&dir, &spec, &repo_policies(), "");
+    let (code, out, err) = icemaint(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 policies"), "{out}");
+
+    // A bad config file: one line naming file and line, exit 2.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[catalog]\ntype = \"rest\"\nuri = \"x\"\n[server]\nlisten = 5\n").unwrap();
+    let (code, _, err) = icemaint(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with(&format!("{}:5:", bad.display())), "{err}");
+    // A missing config file: non-zero, one line.
+    let (code, _, err) = icemaint(&["serve", "--config", "/nonexistent/icemaint.toml"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/icemaint.toml"), "{err}");
+}
