@@ -174,8 +174,15 @@ impl Peers {
             .env_remove("PEERS_S3_ACCESS_KEY")
             .env_remove("PEERS_S3_SECRET_KEY")
             .env_remove("PEERS_S3_REGION");
+        let started = Instant::now();
         let (status, stdout, stderr) =
             run_with_timeout(cmd, tool_timeout(), &command_line(script, args));
+        // Shown with --nocapture or for failing tests: where the time goes.
+        eprintln!(
+            "[peers] {} -> {status} in {:.1} s",
+            command_line(script, args),
+            started.elapsed().as_secs_f64()
+        );
         let json = match parse_json_object(&stdout) {
             Some(v) => v,
             None => panic!(

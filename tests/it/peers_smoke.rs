@@ -203,6 +203,71 @@ fn pyiceberg_ops_commit_as_a_concurrent_writer() {
 }
 
 #[test]
+fn spark_writes_deletes_and_compacts_via_rest() {
+    let dir = TestDir::new("spark-smoke");
+    let rest = RestCatalogServer::start(&dir.join("warehouse"));
+    let spec = CatalogSpec::rest(rest.uri());
+    let t = "db.spark_metrics";
+
+    // 2 commits x 4 files x 100 rows, unpartitioned; then a merge-on-read DELETE of part of the
+    // rows of every file (value is in [0, 100)), written as position delete files.
+    let made = tool(
+        "spark_make_table.py",
+        &spec,
+        t,
+        &[
+            "--partition",
+            "none",
+            "--appends",
+            "2",
+            "--files-per-append",
+            "4",
+            "--rows",
+            "100",
+            "--delete-where",
+            "value < 10",
+        ],
+    );
+    assert_eq!(made["data_files"], 8, "{made}");
+    assert!(made["delete_files"].as_u64().unwrap() >= 1, "{made}");
+    // Spark's own count after the delete: about 10 % of the 800 rows are gone.
+    let remaining = made["rows"].as_u64().unwrap();
+    assert!((640..800).contains(&remaining), "{made}");
+
+    let info = table_info(&spec, t);
+    assert_eq!(info["delete_files"], made["delete_files"], "{info}");
+    let before = verify(&spec, t, true, false);
+    assert!(before.agree, "{}", before.raw);
+    assert_eq!(before.rows, remaining);
+    assert_eq!(
+        before.reader("duckdb").map(|r| r.0),
+        Some(remaining),
+        "{}",
+        before.raw
+    );
+
+    let maint = tool(
+        "spark_maintain.py",
+        &spec,
+        t,
+        &["--steps", "rewrite", "--min-input-files", "2"],
+    );
+    assert_eq!(maint["before"]["data_files"], 8, "{maint}");
+    assert_eq!(maint["after"]["data_files"], 1, "{maint}");
+
+    let after = verify(&spec, t, true, true);
+    assert!(after.agree, "{}", after.raw);
+    assert_eq!((after.rows, after.data_files), (remaining, 1));
+    assert_eq!(after.checksum, before.checksum);
+    assert_eq!(
+        after.reader("spark"),
+        Some((remaining, before.checksum.clone())),
+        "{}",
+        after.raw
+    );
+}
+
+#[test]
 fn servers_stop_on_drop_and_on_panic() {
     let dir = TestDir::new("lifetime");
     let rest = RestCatalogServer::start(&dir.join("wh"));
