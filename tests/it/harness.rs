@@ -804,25 +804,57 @@ impl CatalogSpec {
                 Some(warehouse.clone())
             }
             CatalogSpec::Sql { warehouse, .. } => {
-                let p = Path::new(warehouse);
-                let abs = if p.is_absolute() {
-                    p.to_path_buf()
-                } else {
-                    std::env::current_dir().expect("cwd").join(p)
-                };
+                let abs = std::path::absolute(warehouse).expect("absolute warehouse path");
                 Some(format!("file://{}", path_str(&abs)))
             }
         }
     }
 
-    /// `sqlite:<abs path>` for iceberg-catalog-sql / sqlx (SQL catalogs only).
+    /// `sqlite://<abs path>` for iceberg-catalog-sql / sqlx (SQL catalogs only).
     pub fn sqlite_url(&self) -> Option<String> {
         match self {
             CatalogSpec::Sql { sqlite_path, .. } => {
-                Some(format!("sqlite:{}", path_str(sqlite_path)))
+                let abs = std::path::absolute(sqlite_path).expect("absolute sqlite path");
+                Some(format!("sqlite://{}", path_str(&abs)))
             }
             CatalogSpec::Rest { .. } => None,
         }
+    }
+
+    /// Catalog/FileIO properties for iceberg-rust: the S3 ones ([`S3Access::iceberg_props`]) when
+    /// an S3 endpoint is set, else none.
+    pub fn iceberg_props(&self) -> BTreeMap<String, String> {
+        self.s3().map(S3Access::iceberg_props).unwrap_or_default()
+    }
+
+    /// The `[catalog]` section of an icemaint config file for this catalog: `type`, `uri`
+    /// (`sqlite://<abs path>` for SQL), `name = "default"` and `warehouse` for SQL, and
+    /// [`CatalogSpec::iceberg_props`] as `[catalog.properties]`.
+    pub fn config_toml(&self) -> String {
+        let mut cat = toml::Table::new();
+        match self {
+            CatalogSpec::Rest { uri, .. } => {
+                cat.insert("type".into(), "rest".into());
+                cat.insert("uri".into(), uri.as_str().into());
+            }
+            CatalogSpec::Sql { .. } => {
+                cat.insert("type".into(), "sql".into());
+                cat.insert("uri".into(), self.sqlite_url().unwrap().into());
+                cat.insert("name".into(), "default".into());
+                cat.insert("warehouse".into(), self.warehouse_uri().unwrap().into());
+            }
+        }
+        let props: toml::Table = self
+            .iceberg_props()
+            .into_iter()
+            .map(|(k, v)| (k, toml::Value::String(v)))
+            .collect();
+        if !props.is_empty() {
+            cat.insert("properties".into(), toml::Value::Table(props));
+        }
+        let mut root = toml::Table::new();
+        root.insert("catalog".into(), toml::Value::Table(cat));
+        toml::to_string(&root).expect("serialize catalog config")
     }
 
     /// The tools' catalog flags: `--catalog-uri`, `--warehouse`, and the S3 flags when set.
@@ -965,4 +997,92 @@ pub fn verify(spec: &CatalogSpec, table: &str, duckdb: bool, spark: bool) -> Ver
 /// Whether a process with this PID exists (for checks that servers are gone).
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-tests of the pure helpers (no peers needed)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn harness_parses_tool_output_and_server_logs() {
+    let v = parse_json_object("{\n \"a\": 1\n}\n").unwrap();
+    assert_eq!(v["a"], 1);
+    let noisy = "warning: something\n{ not json\n{\n \"rows\": 3,\n \"x\": {\"y\": 2}\n}\n";
+    assert_eq!(parse_json_object(noisy).unwrap()["rows"], 3);
+    assert!(parse_json_object("no json here").is_none());
+    assert!(parse_json_object("[1, 2]").is_none());
+
+    let log = "INFO authentication is enabled\nINFO server is running at http://127.0.0.1:40123\n";
+    assert_eq!(port_after(log, "server is running at"), Some(40123));
+    assert_eq!(port_after(log, "listening on"), None);
+    assert_eq!(
+        port_after("Running on http://127.0.0.1:0", "Running on"),
+        None
+    );
+    assert_eq!(tail("a\nb\nc", 2), "b\nc");
+}
+
+#[test]
+fn harness_catalog_spec_flags_and_icemaint_config() {
+    let s3 = S3Access {
+        endpoint: "http://127.0.0.1:9000".into(),
+        access_key: S3_ACCESS_KEY.into(),
+        secret_key: S3_SECRET_KEY.into(),
+        region: S3_REGION.into(),
+    };
+    let rest = CatalogSpec::rest("http://127.0.0.1:8181");
+    assert_eq!(rest.args(), ["--catalog-uri", "http://127.0.0.1:8181"]);
+    assert_eq!(rest.warehouse_uri(), None);
+    let sql = CatalogSpec::sql("/tmp/x/catalog.db", "s3://lake/wh").with_s3(s3.clone());
+    assert_eq!(
+        sql.args(),
+        [
+            "--catalog-uri",
+            "/tmp/x/catalog.db",
+            "--warehouse",
+            "s3://lake/wh",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--s3-access-key",
+            "AKIDTEST",
+            "--s3-secret-key",
+            "SECRETTEST",
+            "--s3-region",
+            "us-east-1",
+        ]
+    );
+    assert_eq!(
+        sql.sqlite_url().as_deref(),
+        Some("sqlite:///tmp/x/catalog.db")
+    );
+    assert_eq!(
+        CatalogSpec::sql("/a/c.db", "/a/wh")
+            .warehouse_uri()
+            .as_deref(),
+        Some("file:///a/wh")
+    );
+
+    // The generated [catalog] section is a valid icemaint catalog configuration.
+    #[derive(serde::Deserialize)]
+    struct Root {
+        catalog: icemaint::config::CatalogConfig,
+    }
+    let c = toml::from_str::<Root>(&sql.config_toml())
+        .expect("valid [catalog]")
+        .catalog;
+    assert_eq!(c.kind, icemaint::config::CatalogType::Sql);
+    assert_eq!(c.uri, "sqlite:///tmp/x/catalog.db");
+    assert_eq!(
+        (c.name.as_str(), c.warehouse.as_deref()),
+        ("default", Some("s3://lake/wh"))
+    );
+    assert_eq!(c.properties, s3.iceberg_props());
+    let c = toml::from_str::<Root>(&rest.config_toml())
+        .expect("valid [catalog]")
+        .catalog;
+    assert_eq!(
+        (c.kind, c.uri.as_str()),
+        (icemaint::config::CatalogType::Rest, "http://127.0.0.1:8181")
+    );
+    assert!(c.properties.is_empty());
 }
