@@ -15,6 +15,13 @@
 //!   tools' catalog flags; typed wrappers [`make_table`], [`verify`], [`table_info`],
 //!   [`pyiceberg_ops`], [`tool`].
 //! - [`TestDir`]: a per-test temporary directory, kept (and its path printed) when the test fails.
+//! - For Rust-side clients of the same catalog: [`CatalogSpec::config_toml`] (icemaint's
+//!   `[catalog]` section), [`CatalogSpec::sqlite_url`], [`S3Access::iceberg_props`].
+//!
+//! Environment: `ICEBERG_PEERS` (install location), `ICEMAINT_PEERS_TIMEOUT_SECS` (per tool run,
+//! default 900), `ICEMAINT_KEEP_TEST_DIRS=1` (keep every test directory), `REST_CATALOG_JAVA_OPTS`.
+//! Each tool run prints `[peers] <command> -> <status> in <s>` to stderr (see it with
+//! `--nocapture`, or in the output of a failing test).
 //!
 //! Everything is safe to use from tests running in parallel threads: servers pick their own free
 //! port (port 0, the bound port is read back from the server's log), every server and every test
