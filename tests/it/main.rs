@@ -1,0 +1,4 @@
+//! Integration tests: one test binary (`cargo test --test it`). Add a module per area below.
+
+mod harness;
+mod peers_smoke;
