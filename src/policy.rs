@@ -71,8 +71,12 @@ impl Schedule {
         } else {
             trimmed.to_string()
         };
-        let parsed = cron::Schedule::from_str(&normalized)
-            .map_err(|e| format!("invalid cron expression '{expr}': {e}"))?;
+        let parsed = cron::Schedule::from_str(&normalized).map_err(|e| {
+            format!(
+                "invalid cron expression '{expr}': {}",
+                one_line(&e.to_string())
+            )
+        })?;
         Ok(Self {
             expr: expr.to_string(),
             parsed,
@@ -342,12 +346,11 @@ impl PolicySet {
         let mut policies = Vec::new();
         let mut lines: Vec<LineIndex> = Vec::new();
         for (path, text) in sources {
-            match parse_policy(path, text) {
-                Ok((p, idx)) => {
-                    policies.push(p);
-                    lines.push(idx);
-                }
-                Err(mut ps) => problems.append(&mut ps),
+            let (policy, idx, mut ps) = parse_policy_lenient(path, text);
+            problems.append(&mut ps);
+            if let Some(p) = policy {
+                policies.push(p);
+                lines.push(idx);
             }
         }
         let mut names: HashMap<&str, &Path> = HashMap::new();
@@ -641,6 +644,17 @@ const DEFAULT_MANIFESTS: &str = "0 30 4 * * *";
 
 /// Parses one policy file; on failure returns every problem found.
 pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<Problem>> {
+    let (policy, idx, problems) = parse_policy_lenient(path, text);
+    match policy {
+        Some(p) if problems.is_empty() => Ok((p, idx)),
+        _ => Err(problems),
+    }
+}
+
+/// Parses one policy file as far as it can: the policy (with defaults where values were bad, so
+/// cross-file checks still run), its line index, and every problem. `None` when the file is not
+/// TOML at all.
+fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, Vec<Problem>) {
     let file = path.display().to_string();
     let doc: toml::Table = match toml::from_str(text) {
         Ok(d) => d,
@@ -649,11 +663,12 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<
                 .span()
                 .map(|s| crate::config::line_of(text, s.start))
                 .unwrap_or(1);
-            return Err(vec![Problem {
+            let problem = Problem {
                 file,
                 line,
-                message: e.message().trim_end().to_string(),
-            }]);
+                message: one_line(e.message()),
+            };
+            return (None, LineIndex::default(), vec![problem]);
         }
     };
     let idx = LineIndex::build(text);
@@ -897,11 +912,9 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<
         }
     });
 
-    if !cx.problems.is_empty() {
-        return Err(cx.problems);
-    }
-    Ok((
-        Policy {
+    let problems = cx.problems;
+    (
+        Some(Policy {
             name,
             file: path.to_path_buf(),
             tables,
@@ -912,9 +925,20 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<
             expire,
             orphans,
             manifests,
-        },
+        }),
         idx,
-    ))
+        problems,
+    )
+}
+
+/// Folds a multi-line library message (e.g. the cron parser's caret diagram) into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn validate_selector(s: &str) -> Result<(), String> {
@@ -1032,6 +1056,7 @@ dry-run = true
         assert!(has(6, "target-file-size-bytes"), "{rendered:#?}");
         assert!(has(7, "no-such-option"), "{rendered:#?}");
         assert!(has(9, "unknown unit"), "{rendered:#?}");
+        assert!(rendered.iter().all(|r| !r.contains('\n')), "{rendered:#?}");
     }
 
     #[test]

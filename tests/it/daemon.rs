@@ -89,7 +89,11 @@ impl Daemon {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "icemaint did not listen:\n{}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "icemaint did not listen:\n{}",
+                d.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         d
@@ -97,10 +101,6 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
     }
 
     /// Sends SIGTERM and waits for the exit code.
@@ -127,7 +127,10 @@ impl Daemon {
         let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// POST `path` with an optional JSON body and bearer token.
@@ -142,11 +145,19 @@ impl Daemon {
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Polls `GET path` until `pred` holds (bounded).
-    pub async fn wait_for(&self, path: &str, what: &str, pred: impl Fn(u16, &Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        what: &str,
+        pred: impl Fn(u16, &Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (s, v) = self.get(path).await;
@@ -198,7 +209,11 @@ fn assert_reconciled(info: &Value) {
 /// start-up reconciliation finished, and reads the result back with PyIceberg.
 async fn reconcile_on(spec: &CatalogSpec, dir: &TestDir) {
     let small = ["--appends", "3", "--rows", "50", "--format-version", "1"];
-    make_table(spec, "metrics.rollups_1m", &[&small[..], &["--property", "custom.key=keep"]].concat());
+    make_table(
+        spec,
+        "metrics.rollups_1m",
+        &[&small[..], &["--property", "custom.key=keep"]].concat(),
+    );
     make_table(spec, "metrics.repartitioned_data", &small);
     make_table(spec, "metrics.unwatched", &small);
     let config = write_config(dir, spec, &repo_policies(), "");
@@ -216,12 +231,18 @@ async fn reconcile_on(spec: &CatalogSpec, dir: &TestDir) {
 
     let r = table_info(spec, "metrics.rollups_1m");
     assert_reconciled(&r);
-    assert_eq!(r["properties"]["custom.key"], "keep", "keys the policy does not name stay");
+    assert_eq!(
+        r["properties"]["custom.key"], "keep",
+        "keys the policy does not name stay"
+    );
     assert_reconciled(&table_info(spec, "metrics.repartitioned_data"));
     // A table no policy selects is never touched.
     let u = table_info(spec, "metrics.unwatched");
     assert_eq!(u["format_version"], 1);
-    assert!(u["properties"].get("write.distribution-mode").is_none(), "{u}");
+    assert!(
+        u["properties"].get("write.distribution-mode").is_none(),
+        "{u}"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +264,11 @@ async fn reconciles_properties_on_rest_catalog() {
 async fn http_endpoints_and_their_errors() {
     let dir = TestDir::new("http");
     let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
-    make_table(&spec, "metrics.rollups_1m", &["--appends", "4", "--rows", "20"]);
+    make_table(
+        &spec,
+        "metrics.rollups_1m",
+        &["--appends", "4", "--rows", "20"],
+    );
     // A private copy of the policies, so the test can break one.
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
@@ -309,7 +334,10 @@ async fn http_endpoints_and_their_errors() {
     ] {
         let (s, v) = d.get(path).await;
         assert_eq!(s, status, "{path}: {v}");
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {v}"
+        );
     }
 
     let jobs = d.get("/api/v1/jobs?table=metrics.rollups_1m").await;
@@ -321,23 +349,41 @@ async fn http_endpoints_and_their_errors() {
     assert_eq!(job["trigger"], "startup");
 
     // Manual trigger: 202 with a job id that finishes (nothing left to do: skipped).
-    let (s, v) = d.post("/api/v1/tables/metrics.rollups_1m/reconcile", None, None).await;
+    let (s, v) = d
+        .post("/api/v1/tables/metrics.rollups_1m/reconcile", None, None)
+        .await;
     assert_eq!(s, 202, "{v}");
     let job = d.wait_job(v["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "skipped", "{job}");
     assert_eq!(job["trigger"], "manual");
     assert_eq!(
-        d.post("/api/v1/tables/metrics.nope/reconcile", None, None).await.0,
+        d.post("/api/v1/tables/metrics.nope/reconcile", None, None)
+            .await
+            .0,
         404
     );
 
     // Reload: fine, then broken (old policies stay), then fixed.
     assert_eq!(d.post("/api/v1/reload", None, None).await.0, 200);
-    std::fs::write(policies.join("broken.toml"), "version = 1\ntables = [\"*.x\"]\nbogus = 1\n").unwrap();
+    std::fs::write(
+        policies.join("broken.toml"),
+        "version = 1\ntables = [\"*.x\"]\nbogus = 1\n",
+    )
+    .unwrap();
     let (s, v) = d.post("/api/v1/reload", None, None).await;
     assert_eq!(s, 422, "{v}");
-    assert!(v["problems"][0].as_str().unwrap().contains("broken.toml:3:"), "{v}");
-    assert_eq!(d.get("/api/v1/tables/metrics.rollups_1m").await.0, 200, "old policies kept");
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.toml:3:"),
+        "{v}"
+    );
+    assert_eq!(
+        d.get("/api/v1/tables/metrics.rollups_1m").await.0,
+        200,
+        "old policies kept"
+    );
     std::fs::remove_file(policies.join("broken.toml")).unwrap();
 
     // SIGTERM: clean exit 0.
@@ -353,17 +399,25 @@ async fn unreachable_catalog_is_not_ready_and_a_clear_cli_error() {
     let d = Daemon::start(&config, &[]);
     assert_eq!(d.get("/healthz").await.0, 200);
     let v = d
-        .wait_for("/readyz", "a readiness verdict", |s, v| s == 503 && v["reason"].is_string())
+        .wait_for("/readyz", "a readiness verdict", |s, v| {
+            s == 503 && v["reason"].is_string()
+        })
         .await;
     assert_eq!(v["catalog"], false, "{v}");
-    assert!(v["reason"].as_str().unwrap().contains(&port.to_string()), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains(&port.to_string()),
+        "{v}"
+    );
     assert_eq!(d.stop(), 0);
 
     let (code, _, err) = icemaint(&["tables", "--config", config.to_str().unwrap()]);
     assert_ne!(code, 0);
     let line = err.trim();
     assert_eq!(line.lines().count(), 1, "one line: {err}");
-    assert!(line.starts_with("error: ") && line.contains(&port.to_string()), "{err}");
+    assert!(
+        line.starts_with("error: ") && line.contains(&port.to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -388,9 +442,9 @@ fn check_reports_every_problem_with_file_and_line() {
     let a = policies.join("a.toml").display().to_string();
     let b = policies.join("b.toml").display().to_string();
     for expected in [
-        format!("{a}:4: "),                // bad cron
-        format!("{a}:5: "),                // bad size
-        format!("{a}:6: "),                // unknown option
+        format!("{a}:4: "), // bad cron
+        format!("{a}:5: "), // bad size
+        format!("{a}:6: "), // unknown option
         format!("{b}:5: unknown key 'colour'"),
         format!("{b}:3: selector '*.rollups' overlaps 'metrics.*'"),
     ] {
@@ -408,7 +462,11 @@ fn check_reports_every_problem_with_file_and_line() {
 
     // A bad config file: one line naming file and line, exit 2.
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[catalog]\ntype = \"rest\"\nuri = \"x\"\n[server]\nlisten = 5\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[catalog]\ntype = \"rest\"\nuri = \"x\"\n[server]\nlisten = 5\n",
+    )
+    .unwrap();
     let (code, _, err) = icemaint(&["check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.starts_with(&format!("{}:5:", bad.display())), "{err}");

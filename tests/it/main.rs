@@ -1,4 +1,5 @@
 //! Integration tests: one test binary (`cargo test --test it`). Add a module per area below.
 
+mod daemon;
 mod harness;
 mod peers_smoke;
