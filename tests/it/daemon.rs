@@ -75,7 +75,11 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
+        Daemon::adopt(cmd.spawn().unwrap(), port, log)
+    }
+
+    /// Wraps an already spawned icemaint that listens on `port` and waits until it listens.
+    pub fn adopt(child: Child, port: u16, log: PathBuf) -> Daemon {
         let mut d = Daemon {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
@@ -475,4 +479,58 @@ fn check_reports_every_problem_with_file_and_line() {
     assert_eq!(code, 1);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/icemaint.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn demo_comes_up_and_converges() {
+    let dir = TestDir::new("demo");
+    let demo_dir = dir.join("demo");
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("demo.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_icemaint"))
+        .args(["demo", "--dir", demo_dir.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--policies", repo_policies().to_str().unwrap()])
+        .env("ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let d = Daemon::adopt(child, port, dir.join("demo.log"));
+    let started = Instant::now();
+    d.wait_for("/readyz", "readiness", |s, _| s == 200).await;
+    for t in ["metrics.repartitioned_data", "metrics.rollups_1m"] {
+        d.wait_for(
+            &format!("/api/v1/tables/{t}"),
+            "demo reconciliation",
+            |s, v| s == 200 && v["properties_in_sync"] == true,
+        )
+        .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "converged within a minute"
+    );
+    let metrics = d.get("/metrics").await.1;
+    let text = metrics.as_str().unwrap().to_string();
+    for needle in [
+        "icemaint_table_data_files{table=\"metrics.repartitioned_data\"} 192",
+        "icemaint_table_small_files{table=\"metrics.rollups_1m\"} 108",
+        "icemaint_property_drift_corrected_total{table=\"metrics.rollups_1m\"} 5",
+        "icemaint_property_drift_detected_total{table=\"metrics.repartitioned_data\"} 5",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    assert_eq!(d.stop(), 0, "Ctrl-C/SIGTERM stops the demo cleanly");
+
+    let spec = CatalogSpec::sql(
+        demo_dir.join("catalog.db"),
+        format!("file://{}", demo_dir.join("warehouse").display()),
+    );
+    for t in ["metrics.repartitioned_data", "metrics.rollups_1m"] {
+        let info = table_info(&spec, t);
+        assert_reconciled(&info);
+        assert_eq!(info["snapshots"].as_array().unwrap().len(), 12, "{t}");
+    }
 }
