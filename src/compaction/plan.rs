@@ -174,13 +174,23 @@ impl PlanSettings {
     /// [`Self::expected_output_files`]), halfway from the planned size to the max, mirroring how
     /// Java's write max sits halfway between target and max.
     pub fn max_output_file_bytes(&self, input_bytes: u64, output_files: usize) -> u64 {
-        let planned = input_bytes.div_ceil(output_files.max(1) as u64);
-        let write_max = self.write_max_file_size_bytes();
-        if planned <= write_max {
-            write_max
-        } else {
-            planned + self.max_file_size_bytes.saturating_sub(planned) / 2
-        }
+        output_file_byte_cap(
+            self.target_file_size_bytes,
+            self.max_file_size_bytes,
+            input_bytes,
+            output_files,
+        )
+    }
+}
+
+/// See [`PlanSettings::max_output_file_bytes`].
+pub fn output_file_byte_cap(target: u64, max: u64, input_bytes: u64, output_files: usize) -> u64 {
+    let planned = input_bytes.div_ceil(output_files.max(1) as u64);
+    let write_max = write_max_file_size(target, max);
+    if planned <= write_max {
+        write_max
+    } else {
+        planned + max.saturating_sub(planned) / 2
     }
 }
 
