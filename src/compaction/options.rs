@@ -151,7 +151,9 @@ pub struct CompactionOptions {
     pub min_input_files: usize,
     pub rewrite_all: bool,
     pub max_file_group_size_bytes: u64,
-    /// `None` means unlimited (Java's default `Integer.MAX_VALUE`).
+    /// `None` means unlimited (Java's default `Integer.MAX_VALUE`). `Some(n)`: a file with at
+    /// least `n` delete files, and at least one, is a candidate (Java's 0 would select every file
+    /// on every run; see [`super::plan`]).
     pub delete_file_threshold: Option<usize>,
     pub delete_ratio_threshold: f64,
     pub partial_progress_enabled: bool,

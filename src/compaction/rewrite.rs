@@ -20,6 +20,17 @@
 //!   them, defaulting to zstd like Java.
 //! - Deletion vectors (v3 Puffin delete files) are not applied by the reader: such tables are
 //!   refused rather than resurrecting deleted rows. Encrypted tables are refused too.
+//! - The scan attaches every position delete file of a partition to every data file in it, even
+//!   when the delete file is scoped to one data file (`referenced_data_file`, or equal
+//!   `file_path` bounds); such deletes are dropped from the other files' tasks, as Java's delete
+//!   index does, so delete-file counts match Java.
+//! - The reader returns identity-partition columns filled from partition metadata as
+//!   run-end-encoded constants (once the task carries its spec), which iceberg's own Parquet
+//!   writer and partition splitter reject; they are expanded before writing.
+//! - `DataFile` has no public getter for its partition spec id: the written files are in
+//!   [`RewriteSettings::output_spec_id`] (or the default spec), which the committer must use.
+//! - The rolling writer's size check counts the in-progress row group's estimated encoded size;
+//!   rolling by rows is the primary mechanism and the byte cap only a safety net.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -318,7 +329,8 @@ async fn read_manifests(
             "a manifest is encrypted".to_string(),
         ));
     }
-    let manifests: Vec<_> = futures::stream::iter(list.entries().iter().cloned())
+    // Manifests are processed as they arrive, so only a few are in memory at once.
+    let mut manifests = futures::stream::iter(list.entries().iter().cloned())
         .map(|m| {
             let file_io = file_io.clone();
             async move {
@@ -326,14 +338,12 @@ async fn read_manifests(
                 Ok::<_, iceberg::Error>((m, manifest))
             }
         })
-        .buffer_unordered(MANIFEST_CONCURRENCY)
-        .try_collect()
-        .await?;
+        .buffer_unordered(MANIFEST_CONCURRENCY);
 
     let mut data = HashMap::new();
     let mut deletes = HashMap::new();
     let mut deletion_vectors = 0;
-    for (manifest_file, manifest) in manifests {
+    while let Some((manifest_file, manifest)) = manifests.try_next().await? {
         for entry in manifest.entries() {
             if !entry.is_alive() {
                 continue;
