@@ -1,1 +1,1067 @@
-//! Reading file groups from the starting snapshot (deletes applied) and writing them as target-size Parquet files.
+//! Reading file groups from the starting snapshot (deletes applied) and writing them as
+//! target-size Parquet files.
+//!
+//! [`collect_candidates`] turns a snapshot into [`CandidateFile`]s for the planner plus the
+//! [`FileScanTask`] of each file; [`rewrite_group`] / [`rewrite_file_group`] read one planned group
+//! through iceberg's Arrow reader (which applies position and equality deletes) and write it back
+//! through iceberg's writer stack in the table's current schema and the output partition spec.
+//! Committing the result (the `replace` snapshot) is done elsewhere ([`crate::commit`]).
+//!
+//! iceberg-rust 0.10.1 details this module works around:
+//! - `FileScanTask` carries neither the data file's partition spec (the field exists but the scan
+//!   leaves it `None`) nor delete-file record counts, so the manifests are walked once more to
+//!   learn each file's spec id and each delete file's scope and size.
+//! - Scan tasks are one per data file (`start` 0, `length` = file size): 0.10.1 does not split by
+//!   `read.split.target-size`. Tasks are still merged by path in case a later version does.
+//! - Tasks from a filtered scan carry the filter as a row predicate; the reader would then drop
+//!   rows. Tasks therefore come from an unfiltered scan of the same snapshot, and the filter only
+//!   chooses which files are candidates (Spark's semantics for `where`).
+//! - The Parquet writer ignores `write.parquet.*` table properties; [`writer_properties`] maps
+//!   them, defaulting to zstd like Java.
+//! - Deletion vectors (v3 Puffin delete files) are not applied by the reader: such tables are
+//!   refused rather than resurrecting deleted rows. Encrypted tables are refused too.
+//! - The scan attaches every position delete file of a partition to every data file in it, even
+//!   when the delete file is scoped to one data file (`referenced_data_file`, or equal
+//!   `file_path` bounds); such deletes are dropped from the other files' tasks, as Java's delete
+//!   index does, so delete-file counts match Java.
+//! - The reader returns identity-partition columns filled from partition metadata as
+//!   run-end-encoded constants (once the task carries its spec), which iceberg's own Parquet
+//!   writer and partition splitter reject; they are expanded before writing.
+//! - `DataFile` has no public getter for its partition spec id: the written files are in
+//!   [`RewriteSettings::output_spec_id`] (or the default spec), which the committer must use.
+//! - The rolling writer's size check counts the in-progress row group's estimated encoded size;
+//!   rolling by rows is the primary mechanism and the byte cap only a safety net.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef as ArrowSchemaRef;
+use futures::{StreamExt, TryStreamExt};
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::expr::Predicate;
+use iceberg::io::FileIO;
+use iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH;
+use iceberg::scan::FileScanTask;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, Literal, ManifestContentType, PartitionKey,
+    PartitionSpec, PartitionSpecRef, PrimitiveLiteral, Schema, SchemaRef, Struct, TableMetadata,
+};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::plan::{CandidateFile, FileGroup, output_file_byte_cap};
+
+/// Table property naming the key of an encrypted table.
+const ENCRYPTION_KEY_ID: &str = "encryption.key-id";
+
+/// How many manifests are read at once when walking a snapshot.
+const MANIFEST_CONCURRENCY: usize = 8;
+
+/// Errors collecting candidates or rewriting a group. Messages are lowercase; iceberg's own
+/// messages are quoted as they come.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("snapshot {0} not found in table metadata")]
+    SnapshotNotFound(i64),
+    #[error("partition spec {0} not found in table metadata")]
+    SpecNotFound(i32),
+    #[error(
+        "table has {count} deletion vector file(s) (v3 puffin deletes), which icemaint cannot apply; refusing to rewrite"
+    )]
+    DeletionVectors { count: usize },
+    #[error("table is encrypted ({0}); icemaint cannot rewrite encrypted tables")]
+    Encrypted(String),
+    #[error("no scan task for data file {0}")]
+    MissingTask(String),
+    #[error("empty file group")]
+    EmptyGroup,
+    #[error("table property {key}={value}: {message}")]
+    InvalidTableProperty {
+        key: String,
+        value: String,
+        message: String,
+    },
+    #[error("invalid rewrite settings: {0}")]
+    InvalidSettings(String),
+    #[error("read {read} rows but wrote {written}")]
+    RowCountMismatch { read: u64, written: u64 },
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+}
+
+impl RewriteError {
+    /// Whether trying again later may succeed. Storage failures surface from iceberg 0.10.1 as
+    /// `Unexpected` (opendal and I/O errors are wrapped that way) or are flagged retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RewriteError::Iceberg(e) => {
+                e.retryable() || matches!(e.kind(), iceberg::ErrorKind::Unexpected)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Settings for writing one group, independent of the group itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteSettings {
+    pub target_file_size_bytes: u64,
+    pub max_file_size_bytes: u64,
+    /// `None`: the table's current default spec.
+    pub output_spec_id: Option<i32>,
+    /// Rows per batch from the reader; `None` keeps iceberg's default.
+    pub batch_size: Option<usize>,
+    /// Data files read concurrently. 1 keeps each file's rows together and in order, which keeps
+    /// some of the input clustering; memory grows with it.
+    pub data_file_concurrency: usize,
+    /// Partition writers open at once when a group from an older spec is split into the output
+    /// spec's partitions. Each holds up to one row group in memory; when the limit is reached
+    /// the least recently used writer is closed (its partition may then get one more file).
+    pub max_open_partition_writers: usize,
+}
+
+impl RewriteSettings {
+    pub fn new(target_file_size_bytes: u64, max_file_size_bytes: u64) -> Self {
+        RewriteSettings {
+            target_file_size_bytes,
+            max_file_size_bytes,
+            output_spec_id: None,
+            batch_size: None,
+            data_file_concurrency: 1,
+            max_open_partition_writers: 16,
+        }
+    }
+
+    /// From resolved options and the resolved output spec.
+    pub fn from_options(options: &super::options::CompactionOptions, output_spec_id: i32) -> Self {
+        RewriteSettings {
+            output_spec_id: Some(output_spec_id),
+            ..RewriteSettings::new(options.target_file_size_bytes, options.max_file_size_bytes)
+        }
+    }
+
+    fn validate(&self) -> Result<(), RewriteError> {
+        if self.target_file_size_bytes == 0
+            || self.max_file_size_bytes < self.target_file_size_bytes
+        {
+            return Err(RewriteError::InvalidSettings(format!(
+                "need 0 < target ({}) <= max ({})",
+                self.target_file_size_bytes, self.max_file_size_bytes
+            )));
+        }
+        if self.data_file_concurrency == 0 || self.max_open_partition_writers == 0 {
+            return Err(RewriteError::InvalidSettings(
+                "data_file_concurrency and max_open_partition_writers must be > 0".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The live data files of a snapshot selected by the filter, ready for [`super::plan::plan`].
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    pub snapshot_id: i64,
+    /// Selected files, sorted by path.
+    pub files: Vec<CandidateFile>,
+    /// The unfiltered scan task of every selected file, by path.
+    pub tasks: HashMap<String, FileScanTask>,
+    /// Live data files in the snapshot, selected or not.
+    pub total_data_files: usize,
+    /// Selected files that are not Parquet (Avro/ORC data files cannot be read by iceberg-rust):
+    /// left out of `files`.
+    pub skipped_non_parquet: Vec<String>,
+}
+
+impl Candidates {
+    /// The scan tasks of a planned group, in the group's file order.
+    pub fn tasks_for(&self, group: &FileGroup) -> Result<Vec<FileScanTask>, RewriteError> {
+        tasks_for(group, &self.tasks)
+    }
+}
+
+fn tasks_for(
+    group: &FileGroup,
+    tasks: &HashMap<String, FileScanTask>,
+) -> Result<Vec<FileScanTask>, RewriteError> {
+    group
+        .paths()
+        .map(|p| {
+            tasks
+                .get(p)
+                .cloned()
+                .ok_or_else(|| RewriteError::MissingTask(p.to_string()))
+        })
+        .collect()
+}
+
+/// What the manifests say about one live data file.
+struct DataMeta {
+    spec_id: i32,
+    partition: Struct,
+    record_count: u64,
+    size_bytes: u64,
+    format: DataFileFormat,
+}
+
+/// What the manifests say about one live delete file.
+struct DeleteMeta {
+    content: DataContentType,
+    record_count: u64,
+    /// The single data file this delete file applies to, when it is file-scoped.
+    referenced_data_file: Option<String>,
+}
+
+/// Java's `ContentFileUtil.referencedDataFile`: the explicit field, or for position deletes whose
+/// `file_path` bounds are equal, that path.
+fn referenced_data_file(df: &DataFile) -> Option<String> {
+    if let Some(r) = df.referenced_data_file() {
+        return Some(r);
+    }
+    if df.content_type() != DataContentType::PositionDeletes {
+        return None;
+    }
+    let lower = df.lower_bounds().get(&RESERVED_FIELD_ID_DELETE_FILE_PATH)?;
+    let upper = df.upper_bounds().get(&RESERVED_FIELD_ID_DELETE_FILE_PATH)?;
+    if lower != upper {
+        return None;
+    }
+    match lower.literal() {
+        PrimitiveLiteral::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Refuses what icemaint cannot rewrite safely, before any file is read.
+fn check_table_supported(metadata: &TableMetadata, snapshot_id: i64) -> Result<(), RewriteError> {
+    if metadata.properties().contains_key(ENCRYPTION_KEY_ID) {
+        return Err(RewriteError::Encrypted(format!(
+            "table property {ENCRYPTION_KEY_ID} is set"
+        )));
+    }
+    if metadata.encryption_keys_iter().len() > 0 {
+        return Err(RewriteError::Encrypted(
+            "table metadata holds encryption keys".to_string(),
+        ));
+    }
+    let snapshot = metadata
+        .snapshot_by_id(snapshot_id)
+        .ok_or(RewriteError::SnapshotNotFound(snapshot_id))?;
+    if snapshot.encryption_key_id().is_some() {
+        return Err(RewriteError::Encrypted(format!(
+            "snapshot {snapshot_id} has an encrypted manifest list"
+        )));
+    }
+    Ok(())
+}
+
+/// Renders a partition tuple canonically: `name=value` pairs joined by `/`, values in the
+/// transform's human form (`ts_day=2025-01-02`), `null` for nulls, and `%`, `/`, `=` escaped so
+/// distinct tuples render differently. Empty for an unpartitioned spec.
+pub fn render_partition(spec: &PartitionSpec, schema: &Schema, data: &Struct) -> String {
+    fn escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                '/' => out.push_str("%2F"),
+                '=' => out.push_str("%3D"),
+                c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    // The partition type needs the source columns; a spec over a since-dropped column cannot be
+    // typed with the current schema, so fall back to the raw literal.
+    let types = spec.partition_type(schema).ok();
+    spec.fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let value = data.fields().get(i).and_then(|v| v.as_ref());
+            let text = match (&types, value) {
+                (_, None) => "null".to_string(),
+                (Some(t), Some(v)) if i < t.fields().len() => field
+                    .transform
+                    .to_human_string(&t.fields()[i].field_type, Some(v)),
+                (_, Some(v)) => raw_literal(v),
+            };
+            format!("{}={}", escape(&field.name), escape(&text))
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn raw_literal(v: &Literal) -> String {
+    match v {
+        Literal::Primitive(PrimitiveLiteral::String(s)) => s.clone(),
+        Literal::Primitive(PrimitiveLiteral::Int(i)) => i.to_string(),
+        Literal::Primitive(PrimitiveLiteral::Long(i)) => i.to_string(),
+        Literal::Primitive(PrimitiveLiteral::Boolean(b)) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Walks the snapshot's manifests: live data files with their spec, live delete files with their
+/// scope. Refuses deletion vectors and encrypted files.
+async fn read_manifests(
+    table: &Table,
+    snapshot_id: i64,
+) -> Result<(HashMap<String, DataMeta>, HashMap<String, DeleteMeta>), RewriteError> {
+    let metadata = table.metadata();
+    let snapshot = metadata
+        .snapshot_by_id(snapshot_id)
+        .ok_or(RewriteError::SnapshotNotFound(snapshot_id))?;
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    let file_io = table.file_io().clone();
+    if list.entries().iter().any(|m| m.key_metadata.is_some()) {
+        return Err(RewriteError::Encrypted(
+            "a manifest is encrypted".to_string(),
+        ));
+    }
+    // Manifests are processed as they arrive, so only a few are in memory at once.
+    let mut manifests = futures::stream::iter(list.entries().iter().cloned())
+        .map(|m| {
+            let file_io = file_io.clone();
+            async move {
+                let manifest = m.load_manifest(&file_io).await?;
+                Ok::<_, iceberg::Error>((m, manifest))
+            }
+        })
+        .buffer_unordered(MANIFEST_CONCURRENCY);
+
+    let mut data = HashMap::new();
+    let mut deletes = HashMap::new();
+    let mut deletion_vectors = 0;
+    while let Some((manifest_file, manifest)) = manifests.try_next().await? {
+        for entry in manifest.entries() {
+            if !entry.is_alive() {
+                continue;
+            }
+            let df = entry.data_file();
+            if df.key_metadata().is_some() {
+                return Err(RewriteError::Encrypted(format!(
+                    "file {} is encrypted",
+                    df.file_path()
+                )));
+            }
+            match manifest_file.content {
+                ManifestContentType::Data => {
+                    data.insert(
+                        df.file_path().to_string(),
+                        DataMeta {
+                            spec_id: manifest_file.partition_spec_id,
+                            partition: df.partition().clone(),
+                            record_count: df.record_count(),
+                            size_bytes: df.file_size_in_bytes(),
+                            format: df.file_format(),
+                        },
+                    );
+                }
+                ManifestContentType::Deletes => {
+                    if df.file_format() == DataFileFormat::Puffin {
+                        deletion_vectors += 1;
+                    }
+                    deletes.insert(
+                        df.file_path().to_string(),
+                        DeleteMeta {
+                            content: df.content_type(),
+                            record_count: df.record_count(),
+                            referenced_data_file: referenced_data_file(df),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    if deletion_vectors > 0 {
+        return Err(RewriteError::DeletionVectors {
+            count: deletion_vectors,
+        });
+    }
+    Ok((data, deletes))
+}
+
+/// Plans a scan of `snapshot_id` and returns one task per data file path.
+async fn scan_tasks(
+    table: &Table,
+    snapshot_id: i64,
+    filter: Option<Predicate>,
+) -> Result<HashMap<String, FileScanTask>, RewriteError> {
+    let mut builder = table.scan().snapshot_id(snapshot_id);
+    if let Some(filter) = filter {
+        builder = builder.with_filter(filter);
+    }
+    let scan = builder.build()?;
+    let mut tasks: HashMap<String, FileScanTask> = HashMap::new();
+    let mut stream = scan.plan_files().await?;
+    while let Some(task) = stream.try_next().await? {
+        match tasks.get_mut(&task.data_file_path) {
+            // A split file: keep one task covering the whole file.
+            Some(existing) => {
+                existing.start = 0;
+                existing.length = existing.file_size_in_bytes;
+                existing.record_count = None;
+            }
+            None => {
+                tasks.insert(task.data_file_path.clone(), task);
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Collects the data files of `snapshot_id` that `filter` selects (files that may contain
+/// matching rows, by partition values and column metrics), with their unfiltered scan tasks.
+pub async fn collect_candidates(
+    table: &Table,
+    snapshot_id: i64,
+    filter: Option<Predicate>,
+) -> Result<Candidates, RewriteError> {
+    let metadata = table.metadata();
+    check_table_supported(metadata, snapshot_id)?;
+    let (data, deletes) = read_manifests(table, snapshot_id).await?;
+
+    let selected: Option<HashSet<String>> = match filter {
+        Some(f) => Some(
+            scan_tasks(table, snapshot_id, Some(f))
+                .await?
+                .into_keys()
+                .collect(),
+        ),
+        None => None,
+    };
+    let mut all_tasks = scan_tasks(table, snapshot_id, None).await?;
+    let schema = metadata.current_schema();
+
+    let mut files = Vec::new();
+    let mut tasks = HashMap::new();
+    let mut skipped_non_parquet = Vec::new();
+    let mut paths: Vec<String> = all_tasks.keys().cloned().collect();
+    paths.sort();
+    for path in paths {
+        if selected.as_ref().is_some_and(|s| !s.contains(&path)) {
+            continue;
+        }
+        let mut task = all_tasks.remove(&path).expect("path from the same map");
+        let meta = data.get(&path).ok_or_else(|| {
+            iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                format!("scan returned {path}, which no live manifest entry lists"),
+            )
+        })?;
+        if meta.format != DataFileFormat::Parquet {
+            skipped_non_parquet.push(path);
+            continue;
+        }
+        let spec = metadata
+            .partition_spec_by_id(meta.spec_id)
+            .ok_or(RewriteError::SpecNotFound(meta.spec_id))?;
+        // Give the reader the file's spec (0.10.1 leaves it unset), so identity-partition
+        // columns missing from imported files are filled from the partition tuple.
+        task.partition_spec = Some(spec.clone());
+        task.partition = Some(meta.partition.clone());
+
+        // iceberg 0.10.1 attaches every position delete file of the partition to every data
+        // file in it; drop those scoped to another data file (Java's delete index does the same),
+        // so delete counts match Java and the reader does not load deletes that cannot apply.
+        task.deletes.retain(|d| {
+            deletes.get(&d.file_path).is_none_or(|dm| {
+                dm.content != DataContentType::PositionDeletes
+                    || dm
+                        .referenced_data_file
+                        .as_deref()
+                        .is_none_or(|r| r == path.as_str())
+            })
+        });
+        let mut deleted_records = 0u64;
+        for d in &task.deletes {
+            if let Some(dm) = deletes.get(&d.file_path)
+                && dm.content == DataContentType::PositionDeletes
+                && dm.referenced_data_file.as_deref() == Some(path.as_str())
+            {
+                deleted_records = deleted_records.saturating_add(dm.record_count);
+            }
+        }
+        files.push(CandidateFile {
+            path: path.clone(),
+            size_bytes: meta.size_bytes,
+            record_count: meta.record_count,
+            spec_id: meta.spec_id,
+            partition: render_partition(spec, schema, &meta.partition),
+            delete_file_count: task.deletes.len(),
+            deleted_records: deleted_records.min(meta.record_count),
+        });
+        tasks.insert(path, task);
+    }
+    Ok(Candidates {
+        snapshot_id,
+        files,
+        tasks,
+        total_data_files: data.len(),
+        skipped_non_parquet,
+    })
+}
+
+fn property_error(key: &str, value: &str, message: impl Into<String>) -> RewriteError {
+    RewriteError::InvalidTableProperty {
+        key: key.to_string(),
+        value: value.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parquet writer properties from the table's `write.parquet.*` properties, with Java's defaults:
+/// zstd (level 3), 128 MiB row groups, 1 MiB pages, 20 000-row pages, 2 MiB dictionaries,
+/// dictionary encoding on.
+pub fn writer_properties(
+    properties: &HashMap<String, String>,
+) -> Result<WriterProperties, RewriteError> {
+    const CODEC: &str = "write.parquet.compression-codec";
+    const LEVEL: &str = "write.parquet.compression-level";
+    const ROW_GROUP: &str = "write.parquet.row-group-size-bytes";
+    const PAGE: &str = "write.parquet.page-size-bytes";
+    const PAGE_ROWS: &str = "write.parquet.page-row-limit";
+    const DICT: &str = "write.parquet.dict-size-bytes";
+
+    let size = |key: &str, default: usize| -> Result<usize, RewriteError> {
+        match properties.get(key) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(property_error(key, v, "expected a positive integer")),
+            },
+        }
+    };
+    let level = match properties.get(LEVEL) {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<i32>()
+                .map_err(|_| property_error(LEVEL, v, "expected an integer"))?,
+        ),
+    };
+    let codec = properties
+        .get(CODEC)
+        .map(|s| s.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "zstd".to_string());
+    let bad_level = |e: parquet::errors::ParquetError| {
+        property_error(LEVEL, &format!("{level:?}"), e.to_string())
+    };
+    let compression = match codec.as_str() {
+        "zstd" => Compression::ZSTD(ZstdLevel::try_new(level.unwrap_or(3)).map_err(bad_level)?),
+        "gzip" => Compression::GZIP(match level {
+            Some(l) => {
+                GzipLevel::try_new(u32::try_from(l).unwrap_or(u32::MAX)).map_err(bad_level)?
+            }
+            None => GzipLevel::default(),
+        }),
+        "brotli" => Compression::BROTLI(match level {
+            Some(l) => {
+                BrotliLevel::try_new(u32::try_from(l).unwrap_or(u32::MAX)).map_err(bad_level)?
+            }
+            None => BrotliLevel::default(),
+        }),
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        "uncompressed" | "none" => Compression::UNCOMPRESSED,
+        _ => {
+            return Err(property_error(
+                CODEC,
+                &codec,
+                "expected one of zstd, gzip, snappy, lz4, brotli, uncompressed",
+            ));
+        }
+    };
+    Ok(WriterProperties::builder()
+        .set_compression(compression)
+        .set_dictionary_enabled(true)
+        .set_max_row_group_bytes(Some(size(ROW_GROUP, 128 * 1024 * 1024)?))
+        .set_max_row_group_row_count(None)
+        .set_data_page_size_limit(size(PAGE, 1024 * 1024)?)
+        .set_data_page_row_count_limit(size(PAGE_ROWS, 20_000)?)
+        .set_dictionary_page_size_limit(size(DICT, 2 * 1024 * 1024)?)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build())
+}
+
+/// Location generator that remembers every location it hands out, so a failed rewrite can
+/// delete the files it started (including a half-written one).
+#[derive(Clone, Debug)]
+struct RecordingLocationGenerator {
+    inner: DefaultLocationGenerator,
+    generated: Arc<Mutex<Vec<String>>>,
+}
+
+impl LocationGenerator for RecordingLocationGenerator {
+    fn generate_location(&self, partition_key: Option<&PartitionKey>, file_name: &str) -> String {
+        let location = self.inner.generate_location(partition_key, file_name);
+        self.generated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(location.clone());
+        location
+    }
+}
+
+/// Deletes the files a rewrite wrote unless disarmed: awaited on the error path, spawned on the
+/// current runtime if the rewrite future is dropped midway (cancellation).
+struct CleanupGuard {
+    file_io: FileIO,
+    generated: Arc<Mutex<Vec<String>>>,
+    armed: bool,
+}
+
+impl CleanupGuard {
+    fn take_paths(&self) -> Vec<String> {
+        std::mem::take(&mut *self.generated.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    async fn cleanup(mut self) {
+        self.armed = false;
+        delete_all(&self.file_io, self.take_paths()).await;
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+async fn delete_all(file_io: &FileIO, paths: Vec<String>) {
+    for path in paths {
+        // A location may never have been created (files are opened lazily); only report real
+        // failures.
+        if let Ok(false) = file_io.exists(&path).await {
+            continue;
+        }
+        if let Err(e) = file_io.delete(&path).await {
+            tracing::warn!(path = %path, error = %e, "could not delete a file of a failed rewrite");
+        }
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let paths = self.take_paths();
+        if paths.is_empty() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let file_io = self.file_io.clone();
+            handle.spawn(async move { delete_all(&file_io, paths).await });
+        } else {
+            tracing::warn!(
+                files = paths.len(),
+                "rewrite dropped without a runtime; its files are left for orphan cleanup"
+            );
+        }
+    }
+}
+
+type Writer =
+    DataFileWriter<ParquetWriterBuilder, RecordingLocationGenerator, DefaultFileNameGenerator>;
+type WriterBuilder = DataFileWriterBuilder<
+    ParquetWriterBuilder,
+    RecordingLocationGenerator,
+    DefaultFileNameGenerator,
+>;
+
+/// The writer for one output partition: rolls to a new file every `rows_per_file` rows (the
+/// byte cap inside iceberg's rolling writer is the safety net), except that with a file budget
+/// the last budgeted file takes all remaining rows, so a slightly low row estimate never leaves a
+/// tiny extra file.
+struct PartitionSink {
+    key: PartitionKey,
+    writer: Option<Writer>,
+    rows_in_file: u64,
+    files_closed: usize,
+    /// `Some(n)`: at most `n` row-based rolls for this partition.
+    file_budget: Option<usize>,
+    last_used: u64,
+}
+
+impl PartitionSink {
+    fn new(key: PartitionKey, file_budget: Option<usize>) -> Self {
+        PartitionSink {
+            key,
+            writer: None,
+            rows_in_file: 0,
+            files_closed: 0,
+            file_budget,
+            last_used: 0,
+        }
+    }
+
+    fn on_last_file(&self) -> bool {
+        self.file_budget
+            .is_some_and(|budget| self.files_closed + 1 >= budget)
+    }
+
+    async fn write(
+        &mut self,
+        builder: &WriterBuilder,
+        batch: &RecordBatch,
+        rows_per_file: u64,
+        out: &mut Vec<DataFile>,
+    ) -> Result<(), RewriteError> {
+        let mut offset = 0usize;
+        let rows = batch.num_rows();
+        while offset < rows {
+            if self.writer.is_none() {
+                self.writer = Some(builder.build(Some(self.key.clone())).await?);
+            }
+            let remaining = (rows - offset) as u64;
+            let take = if self.on_last_file() {
+                remaining
+            } else {
+                remaining.min(rows_per_file.saturating_sub(self.rows_in_file).max(1))
+            };
+            let take = usize::try_from(take).unwrap_or(usize::MAX);
+            let writer = self.writer.as_mut().expect("just built");
+            writer.write(batch.slice(offset, take)).await?;
+            offset += take;
+            self.rows_in_file += take as u64;
+            if !self.on_last_file() && self.rows_in_file >= rows_per_file {
+                self.close(out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, out: &mut Vec<DataFile>) -> Result<(), RewriteError> {
+        if let Some(mut writer) = self.writer.take() {
+            out.extend(writer.close().await?);
+            self.files_closed += 1;
+            self.rows_in_file = 0;
+        }
+        Ok(())
+    }
+}
+
+/// What a rewrite aims for, beyond the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupTarget {
+    output_files: usize,
+    /// Estimated rows after deletes.
+    live_records: u64,
+    byte_cap: u64,
+}
+
+/// Rewrites one group: reads `tasks` with deletes applied and writes about
+/// `expected_output_files` Parquet files in the output spec (more when the group's rows belong to
+/// several output partitions, or when the byte cap is reached). On error, every file this call
+/// created is deleted. Returns the new data files.
+///
+/// Without the plan at hand the row estimate ignores deletes; prefer [`rewrite_file_group`],
+/// which uses the planner's known deleted-row counts.
+pub async fn rewrite_group(
+    table: &Table,
+    tasks: Vec<FileScanTask>,
+    expected_output_files: usize,
+    opts: &RewriteSettings,
+) -> Result<Vec<DataFile>, RewriteError> {
+    let input_bytes: u64 = tasks.iter().map(|t| t.file_size_in_bytes).sum();
+    let records: u64 = tasks.iter().filter_map(|t| t.record_count).sum();
+    let output_files = expected_output_files.max(1);
+    let target = GroupTarget {
+        output_files,
+        live_records: records,
+        byte_cap: output_file_byte_cap(
+            opts.target_file_size_bytes,
+            opts.max_file_size_bytes,
+            input_bytes,
+            output_files,
+        ),
+    };
+    rewrite(table, tasks, target, opts).await
+}
+
+/// Rewrites a planned [`FileGroup`], taking its tasks from `tasks` (see [`Candidates::tasks`]).
+pub async fn rewrite_file_group(
+    table: &Table,
+    group: &FileGroup,
+    tasks: &HashMap<String, FileScanTask>,
+    opts: &RewriteSettings,
+) -> Result<Vec<DataFile>, RewriteError> {
+    let group_tasks = tasks_for(group, tasks)?;
+    let target = GroupTarget {
+        output_files: group.expected_output_files.max(1),
+        live_records: group
+            .input_records
+            .saturating_sub(group.known_deleted_records),
+        byte_cap: group.max_output_file_bytes,
+    };
+    rewrite(table, group_tasks, target, opts).await
+}
+
+async fn rewrite(
+    table: &Table,
+    mut tasks: Vec<FileScanTask>,
+    target: GroupTarget,
+    opts: &RewriteSettings,
+) -> Result<Vec<DataFile>, RewriteError> {
+    opts.validate()?;
+    if tasks.is_empty() {
+        return Err(RewriteError::EmptyGroup);
+    }
+    let metadata = table.metadata();
+    if metadata.properties().contains_key(ENCRYPTION_KEY_ID) {
+        return Err(RewriteError::Encrypted(format!(
+            "table property {ENCRYPTION_KEY_ID} is set"
+        )));
+    }
+    let schema: SchemaRef = metadata.current_schema().clone();
+    let spec: PartitionSpecRef = match opts.output_spec_id {
+        Some(id) => metadata
+            .partition_spec_by_id(id)
+            .ok_or(RewriteError::SpecNotFound(id))?
+            .clone(),
+        None => metadata.default_partition_spec().clone(),
+    };
+
+    // Read every column of the current schema: columns added since a file was written come back
+    // as nulls, dropped ones are left out. No row predicate: whole files are rewritten.
+    let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
+    for task in &mut tasks {
+        task.schema = schema.clone();
+        task.project_field_ids = field_ids.clone();
+        task.predicate = None;
+    }
+
+    // One output partition when the output spec is unpartitioned, or when every file is already
+    // in the output spec and in the same partition (the planner groups by partition; checking
+    // the tuples themselves guards against two tuples that render alike).
+    let single_key = if spec.is_unpartitioned() {
+        let nulls = Struct::from_iter(spec.fields().iter().map(|_| None::<Literal>));
+        Some(PartitionKey::new(
+            spec.as_ref().clone(),
+            schema.clone(),
+            nulls,
+        ))
+    } else {
+        let first = tasks[0].partition.clone();
+        let same = tasks.iter().all(|t| {
+            t.partition_spec
+                .as_ref()
+                .is_some_and(|s| s.spec_id() == spec.spec_id())
+                && t.partition.is_some()
+                && t.partition == first
+        });
+        match (same, first) {
+            (true, Some(p)) => Some(PartitionKey::new(spec.as_ref().clone(), schema.clone(), p)),
+            _ => None,
+        }
+    };
+    let splitter = match single_key {
+        Some(_) => None,
+        None => Some(RecordBatchPartitionSplitter::try_new_with_computed_values(
+            schema.clone(),
+            spec.clone(),
+        )?),
+    };
+
+    let generated = Arc::new(Mutex::new(Vec::new()));
+    let guard = CleanupGuard {
+        file_io: table.file_io().clone(),
+        generated: generated.clone(),
+        armed: true,
+    };
+    let builder = writer_builder(table, &schema, target.byte_cap, generated)?;
+    let rows_per_file = target
+        .live_records
+        .div_ceil(target.output_files as u64)
+        .max(1);
+
+    let result = write_all(
+        table,
+        tasks,
+        &schema,
+        &builder,
+        single_key,
+        splitter,
+        rows_per_file,
+        target.output_files,
+        opts,
+    )
+    .await;
+    match result {
+        Ok(files) => {
+            guard.disarm();
+            Ok(files)
+        }
+        Err(e) => {
+            guard.cleanup().await;
+            Err(e)
+        }
+    }
+}
+
+fn writer_builder(
+    table: &Table,
+    schema: &SchemaRef,
+    byte_cap: u64,
+    generated: Arc<Mutex<Vec<String>>>,
+) -> Result<WriterBuilder, RewriteError> {
+    let metadata = table.metadata();
+    let props = writer_properties(metadata.properties())?;
+    let parquet = ParquetWriterBuilder::new(props, schema.clone());
+    let locations = RecordingLocationGenerator {
+        inner: DefaultLocationGenerator::new(metadata)?,
+        generated,
+    };
+    // Unique per call, like Java's per-operation id in file names.
+    let names = DefaultFileNameGenerator::new(
+        format!("icemaint-{}", uuid::Uuid::now_v7()),
+        None,
+        DataFileFormat::Parquet,
+    );
+    let rolling = RollingFileWriterBuilder::new(
+        parquet,
+        usize::try_from(byte_cap).unwrap_or(usize::MAX),
+        table.file_io().clone(),
+        locations,
+        names,
+    );
+    Ok(DataFileWriterBuilder::new(rolling))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_all(
+    table: &Table,
+    tasks: Vec<FileScanTask>,
+    builder_schema: &Schema,
+    builder: &WriterBuilder,
+    single_key: Option<PartitionKey>,
+    splitter: Option<RecordBatchPartitionSplitter>,
+    rows_per_file: u64,
+    output_files: usize,
+    opts: &RewriteSettings,
+) -> Result<Vec<DataFile>, RewriteError> {
+    let mut reader = table
+        .reader_builder()
+        .with_data_file_concurrency_limit(opts.data_file_concurrency)
+        .with_row_group_filtering_enabled(false)
+        .with_row_selection_enabled(false);
+    if let Some(n) = opts.batch_size {
+        reader = reader.with_batch_size(n);
+    }
+    let arrow_schema: ArrowSchemaRef =
+        Arc::new(iceberg::arrow::schema_to_arrow_schema(builder_schema)?);
+    let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+    let mut batches = reader.build().read(task_stream)?.stream();
+
+    let mut out = Vec::new();
+    let mut rows_read = 0u64;
+    match (single_key, splitter) {
+        (Some(key), _) => {
+            let mut sink = PartitionSink::new(key, Some(output_files));
+            while let Some(batch) = batches.try_next().await? {
+                let batch = to_writer_batch(batch, &arrow_schema)?;
+                rows_read += batch.num_rows() as u64;
+                sink.write(builder, &batch, rows_per_file, &mut out).await?;
+            }
+            sink.close(&mut out).await?;
+        }
+        (None, Some(splitter)) => {
+            let mut sinks: HashMap<Struct, PartitionSink> = HashMap::new();
+            let mut tick = 0u64;
+            while let Some(batch) = batches.try_next().await? {
+                let batch = to_writer_batch(batch, &arrow_schema)?;
+                rows_read += batch.num_rows() as u64;
+                for (key, part) in splitter.split(&batch)? {
+                    tick += 1;
+                    let data = key.data().clone();
+                    let needs_writer = sinks.get(&data).is_none_or(|s| s.writer.is_none());
+                    if needs_writer {
+                        let open = sinks.values().filter(|s| s.writer.is_some()).count();
+                        // Bound memory: close the least recently used writer.
+                        if open >= opts.max_open_partition_writers
+                            && let Some(lru) = sinks
+                                .values_mut()
+                                .filter(|s| s.writer.is_some())
+                                .min_by_key(|s| s.last_used)
+                        {
+                            lru.close(&mut out).await?;
+                        }
+                    }
+                    let sink = sinks
+                        .entry(data)
+                        .or_insert_with(|| PartitionSink::new(key, None));
+                    sink.last_used = tick;
+                    sink.write(builder, &part, rows_per_file, &mut out).await?;
+                }
+            }
+            for sink in sinks.values_mut() {
+                sink.close(&mut out).await?;
+            }
+        }
+        (None, None) => unreachable!("either a single partition or a splitter"),
+    }
+
+    let written: u64 = out.iter().map(|f| f.record_count()).sum();
+    if written != rows_read {
+        return Err(RewriteError::RowCountMismatch {
+            read: rows_read,
+            written,
+        });
+    }
+    Ok(out)
+}
+
+/// Makes a reader batch writable: iceberg's reader returns identity-partition columns filled
+/// from partition metadata as run-end-encoded constants, which neither the Parquet writer nor the
+/// partition splitter accept. Such columns are expanded to plain arrays, and the batch takes the
+/// writer's Arrow schema.
+fn to_writer_batch(
+    batch: RecordBatch,
+    schema: &ArrowSchemaRef,
+) -> Result<RecordBatch, RewriteError> {
+    let to_iceberg = |e: arrow_schema::ArrowError| {
+        iceberg::Error::new(
+            iceberg::ErrorKind::Unexpected,
+            "cannot convert a read batch to the write schema",
+        )
+        .with_source(e)
+    };
+    if batch.num_columns() != schema.fields().len() {
+        return Err(iceberg::Error::new(
+            iceberg::ErrorKind::Unexpected,
+            format!(
+                "read batch has {} columns, the write schema {}",
+                batch.num_columns(),
+                schema.fields().len()
+            ),
+        )
+        .into());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow_cast::cast(column, field.data_type()).map_err(to_iceberg)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(to_iceberg)?)
+}
+
+#[cfg(test)]
+mod tests;
