@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::stats::file_stats;
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::config::Config;
-use crate::jobs::{JobKind, JobOutcome, JobStatus, Jobs, StartError, Trigger};
+use crate::catalog::CommitBackend;
+use crate::compaction::{self, CompactionError};
+use crate::jobs::{JobKind, JobOutcome, JobStatus, Jobs, ProgressSink, StartError, Trigger};
 use crate::maintenance::properties::{self, Drift, format_version_number};
 use crate::policy::{Policy, PolicyError, PolicySet};
 use crate::store::{PropertyChange, Store};
@@ -316,12 +318,96 @@ impl Context {
         };
         match kind {
             JobKind::Reconcile => self.reconcile(table, &policy).await,
+            JobKind::Compaction => self.compact(table, &policy, progress, overrides).await,
             other => JobOutcome {
                 status: JobStatus::Skipped,
                 detail: serde_json::json!({}),
                 error: Some(format!("{} is not available in this build", other.as_str())),
             },
         }
+    }
+
+    /// The policy's compaction options (empty when the policy has no `[compaction]`).
+    pub fn compaction_options(policy: &Policy) -> BTreeMap<String, String> {
+        policy
+            .compaction
+            .as_ref()
+            .map(|c| c.options.clone())
+            .unwrap_or_default()
+    }
+
+    /// Plans `table` without writing anything (`--dry-run`, `POST .../plan`).
+    pub async fn plan(
+        &self,
+        table: &str,
+        policy: &Policy,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<compaction::Prepared, CompactionError> {
+        compaction::prepare(
+            &self.catalog,
+            table,
+            &Self::compaction_options(policy),
+            overrides,
+        )
+        .await
+    }
+
+    /// Binpack-compacts `table` and commits `replace` snapshots.
+    pub async fn compact(
+        &self,
+        table: &str,
+        policy: &Policy,
+        progress: &ProgressSink,
+        overrides: &BTreeMap<String, String>,
+    ) -> JobOutcome {
+        let backend: Arc<dyn CommitBackend> = match self.catalog.committer().await {
+            Ok(b) => b,
+            Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
+        };
+        let prepared = match self.plan(table, policy, overrides).await {
+            Ok(p) => p,
+            Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
+        };
+        if prepared.plan.groups.is_empty() {
+            let detail = serde_json::json!({
+                "plan": prepared.plan,
+                "reason": "nothing to compact",
+            });
+            return JobOutcome {
+                status: JobStatus::Skipped,
+                detail,
+                error: None,
+            };
+        }
+        let sink = progress.clone();
+        let env = compaction::Env {
+            catalog: &self.catalog,
+            backend,
+            metrics: &self.metrics,
+            cancel: self.shutdown.child_token(),
+            job_id: progress.job_id.clone(),
+            progress: Box::new(move |r| sink.report(serde_json::json!({"progress": r}))),
+        };
+        let outcome = match compaction::execute(&env, prepared).await {
+            Ok(report) => {
+                let detail = serde_json::to_value(&report).expect("serializable");
+                let status = if report.groups_committed == report.groups_planned {
+                    JobStatus::Succeeded
+                } else if report.groups_committed > 0 {
+                    JobStatus::Partial
+                } else {
+                    JobStatus::Failed
+                };
+                JobOutcome {
+                    status,
+                    error: (!report.errors.is_empty()).then(|| report.errors.join("; ")),
+                    detail,
+                }
+            }
+            Err(e) => JobOutcome::failed(e.to_string(), serde_json::json!({})),
+        };
+        self.refresh_table(table, policy).await;
+        outcome
     }
 
     /// Compares the table's properties with its policy and commits the difference.

@@ -297,14 +297,37 @@ pub struct JobHandle {
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
+/// A cheap handle for reporting a running job's progress from synchronous code.
+#[derive(Debug, Clone)]
+pub struct ProgressSink {
+    store: Store,
+    pub job_id: String,
+}
+
+impl ProgressSink {
+    /// Records `detail` in the background (never blocks the caller; see
+    /// [`Store::update_progress`] for why a late write is harmless).
+    pub fn report(&self, detail: serde_json::Value) {
+        let (store, id) = (self.store.clone(), self.job_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.update_progress(&id, &detail).await {
+                tracing::debug!(job_id = id, error = %e, "recording progress failed");
+            }
+        });
+    }
+}
+
 impl JobHandle {
+    pub fn progress_sink(&self) -> ProgressSink {
+        ProgressSink {
+            store: self.jobs.store.clone(),
+            job_id: self.id.clone(),
+        }
+    }
+
     /// Stores progress while the job runs.
     pub async fn progress(&self, detail: &serde_json::Value) {
-        if let Err(e) = self
-            .jobs
-            .store
-            .update_job(&self.id, "running", None, detail, None)
-            .await
+        if let Err(e) = self.jobs.store.update_progress(&self.id, detail).await
         {
             tracing::warn!(job_id = self.id, error = %e, "recording progress failed");
         }

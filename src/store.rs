@@ -150,6 +150,23 @@ impl Store {
         Ok(())
     }
 
+    /// Records progress of a running job; a no-op once the job finished, so a late progress
+    /// write can never turn a finished job back into a running one.
+    pub async fn update_progress(
+        &self,
+        id: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "UPDATE jobs SET detail = ? WHERE id = ? AND status = 'running'",
+        ))
+        .bind(detail.to_string())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let row = sqlx::query(&self.sql(
             "SELECT id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error FROM jobs WHERE id = ?",
@@ -398,6 +415,9 @@ mod tests {
         )
         .await
         .unwrap();
+        s.update_progress("a", &serde_json::json!({"late": true}))
+            .await
+            .unwrap();
         let a = s.job("a").await.unwrap().unwrap();
         assert_eq!(a.status, "succeeded");
         assert_eq!(a.finished_ms, Some(5));

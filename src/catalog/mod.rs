@@ -14,6 +14,8 @@ use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use crate::config::{CatalogConfig, CatalogType};
 
+pub mod rest;
+pub mod sql;
 pub mod stats;
 
 /// Errors reaching the catalog or finding tables in it.
@@ -40,6 +42,8 @@ impl CatalogError {
 pub struct CatalogHandle {
     pub catalog: Arc<dyn Catalog>,
     pub config: CatalogConfig,
+    /// Created on first use, so the daemon starts (not ready) while the catalog is unreachable.
+    committer: Arc<tokio::sync::OnceCell<Arc<dyn CommitBackend>>>,
 }
 
 /// Parses `ns.table` (namespace levels separated by dots, the table name after the last dot).
@@ -99,7 +103,37 @@ impl CatalogHandle {
         Ok(Self {
             catalog,
             config: config.clone(),
+            committer: Arc::new(tokio::sync::OnceCell::new()),
         })
+    }
+
+    /// The commit backend for icemaint's own snapshots (REST or SQL, like the catalog).
+    pub async fn committer(&self) -> Result<Arc<dyn CommitBackend>, CatalogError> {
+        let backend = self
+            .committer
+            .get_or_try_init(|| async {
+                let b: Arc<dyn CommitBackend> = match self.config.kind {
+                    CatalogType::Rest => Arc::new(
+                        rest::RestCommitBackend::connect(&self.config)
+                            .await
+                            .map_err(|e| CatalogError::Unreachable {
+                                uri: crate::store::redact_url(&self.config.uri),
+                                message: e.to_string(),
+                            })?,
+                    ),
+                    CatalogType::Sql => Arc::new(
+                        sql::SqlCommitBackend::connect(&self.config)
+                            .await
+                            .map_err(|e| CatalogError::Unreachable {
+                                uri: crate::store::redact_url(&self.config.uri),
+                                message: e.to_string(),
+                            })?,
+                    ),
+                };
+                Ok::<_, CatalogError>(b)
+            })
+            .await?;
+        Ok(Arc::clone(backend))
     }
 
     /// Every table of every namespace (nested namespaces included), as `ns.table` names.

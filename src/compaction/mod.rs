@@ -1,8 +1,459 @@
 //! Binpack compaction: pure planning ([`plan`]), Spark-compatible options ([`options`]) and their
 //! `where` filter ([`filter`]), and the I/O that reads file groups and writes them back
-//! ([`rewrite`]).
+//! ([`rewrite`]). This module runs a whole compaction: [`prepare`] loads the table and plans it,
+//! [`execute`] rewrites the groups concurrently and commits them as `replace` snapshots through
+//! [`crate::commit`].
+//!
+//! Commits follow Spark: without partial progress every group lands in one snapshot; with
+//! `partial-progress.enabled` groups are committed in up to `partial-progress.max-commits` batches
+//! as they finish. When validation refuses a combined commit (a concurrent delete touched one of
+//! the groups), the groups are committed one by one so that only the conflicting ones are dropped.
 
 pub mod filter;
 pub mod options;
 pub mod plan;
 pub mod rewrite;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use iceberg::spec::DataFile;
+use iceberg::table::Table;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{CatalogError, CatalogHandle, CommitBackend, ident_name};
+use crate::commit::{ReplaceDataFiles, ReplaceError, RetryPolicy, commit_replace};
+use crate::telemetry::Metrics;
+use options::{CompactionOptions, OptionError};
+use plan::{FileGroup, Plan, PlanSettings};
+use rewrite::{Candidates, RewriteError, RewriteSettings};
+
+/// Why a compaction could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Options(Vec<OptionError>),
+    #[error("option 'where': {0}")]
+    Filter(#[from] filter::FilterError),
+    #[error("table {table}: {reason}")]
+    Unsupported { table: String, reason: String },
+    #[error("rewrite failed: {0}")]
+    Rewrite(#[from] RewriteError),
+    #[error("compaction cancelled by shutdown before committing")]
+    Cancelled,
+}
+
+impl CompactionError {
+    /// Bad input from the user (options, filter): a 400 in the API, exit 2 in the CLI.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, CompactionError::Options(_) | CompactionError::Filter(_))
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CompactionError::Catalog(e) => e.is_retryable(),
+            CompactionError::Rewrite(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// A loaded and planned table, ready to execute or to show as a dry run.
+#[derive(Debug)]
+pub struct Prepared {
+    pub table_name: String,
+    pub table: Table,
+    pub options: CompactionOptions,
+    pub output_spec_id: i32,
+    pub plan: Plan,
+    candidates: Option<Candidates>,
+}
+
+/// The dry-run view of a plan (`--dry-run`, `POST .../plan`).
+#[derive(Debug, Serialize)]
+pub struct PlanView<'a> {
+    pub table: &'a str,
+    pub snapshot_id: Option<i64>,
+    pub output_spec_id: i32,
+    pub options: &'a CompactionOptions,
+    pub plan: &'a Plan,
+}
+
+impl Prepared {
+    pub fn view(&self) -> PlanView<'_> {
+        PlanView {
+            table: &self.table_name,
+            snapshot_id: self.candidates.as_ref().map(|c| c.snapshot_id),
+            output_spec_id: self.output_spec_id,
+            options: &self.options,
+            plan: &self.plan,
+        }
+    }
+}
+
+/// Loads `table`, resolves the options (the policy's, then `overrides`, then table defaults) and
+/// plans the current snapshot. No file is written.
+pub async fn prepare(
+    catalog: &CatalogHandle,
+    table_name: &str,
+    policy_options: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Prepared, CompactionError> {
+    let table = catalog.load(table_name).await?;
+    let md = table.metadata();
+    let mut merged = policy_options.clone();
+    merged.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let options = options::resolve(&merged, md.properties()).map_err(CompactionError::Options)?;
+    let spec_ids: Vec<i32> = md.partition_specs_iter().map(|s| s.spec_id()).collect();
+    let output_spec_id = options
+        .resolve_output_spec_id(md.default_partition_spec_id(), &spec_ids)
+        .map_err(|e| CompactionError::Options(vec![e]))?;
+    let filter = match &options.where_filter {
+        Some(w) => Some(filter::parse_where(w, md.current_schema())?),
+        None => None,
+    };
+    let settings = PlanSettings::new(&options, output_spec_id);
+    let (plan, candidates) = match md.current_snapshot() {
+        None => (plan::plan(&[], &settings), None),
+        Some(s) => {
+            let c = rewrite::collect_candidates(&table, s.snapshot_id(), filter).await?;
+            (plan::plan(&c.files, &settings), Some(c))
+        }
+    };
+    Ok(Prepared {
+        table_name: table_name.to_string(),
+        table,
+        options,
+        output_spec_id,
+        plan,
+        candidates,
+    })
+}
+
+/// What a compaction did (the job's result).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub table: String,
+    pub starting_snapshot_id: Option<i64>,
+    pub groups_planned: usize,
+    pub groups_rewritten: usize,
+    pub groups_committed: usize,
+    pub groups_failed: usize,
+    /// Groups refused by commit validation (a concurrent delete or removal touched them).
+    pub conflicts: usize,
+    pub files_read: u64,
+    pub bytes_read: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub snapshot_ids: Vec<i64>,
+    pub commit_attempts: u32,
+    pub errors: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Dependencies of [`execute`].
+pub struct Env<'a> {
+    pub catalog: &'a CatalogHandle,
+    pub backend: Arc<dyn CommitBackend>,
+    pub metrics: &'a Metrics,
+    /// Stops new groups from starting; a commit already sent is never cut off.
+    pub cancel: CancellationToken,
+    pub job_id: String,
+    /// Called after each group and commit with the report so far.
+    pub progress: Box<dyn Fn(&Report) + Send + Sync + 'a>,
+}
+
+/// A rewritten group waiting for its commit.
+struct Rewritten {
+    group: FileGroup,
+    files: Vec<DataFile>,
+}
+
+/// Rewrites and commits the plan. Returns the report even when some groups failed; an error
+/// only when nothing could be attempted.
+pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, CompactionError> {
+    let started = Instant::now();
+    let table_name = prepared.table_name.clone();
+    let label = [table_name.as_str()];
+    let mut report = Report {
+        table: table_name.clone(),
+        starting_snapshot_id: prepared.candidates.as_ref().map(|c| c.snapshot_id),
+        groups_planned: prepared.plan.groups.len(),
+        ..Default::default()
+    };
+    env.metrics
+        .compaction_groups_total
+        .with_label_values(&[&table_name, "planned"])
+        .inc_by(prepared.plan.groups.len() as u64);
+    let Some(candidates) = prepared.candidates else {
+        return Ok(report);
+    };
+    if prepared.plan.groups.is_empty() {
+        return Ok(report);
+    }
+    let version = crate::maintenance::properties::format_version_number(
+        prepared.table.metadata().format_version(),
+    );
+    if version != 2 {
+        return Err(CompactionError::Unsupported {
+            table: table_name,
+            reason: format!(
+                "format version {version}: icemaint commits replace snapshots to v2 tables only (set format-version = 2 in the policy to upgrade)"
+            ),
+        });
+    }
+
+    let opts = &prepared.options;
+    let settings = Arc::new(RewriteSettings::from_options(opts, prepared.output_spec_id));
+    let semaphore = Arc::new(Semaphore::new(opts.max_concurrent_file_group_rewrites.max(1)));
+    let retry = RetryPolicy::from_table_properties(prepared.table.metadata().properties());
+    let batch_size = if opts.partial_progress_enabled {
+        prepared
+            .plan
+            .groups
+            .len()
+            .div_ceil(opts.partial_progress_max_commits.max(1))
+    } else {
+        usize::MAX
+    };
+
+    // `None`: not started because of cancellation.
+    type GroupResult = Option<Result<Vec<DataFile>, RewriteError>>;
+    let mut tasks: JoinSet<(FileGroup, GroupResult)> = JoinSet::new();
+    for group in prepared.plan.groups.iter().cloned() {
+        let group_tasks = candidates.tasks_for(&group)?;
+        let (table, settings, semaphore, cancel) = (
+            prepared.table.clone(),
+            Arc::clone(&settings),
+            Arc::clone(&semaphore),
+            env.cancel.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("never closed");
+            if cancel.is_cancelled() {
+                return (group, None);
+            }
+            let r = rewrite::rewrite_planned_group(&table, &group, group_tasks, &settings).await;
+            (group, Some(r))
+        });
+    }
+
+    let mut pending: Vec<Rewritten> = Vec::new();
+    let mut partial_failures = 0usize;
+    while let Some(joined) = tasks.join_next().await {
+        let (group, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                report.groups_failed += 1;
+                report.errors.push(format!("group task failed: {e}"));
+                continue;
+            }
+        };
+        match result {
+            Some(Ok(files)) => {
+                report.groups_rewritten += 1;
+                env.metrics
+                    .compaction_bytes_read_total
+                    .with_label_values(&label)
+                    .inc_by(group.input_bytes);
+                env.metrics
+                    .compaction_files_read_total
+                    .with_label_values(&label)
+                    .inc_by(group.files.len() as u64);
+                pending.push(Rewritten { group, files });
+            }
+            None => {}
+            Some(Err(e)) => {
+                report.groups_failed += 1;
+                report.errors.push(format!(
+                    "group {} ({}): {e}",
+                    group.id, group.partition
+                ));
+                env.metrics
+                    .compaction_groups_total
+                    .with_label_values(&[&table_name, "failed"])
+                    .inc();
+            }
+        }
+        (env.progress)(&report);
+        if pending.len() >= batch_size && !env.cancel.is_cancelled() {
+            let batch = std::mem::take(&mut pending);
+            if !commit_batch(env, &prepared.table, &candidates, batch, &retry, &mut report).await {
+                partial_failures += 1;
+            }
+            (env.progress)(&report);
+            if partial_failures >= opts.partial_progress_max_failed_commits.max(1)
+                && opts.partial_progress_enabled
+            {
+                report.errors.push(format!(
+                    "stopping after {partial_failures} failed commits (partial-progress.max-failed-commits)"
+                ));
+                env.cancel.cancel();
+            }
+        }
+    }
+
+    if env.cancel.is_cancelled() {
+        // Shutdown (or too many failed commits) arrived while rewriting: nothing of the
+        // unfinished work is committed and its files are removed.
+        delete_written(&prepared.table, pending.iter().flat_map(|r| &r.files)).await;
+        report.seconds = started.elapsed().as_secs_f64();
+        if report.groups_committed == 0 && report.groups_rewritten > 0 {
+            return Err(CompactionError::Cancelled);
+        }
+        return Ok(report);
+    }
+    if !pending.is_empty() {
+        commit_batch(env, &prepared.table, &candidates, pending, &retry, &mut report).await;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    (env.progress)(&report);
+    Ok(report)
+}
+
+/// Commits `batch` as one snapshot; when validation refuses it and it holds several groups,
+/// retries them one by one so only the conflicting groups are dropped. Returns false when some
+/// group did not commit.
+async fn commit_batch(
+    env: &Env<'_>,
+    table: &Table,
+    candidates: &Candidates,
+    batch: Vec<Rewritten>,
+    retry: &RetryPolicy,
+    report: &mut Report,
+) -> bool {
+    match commit_groups(env, table, candidates, &batch, retry, report).await {
+        Ok(()) => true,
+        Err(ReplaceError::Validation(msg)) if batch.len() > 1 => {
+            tracing::warn!(table = report.table, groups = batch.len(), reason = %msg, "combined commit refused; committing groups one by one");
+            let mut all = true;
+            for one in batch {
+                let single = [one];
+                if let Err(e) = commit_groups(env, table, candidates, &single, retry, report).await {
+                    all = false;
+                    record_failure(env, table, &single, e, report).await;
+                }
+            }
+            all
+        }
+        Err(e) => {
+            record_failure(env, table, &batch, e, report).await;
+            false
+        }
+    }
+}
+
+async fn commit_groups(
+    env: &Env<'_>,
+    table: &Table,
+    candidates: &Candidates,
+    groups: &[Rewritten],
+    retry: &RetryPolicy,
+    report: &mut Report,
+) -> Result<(), ReplaceError> {
+    let change = ReplaceDataFiles {
+        starting_snapshot_id: candidates.snapshot_id,
+        delete_paths: groups
+            .iter()
+            .flat_map(|g| g.group.files.iter().map(|f| f.path.clone()))
+            .collect(),
+        add: groups.iter().flat_map(|g| g.files.iter().cloned()).collect(),
+        summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
+    };
+    let outcome = commit_replace(
+        env.catalog.catalog.as_ref(),
+        env.backend.as_ref(),
+        table.identifier(),
+        &change,
+        retry,
+    )
+    .await?;
+    let label = [report.table.clone()];
+    let written: u64 = change.add.iter().map(|f| f.file_size_in_bytes()).sum();
+    report.groups_committed += groups.len();
+    report.files_read += groups.iter().map(|g| g.group.files.len() as u64).sum::<u64>();
+    report.bytes_read += groups.iter().map(|g| g.group.input_bytes).sum::<u64>();
+    report.files_written += change.add.len() as u64;
+    report.bytes_written += written;
+    report.snapshot_ids.push(outcome.snapshot_id);
+    report.commit_attempts += outcome.attempts;
+    let m = env.metrics;
+    m.compaction_bytes_written_total
+        .with_label_values(&label)
+        .inc_by(written);
+    m.compaction_files_written_total
+        .with_label_values(&label)
+        .inc_by(change.add.len() as u64);
+    m.compaction_groups_total
+        .with_label_values(&[&report.table, "committed"])
+        .inc_by(groups.len() as u64);
+    if outcome.attempts > 1 {
+        m.commit_retries_total
+            .with_label_values(&label)
+            .inc_by(u64::from(outcome.attempts - 1));
+    }
+    tracing::info!(
+        table = report.table,
+        snapshot_id = outcome.snapshot_id,
+        groups = groups.len(),
+        files_in = change.delete_paths.len(),
+        files_out = change.add.len(),
+        attempts = outcome.attempts,
+        "replace snapshot committed"
+    );
+    Ok(())
+}
+
+async fn record_failure(
+    env: &Env<'_>,
+    table: &Table,
+    groups: &[Rewritten],
+    e: ReplaceError,
+    report: &mut Report,
+) {
+    let outcome = if matches!(e, ReplaceError::Validation(_)) {
+        report.conflicts += groups.len();
+        env.metrics
+            .commit_conflicts_total
+            .with_label_values(&[&report.table])
+            .inc_by(groups.len() as u64);
+        "conflict"
+    } else {
+        report.groups_failed += groups.len();
+        "failed"
+    };
+    env.metrics
+        .compaction_groups_total
+        .with_label_values(&[&report.table, outcome])
+        .inc_by(groups.len() as u64);
+    let ids: Vec<String> = groups.iter().map(|g| g.group.id.to_string()).collect();
+    report
+        .errors
+        .push(format!("groups {}: {e}", ids.join(",")));
+    tracing::warn!(table = report.table, groups = ?ids, error = %e, outcome, "groups not committed");
+    if e.may_have_committed() {
+        // The snapshot may be in the table: its files must stay.
+        return;
+    }
+    delete_written(table, groups.iter().flat_map(|g| &g.files)).await;
+}
+
+/// Deletes files this compaction wrote and will not commit (best effort: leftovers are orphans).
+async fn delete_written<'a>(table: &Table, files: impl Iterator<Item = &'a DataFile>) {
+    for f in files {
+        if let Err(e) = table.file_io().delete(f.file_path()).await {
+            tracing::warn!(path = f.file_path(), error = %e, "could not delete uncommitted file");
+        }
+    }
+}
+
+/// The name of a loaded table.
+pub fn table_name(table: &Table) -> String {
+    ident_name(table.identifier())
+}

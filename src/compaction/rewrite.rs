@@ -797,6 +797,17 @@ pub async fn rewrite_file_group(
     opts: &RewriteSettings,
 ) -> Result<Vec<DataFile>, RewriteError> {
     let group_tasks = tasks_for(group, tasks)?;
+    rewrite_planned_group(table, group, group_tasks, opts).await
+}
+
+/// [`rewrite_file_group`] with the group's tasks already taken out (see
+/// [`Candidates::tasks_for`]), so concurrent groups need not share the task map.
+pub async fn rewrite_planned_group(
+    table: &Table,
+    group: &FileGroup,
+    group_tasks: Vec<FileScanTask>,
+    opts: &RewriteSettings,
+) -> Result<Vec<DataFile>, RewriteError> {
     let target = GroupTarget {
         output_files: group.expected_output_files.max(1),
         live_records: group

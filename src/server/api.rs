@@ -2,9 +2,11 @@
 //!
 //! Mutating endpoints require `Authorization: Bearer <token>` when `[server] token` is set.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 use super::ApiError;
 use crate::app::Context;
 use crate::catalog::{CatalogError, parse_ident};
+use crate::compaction::CompactionError;
 use crate::jobs::{JobKind, StartError, Trigger};
 use crate::policy::Policy;
 
@@ -172,6 +175,86 @@ pub async fn reconcile(
     ))
 }
 
+/// Compaction option overrides from an optional JSON object body (`{"min-input-files": 2}`).
+pub(crate) fn overrides_from_body(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(BTreeMap::new());
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("body must be a JSON object of option overrides"))?;
+    obj.iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "option '{k}' must be a string, number or boolean"
+                    )));
+                }
+            };
+            Ok((k.clone(), s))
+        })
+        .collect()
+}
+
+fn compaction_error(e: CompactionError) -> ApiError {
+    match e {
+        e if e.is_bad_input() => ApiError::bad_request(e.to_string()),
+        CompactionError::Catalog(c) => catalog_error(c),
+        CompactionError::Unsupported { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// `POST /api/v1/tables/{table}/compact`: 202 with a job id, 409 when the table is busy.
+pub async fn compact(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let policy = watched(&ctx, &name)?;
+    let overrides = overrides_from_body(&body)?;
+    // Validate now so bad input is a 400, not a failed job.
+    let mut merged = Context::compaction_options(&policy);
+    merged.extend(overrides.clone());
+    crate::compaction::options::resolve(&merged, &HashMap::new()).map_err(|errs| {
+        ApiError::bad_request(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    Ok(started(
+        ctx.trigger_with(&name, JobKind::Compaction, Trigger::Manual, overrides)
+            .await,
+    ))
+}
+
+/// `POST /api/v1/tables/{table}/plan`: the dry-run plan, nothing written.
+pub async fn plan(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let policy = watched(&ctx, &name)?;
+    let overrides = overrides_from_body(&body)?;
+    let prepared = ctx
+        .plan(&name, &policy, &overrides)
+        .await
+        .map_err(compaction_error)?;
+    Ok(Json(
+        serde_json::to_value(prepared.view()).expect("serializable"),
+    ))
+}
+
 pub async fn reload(State(ctx): State<Arc<Context>>) -> Response {
     match ctx.reload_policies() {
         Ok(n) => Json(serde_json::json!({"policies": n})).into_response(),
@@ -189,6 +272,19 @@ pub async fn reload(State(ctx): State<Arc<Context>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn override_bodies() {
+        assert!(overrides_from_body(b"").unwrap().is_empty());
+        let o = overrides_from_body(br#"{"min-input-files": 2, "rewrite-all": true, "where": "org_id = 1"}"#)
+            .unwrap();
+        assert_eq!(o["min-input-files"], "2");
+        assert_eq!(o["rewrite-all"], "true");
+        assert_eq!(o["where"], "org_id = 1");
+        for bad in [&b"[1]"[..], b"{\"a\": [1]}", b"not json"] {
+            assert_eq!(overrides_from_body(bad).unwrap_err().status, StatusCode::BAD_REQUEST);
+        }
+    }
 
     #[test]
     fn constant_time_comparison() {

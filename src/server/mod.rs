@@ -59,6 +59,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
     let mutating = Router::new()
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/tables/{table}/reconcile", post(api::reconcile))
+        .route("/api/v1/tables/{table}/compact", post(api::compact))
+        .route("/api/v1/tables/{table}/plan", post(api::plan))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&ctx),
             api::require_token,
