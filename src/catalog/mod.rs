@@ -2,10 +2,14 @@
 //! the commit backends ([`rest`], [`sql`]) that send icemaint's own metadata changes (the `replace`
 //! snapshot) to the catalog.
 
+pub mod rest;
+pub mod sql;
+
 use std::fmt::Debug;
 
 use iceberg::TableRequirement;
 use iceberg::TableUpdate;
+use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 
 /// Why a commit did not land.
@@ -41,4 +45,20 @@ pub trait CommitBackend: Send + Sync + Debug {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> Result<Table, CommitError>;
+}
+
+/// The table a backend returns after a successful commit: the new metadata and location, with the
+/// base table's identifier and `FileIO` (the catalog's storage settings do not change on commit).
+pub(crate) fn table_after_commit(
+    base: &Table,
+    metadata: TableMetadata,
+    metadata_location: String,
+) -> iceberg::Result<Table> {
+    Table::builder()
+        .identifier(base.identifier().clone())
+        .file_io(base.file_io().clone())
+        .metadata(metadata)
+        .metadata_location(metadata_location)
+        .runtime(iceberg::Runtime::try_current()?)
+        .build()
 }

@@ -1,0 +1,1 @@
+//! Tests of the replace commit against a real iceberg-catalog-sql catalog on SQLite.
