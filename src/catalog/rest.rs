@@ -559,6 +559,8 @@ impl CommitBackend for RestCommitBackend {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use iceberg::NamespaceIdent;
 
     use super::*;
@@ -669,6 +671,358 @@ mod tests {
         assert!(matches!(
             commit_status_error(&ident, StatusCode::FORBIDDEN, b""),
             CommitError::Failed(_)
+        ));
+    }
+
+    /// A scripted REST catalog: OAuth2 token endpoint, `/v1/config` (prefix and a server header
+    /// via defaults), and a table commit endpoint whose answer depends on the table name.
+    #[derive(Debug, Default)]
+    struct Mock {
+        /// Tokens issued so far; the valid one is the last, unless revoked.
+        issued: std::sync::Mutex<Vec<String>>,
+        revoked: std::sync::atomic::AtomicBool,
+        token_forms: std::sync::Mutex<Vec<BTreeMap<String, String>>>,
+        unauthorized: std::sync::atomic::AtomicU32,
+        commits: std::sync::Mutex<Vec<(String, String, serde_json::Value)>>,
+        expires_in: u64,
+        metadata: serde_json::Value,
+    }
+
+    impl Mock {
+        fn authorized(&self, headers: &axum::http::HeaderMap) -> bool {
+            let valid = self.issued.lock().unwrap().last().cloned();
+            let given = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            !self.revoked.load(std::sync::atomic::Ordering::SeqCst)
+                && valid.is_some()
+                && given == valid.map(|t| format!("Bearer {t}"))
+        }
+    }
+
+    async fn mock_handler(
+        axum::extract::State(mock): axum::extract::State<std::sync::Arc<Mock>>,
+        req: axum::extract::Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let path = parts.uri.path().to_string();
+        let json = |status: u16, v: serde_json::Value| {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                v.to_string(),
+            )
+                .into_response()
+        };
+        if path == "/v1/oauth/tokens" {
+            let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            mock.token_forms.lock().unwrap().push(form);
+            let mut issued = mock.issued.lock().unwrap();
+            let token = format!("tok{}", issued.len() + 1);
+            issued.push(token.clone());
+            mock.revoked
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return json(
+                200,
+                serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": mock.expires_in}),
+            );
+        }
+        if !mock.authorized(&parts.headers) {
+            mock.unauthorized
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return json(
+                401,
+                serde_json::json!({"error": {"message": "not authorized", "type": "NotAuthorizedException", "code": 401}}),
+            );
+        }
+        if path == "/v1/config" {
+            assert_eq!(parts.uri.query(), Some("warehouse=wh"));
+            return json(
+                200,
+                serde_json::json!({
+                    "defaults": {"header.x-from-server": "yes"},
+                    "overrides": {"prefix": "pfx"}
+                }),
+            );
+        }
+        let Some(table) = path.strip_prefix("/v1/pfx/namespaces/db%1Fsub/tables/") else {
+            return json(
+                404,
+                serde_json::json!({"error": {"message": format!("no route {path}"), "type": "NoSuchRoute", "code": 404}}),
+            );
+        };
+        let tenant = parts
+            .headers
+            .get("x-tenant")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let server_header = parts
+            .headers
+            .get("x-from-server")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert_eq!(server_header, "yes");
+        let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        mock.commits
+            .lock()
+            .unwrap()
+            .push((table.to_string(), tenant, request));
+        match table {
+            "conflict" => json(
+                409,
+                serde_json::json!({"error": {"message": "branch main has changed", "type": "CommitFailedException", "code": 409}}),
+            ),
+            "gone" => json(
+                404,
+                serde_json::json!({"error": {"message": "table does not exist", "type": "NoSuchTableException", "code": 404}}),
+            ),
+            "boom" => json(
+                503,
+                serde_json::json!({"error": {"message": "overloaded", "type": "ServiceUnavailable", "code": 503}}),
+            ),
+            _ => json(
+                200,
+                serde_json::json!({
+                    "metadata-location": "memory:///t/metadata/00001-5b9d3c2e-8a0f-4a0e-9c41-0c3a7e1f2d11.metadata.json",
+                    "metadata": mock.metadata.clone(),
+                }),
+            ),
+        }
+    }
+
+    async fn start_mock(mock: std::sync::Arc<Mock>) -> String {
+        let app = axum::Router::new().fallback(mock_handler).with_state(mock);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    fn base_table(name: &str) -> Table {
+        use iceberg::spec::{
+            FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, TableMetadataBuilder,
+            Type, UnboundPartitionSpec,
+        };
+        let schema = Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            ])
+            .build()
+            .unwrap();
+        let md = TableMetadataBuilder::new(
+            schema,
+            UnboundPartitionSpec::builder().build(),
+            SortOrder::unsorted_order(),
+            "memory:///t".to_string(),
+            FormatVersion::V2,
+            HashMap::new(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata;
+        Table::builder()
+            .identifier(TableIdent::new(
+                NamespaceIdent::from_strs(["db", "sub"]).unwrap(),
+                name.to_string(),
+            ))
+            .file_io(iceberg::io::FileIO::new_with_memory())
+            .metadata(md)
+            .metadata_location(
+                "memory:///t/metadata/00000-0f8e4c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b.metadata.json",
+            )
+            .runtime(iceberg::Runtime::try_current().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn rest_config(uri: String, pairs: &[(&str, &str)]) -> CatalogConfig {
+        CatalogConfig {
+            kind: crate::config::CatalogType::Rest,
+            uri,
+            name: "rest".to_string(),
+            warehouse: Some("wh".to_string()),
+            properties: props(pairs),
+        }
+    }
+
+    fn updates() -> Vec<TableUpdate> {
+        vec![TableUpdate::SetProperties {
+            updates: HashMap::from([("k".to_string(), "v".to_string())]),
+        }]
+    }
+
+    #[tokio::test]
+    async fn oauth_token_is_fetched_sent_and_refreshed_after_401() {
+        let metadata = serde_json::to_value(base_table("t").metadata()).unwrap();
+        let mock = std::sync::Arc::new(Mock {
+            expires_in: 3600,
+            metadata,
+            ..Default::default()
+        });
+        let uri = start_mock(mock.clone()).await;
+        let backend = connect(&rest_config(
+            uri,
+            &[("credential", "client:s3cr3t"), ("header.X-Tenant", "acme")],
+        ))
+        .await
+        .unwrap();
+        assert!(!format!("{backend:?}").contains("s3cr3t"));
+        assert!(!format!("{backend:?}").contains("tok1"));
+
+        let t = backend
+            .commit(&base_table("t"), vec![], updates())
+            .await
+            .unwrap();
+        assert!(t.metadata_location().unwrap().contains("00001-"));
+        {
+            let forms = mock.token_forms.lock().unwrap();
+            assert_eq!(
+                forms.len(),
+                1,
+                "the config call and the commit share one token"
+            );
+            assert_eq!(forms[0]["grant_type"], "client_credentials");
+            assert_eq!(forms[0]["client_id"], "client");
+            assert_eq!(forms[0]["client_secret"], "s3cr3t");
+            assert_eq!(forms[0]["scope"], "catalog");
+            let commits = mock.commits.lock().unwrap();
+            let (table, tenant, body) = &commits[0];
+            assert_eq!(table, "t");
+            assert_eq!(tenant, "acme");
+            assert_eq!(
+                body["identifier"]["namespace"],
+                serde_json::json!(["db", "sub"])
+            );
+            assert_eq!(body["updates"][0]["action"], "set-properties");
+        }
+
+        // The server forgets the token: one 401, a new token, the same request again.
+        mock.revoked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        backend
+            .commit(&base_table("t"), vec![], updates())
+            .await
+            .unwrap();
+        assert_eq!(mock.token_forms.lock().unwrap().len(), 2);
+        assert_eq!(
+            mock.unauthorized.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(mock.commits.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn token_is_refreshed_before_it_expires() {
+        let metadata = serde_json::to_value(base_table("t").metadata()).unwrap();
+        let mock = std::sync::Arc::new(Mock {
+            expires_in: 1,
+            metadata,
+            ..Default::default()
+        });
+        let uri = start_mock(mock.clone()).await;
+        let backend = connect(&rest_config(uri, &[("credential", "client:s3cr3t")]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        backend
+            .commit(&base_table("t"), vec![], updates())
+            .await
+            .unwrap();
+        assert_eq!(mock.token_forms.lock().unwrap().len(), 2);
+        assert_eq!(
+            mock.unauthorized.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn commit_statuses_over_http() {
+        let metadata = serde_json::to_value(base_table("t").metadata()).unwrap();
+        let mock = std::sync::Arc::new(Mock {
+            expires_in: 3600,
+            metadata,
+            ..Default::default()
+        });
+        let uri = start_mock(mock.clone()).await;
+        let backend = connect(&rest_config(
+            uri.clone(),
+            &[("credential", "client:s3cr3t")],
+        ))
+        .await
+        .unwrap();
+        let commit = |name: &'static str| {
+            let backend = &backend;
+            async move { backend.commit(&base_table(name), vec![], updates()).await }
+        };
+        match commit("conflict").await.unwrap_err() {
+            CommitError::Conflict(m) => assert!(m.contains("branch main has changed"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            commit("gone").await.unwrap_err(),
+            CommitError::NotFound(_)
+        ));
+        match commit("boom").await.unwrap_err() {
+            CommitError::StateUnknown(m) => assert!(m.contains("overloaded"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+
+        // A static token that the server rejects cannot be refreshed: a definite failure.
+        mock.issued.lock().unwrap().push("other".to_string());
+        let static_backend = connect(&rest_config(uri.clone(), &[("token", "other")]))
+            .await
+            .unwrap();
+        mock.revoked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        match static_backend
+            .commit(&base_table("t"), vec![], updates())
+            .await
+            .unwrap_err()
+        {
+            CommitError::Failed(m) => assert!(m.contains("401"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+
+        // Nothing listens: nothing was sent, a definite failure.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let mut offline = connect(&rest_config(uri, &[("credential", "client:s3cr3t")]))
+            .await
+            .unwrap();
+        offline.base = format!("{dead}/v1/pfx");
+        assert!(matches!(
+            offline
+                .commit(&base_table("t"), vec![], updates())
+                .await
+                .unwrap_err(),
+            CommitError::Failed(_)
+        ));
+
+        // The server takes the request and drops the connection: it may have applied it.
+        let resetting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = resetting.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            while let Ok((mut sock, _)) = resetting.accept().await {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                drop(sock);
+            }
+        });
+        offline.base = format!("http://{addr}/v1/pfx");
+        assert!(matches!(
+            offline
+                .commit(&base_table("t"), vec![], updates())
+                .await
+                .unwrap_err(),
+            CommitError::StateUnknown(_)
         ));
     }
 
