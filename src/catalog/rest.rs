@@ -276,9 +276,10 @@ fn extra_headers(props: &BTreeMap<String, String>) -> Result<HeaderMap, RestBack
         };
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| RestBackendError::Config(format!("invalid header name in {key}")))?;
-        // The value is not quoted: it may be a credential.
-        let value = HeaderValue::from_str(value)
+        // The value is not quoted in errors and hidden from `Debug`: it may be a credential.
+        let mut value = HeaderValue::from_str(value)
             .map_err(|_| RestBackendError::Config(format!("invalid header value for {key}")))?;
+        value.set_sensitive(true);
         headers.insert(name, value);
     }
     Ok(headers)
@@ -642,6 +643,8 @@ mod tests {
     fn headers_from_properties() {
         let h = extra_headers(&props(&[("header.X-Tenant", "t1"), ("token", "x")])).unwrap();
         assert_eq!(h["x-tenant"], "t1");
+        let h = extra_headers(&props(&[("header.X-Api-Key", "k3y")])).unwrap();
+        assert!(!format!("{h:?}").contains("k3y"));
         assert_eq!(h[CONTENT_TYPE], "application/json");
         assert!(extra_headers(&props(&[("header.bad name", "v")])).is_err());
     }

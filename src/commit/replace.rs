@@ -126,12 +126,6 @@ pub(crate) fn check_change(
     Ok((delete_paths, added_paths))
 }
 
-/// What the scan of the parent's data manifests found out about one replaced file.
-#[derive(Debug)]
-struct Found {
-    file: ReplacedFile,
-}
-
 /// What to do with one of the parent's manifests.
 #[derive(Debug)]
 enum Plan {
@@ -207,9 +201,17 @@ impl SnapshotChange for ReplaceOp<'_> {
         let replaced: Vec<ReplacedFile> = self
             .delete_paths
             .iter()
-            .filter_map(|p| found.get(p).map(|f| f.file.clone()))
+            .filter_map(|p| found.get(p).cloned())
             .collect();
         check_new_deletes(table, &history, starting_seq, &replaced).await?;
+
+        tracing::debug!(
+            table = %table.identifier(),
+            snapshots_since_start = history.len(),
+            manifests_rewritten = plans.iter().filter(|p| matches!(p, Plan::Rewrite(_))).count(),
+            manifests_carried = plans.iter().filter(|p| matches!(p, Plan::Carry(_))).count(),
+            "replace validated"
+        );
 
         // Everything is valid: write the new snapshot's manifests.
         let mut delta = SummaryDelta::default();
@@ -273,7 +275,7 @@ impl ReplaceOp<'_> {
         &self,
         table: &Table,
         manifests: &[ManifestFile],
-    ) -> Result<(Vec<Plan>, HashMap<String, Found>), ReplaceError> {
+    ) -> Result<(Vec<Plan>, HashMap<String, ReplacedFile>), ReplaceError> {
         let io = table.file_io().clone();
         let data: Vec<ManifestFile> = manifests
             .iter()
@@ -290,7 +292,7 @@ impl ReplaceOp<'_> {
         .buffered(MANIFEST_READ_CONCURRENCY);
 
         let mut plans = Vec::new();
-        let mut found: HashMap<String, Found> = HashMap::new();
+        let mut found: HashMap<String, ReplacedFile> = HashMap::new();
         while let Some((m, manifest)) = scans.try_next().await? {
             let mut hit = false;
             for e in manifest.entries().iter().filter(|e| e.is_alive()) {
@@ -302,13 +304,13 @@ impl ReplaceOp<'_> {
                 }
                 if self.delete_set.contains(path) {
                     hit = true;
-                    found.entry(path.to_string()).or_insert_with(|| Found {
-                        file: ReplacedFile {
+                    found
+                        .entry(path.to_string())
+                        .or_insert_with(|| ReplacedFile {
                             path: path.to_string(),
                             spec_id: m.partition_spec_id,
                             partition: e.data_file().partition().clone(),
-                        },
-                    });
+                        });
                 }
             }
             plans.push(if hit {

@@ -22,14 +22,16 @@ pub fn history_since(
     parent_of: impl Fn(i64) -> Option<Option<i64>>,
 ) -> Result<Vec<i64>, String> {
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     let mut id = current;
     loop {
         if id == starting {
             return Ok(out);
         }
         out.push(id);
+        seen.insert(id);
         match parent_of(id) {
-            Some(Some(parent)) if !out.contains(&parent) => id = parent,
+            Some(Some(parent)) if !seen.contains(&parent) => id = parent,
             Some(Some(parent)) => {
                 return Err(format!(
                     "snapshot history of main loops at snapshot {parent}; cannot validate from starting snapshot {starting}"
