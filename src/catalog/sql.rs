@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn bind_style_from_scheme_or_property() {
         assert_eq!(
-            bind_style("sqlite:///tmp/x.db", None).unwrap(),
+            bind_style("sqlite:///data/catalog.db", None).unwrap(),
             BindStyle::QMark
         );
         assert_eq!(
