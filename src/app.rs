@@ -11,11 +11,11 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::CommitBackend;
 use crate::catalog::stats::file_stats;
 use crate::catalog::{CatalogError, CatalogHandle};
-use crate::config::Config;
-use crate::catalog::CommitBackend;
 use crate::compaction::{self, CompactionError};
+use crate::config::Config;
 use crate::jobs::{JobKind, JobOutcome, JobStatus, Jobs, ProgressSink, StartError, Trigger};
 use crate::maintenance::properties::{self, Drift, format_version_number};
 use crate::policy::{Policy, PolicyError, PolicySet};
@@ -299,17 +299,36 @@ impl Context {
         kind: JobKind,
         trigger: Trigger,
     ) -> Result<String, StartError> {
+        self.trigger_with(table, kind, trigger, BTreeMap::new()).await
+    }
+
+    /// [`Context::trigger`] with option overrides (compaction options from the API).
+    pub async fn trigger_with(
+        self: &Arc<Self>,
+        table: &str,
+        kind: JobKind,
+        trigger: Trigger,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<String, StartError> {
         let handle = self.jobs.begin(table, kind, trigger).await?;
         let id = handle.id.clone();
         let ctx = Arc::clone(self);
         let table = table.to_string();
-        self.jobs
-            .spawn(handle, async move { ctx.execute(&table, kind).await });
+        let sink = handle.progress_sink();
+        self.jobs.spawn(handle, async move {
+            ctx.execute(&table, kind, &sink, &overrides).await
+        });
         Ok(id)
     }
 
     /// Runs a job of `kind` on `table` (the caller holds the table's job lock).
-    pub async fn execute(self: &Arc<Self>, table: &str, kind: JobKind) -> JobOutcome {
+    pub async fn execute(
+        self: &Arc<Self>,
+        table: &str,
+        kind: JobKind,
+        progress: &ProgressSink,
+        overrides: &BTreeMap<String, String>,
+    ) -> JobOutcome {
         let Some(policy) = self.policy_for(table) else {
             return JobOutcome::failed(
                 format!("table {table} is not selected by any policy"),

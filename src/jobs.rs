@@ -327,8 +327,7 @@ impl JobHandle {
 
     /// Stores progress while the job runs.
     pub async fn progress(&self, detail: &serde_json::Value) {
-        if let Err(e) = self.jobs.store.update_progress(&self.id, detail).await
-        {
+        if let Err(e) = self.jobs.store.update_progress(&self.id, detail).await {
             tracing::warn!(job_id = self.id, error = %e, "recording progress failed");
         }
     }

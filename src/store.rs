@@ -157,13 +157,11 @@ impl Store {
         id: &str,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        sqlx::query(&self.sql(
-            "UPDATE jobs SET detail = ? WHERE id = ? AND status = 'running'",
-        ))
-        .bind(detail.to_string())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(&self.sql("UPDATE jobs SET detail = ? WHERE id = ? AND status = 'running'"))
+            .bind(detail.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent, TableRequirement, TableUpdate};
 use iceberg_catalog_rest::RestCatalogBuilder;
@@ -121,14 +122,14 @@ impl CatalogHandle {
                                 message: e.to_string(),
                             })?,
                     ),
-                    CatalogType::Sql => Arc::new(
-                        sql::SqlCommitBackend::connect(&self.config)
-                            .await
-                            .map_err(|e| CatalogError::Unreachable {
+                    CatalogType::Sql => {
+                        Arc::new(sql::SqlCommitBackend::connect(&self.config).await.map_err(
+                            |e| CatalogError::Unreachable {
                                 uri: crate::store::redact_url(&self.config.uri),
                                 message: e.to_string(),
-                            })?,
-                    ),
+                            },
+                        )?)
+                    }
                 };
                 Ok::<_, CatalogError>(b)
             })
@@ -229,6 +230,22 @@ pub trait CommitBackend: Send + Sync + Debug {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> Result<Table, CommitError>;
+}
+
+/// The table a backend returns after a successful commit: the new metadata and location, with the
+/// base table's identifier and `FileIO` (the catalog's storage settings do not change on commit).
+pub(crate) fn table_after_commit(
+    base: &Table,
+    metadata: TableMetadata,
+    metadata_location: String,
+) -> iceberg::Result<Table> {
+    Table::builder()
+        .identifier(base.identifier().clone())
+        .file_io(base.file_io().clone())
+        .metadata(metadata)
+        .metadata_location(metadata_location)
+        .runtime(iceberg::Runtime::try_current()?)
+        .build()
 }
 
 #[cfg(test)]

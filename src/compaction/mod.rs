@@ -52,7 +52,10 @@ pub enum CompactionError {
 impl CompactionError {
     /// Bad input from the user (options, filter): a 400 in the API, exit 2 in the CLI.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, CompactionError::Options(_) | CompactionError::Filter(_))
+        matches!(
+            self,
+            CompactionError::Options(_) | CompactionError::Filter(_)
+        )
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -211,7 +214,9 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
 
     let opts = &prepared.options;
     let settings = Arc::new(RewriteSettings::from_options(opts, prepared.output_spec_id));
-    let semaphore = Arc::new(Semaphore::new(opts.max_concurrent_file_group_rewrites.max(1)));
+    let semaphore = Arc::new(Semaphore::new(
+        opts.max_concurrent_file_group_rewrites.max(1),
+    ));
     let retry = RetryPolicy::from_table_properties(prepared.table.metadata().properties());
     let batch_size = if opts.partial_progress_enabled {
         prepared
@@ -271,10 +276,9 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
             None => {}
             Some(Err(e)) => {
                 report.groups_failed += 1;
-                report.errors.push(format!(
-                    "group {} ({}): {e}",
-                    group.id, group.partition
-                ));
+                report
+                    .errors
+                    .push(format!("group {} ({}): {e}", group.id, group.partition));
                 env.metrics
                     .compaction_groups_total
                     .with_label_values(&[&table_name, "failed"])
@@ -284,7 +288,16 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
         (env.progress)(&report);
         if pending.len() >= batch_size && !env.cancel.is_cancelled() {
             let batch = std::mem::take(&mut pending);
-            if !commit_batch(env, &prepared.table, &candidates, batch, &retry, &mut report).await {
+            if !commit_batch(
+                env,
+                &prepared.table,
+                &candidates,
+                batch,
+                &retry,
+                &mut report,
+            )
+            .await
+            {
                 partial_failures += 1;
             }
             (env.progress)(&report);
@@ -310,7 +323,15 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
         return Ok(report);
     }
     if !pending.is_empty() {
-        commit_batch(env, &prepared.table, &candidates, pending, &retry, &mut report).await;
+        commit_batch(
+            env,
+            &prepared.table,
+            &candidates,
+            pending,
+            &retry,
+            &mut report,
+        )
+        .await;
     }
     report.seconds = started.elapsed().as_secs_f64();
     (env.progress)(&report);
@@ -335,7 +356,8 @@ async fn commit_batch(
             let mut all = true;
             for one in batch {
                 let single = [one];
-                if let Err(e) = commit_groups(env, table, candidates, &single, retry, report).await {
+                if let Err(e) = commit_groups(env, table, candidates, &single, retry, report).await
+                {
                     all = false;
                     record_failure(env, table, &single, e, report).await;
                 }
@@ -363,7 +385,10 @@ async fn commit_groups(
             .iter()
             .flat_map(|g| g.group.files.iter().map(|f| f.path.clone()))
             .collect(),
-        add: groups.iter().flat_map(|g| g.files.iter().cloned()).collect(),
+        add: groups
+            .iter()
+            .flat_map(|g| g.files.iter().cloned())
+            .collect(),
         summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
     };
     let outcome = commit_replace(
@@ -377,7 +402,10 @@ async fn commit_groups(
     let label = [report.table.clone()];
     let written: u64 = change.add.iter().map(|f| f.file_size_in_bytes()).sum();
     report.groups_committed += groups.len();
-    report.files_read += groups.iter().map(|g| g.group.files.len() as u64).sum::<u64>();
+    report.files_read += groups
+        .iter()
+        .map(|g| g.group.files.len() as u64)
+        .sum::<u64>();
     report.bytes_read += groups.iter().map(|g| g.group.input_bytes).sum::<u64>();
     report.files_written += change.add.len() as u64;
     report.bytes_written += written;
@@ -433,9 +461,7 @@ async fn record_failure(
         .with_label_values(&[&report.table, outcome])
         .inc_by(groups.len() as u64);
     let ids: Vec<String> = groups.iter().map(|g| g.group.id.to_string()).collect();
-    report
-        .errors
-        .push(format!("groups {}: {e}", ids.join(",")));
+    report.errors.push(format!("groups {}: {e}", ids.join(",")));
     tracing::warn!(table = report.table, groups = ?ids, error = %e, outcome, "groups not committed");
     if e.may_have_committed() {
         // The snapshot may be in the table: its files must stay.

@@ -276,13 +276,18 @@ mod tests {
     #[test]
     fn override_bodies() {
         assert!(overrides_from_body(b"").unwrap().is_empty());
-        let o = overrides_from_body(br#"{"min-input-files": 2, "rewrite-all": true, "where": "org_id = 1"}"#)
-            .unwrap();
+        let o = overrides_from_body(
+            br#"{"min-input-files": 2, "rewrite-all": true, "where": "org_id = 1"}"#,
+        )
+        .unwrap();
         assert_eq!(o["min-input-files"], "2");
         assert_eq!(o["rewrite-all"], "true");
         assert_eq!(o["where"], "org_id = 1");
         for bad in [&b"[1]"[..], b"{\"a\": [1]}", b"not json"] {
-            assert_eq!(overrides_from_body(bad).unwrap_err().status, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                overrides_from_body(bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST
+            );
         }
     }
 
