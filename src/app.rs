@@ -299,7 +299,8 @@ impl Context {
         kind: JobKind,
         trigger: Trigger,
     ) -> Result<String, StartError> {
-        self.trigger_with(table, kind, trigger, BTreeMap::new()).await
+        self.trigger_with(table, kind, trigger, BTreeMap::new())
+            .await
     }
 
     /// [`Context::trigger`] with option overrides (compaction options from the API).
@@ -337,7 +338,14 @@ impl Context {
         };
         match kind {
             JobKind::Reconcile => self.reconcile(table, &policy).await,
-            JobKind::Compaction => self.compact(table, &policy, progress, overrides).await,
+            JobKind::Compaction => {
+                let sink = progress.clone();
+                let report = Box::new(move |r: &compaction::Report| {
+                    sink.report(serde_json::json!({ "progress": r }))
+                });
+                self.compact(table, &policy, &progress.job_id, overrides, report)
+                    .await
+            }
             other => JobOutcome {
                 status: JobStatus::Skipped,
                 detail: serde_json::json!({}),
@@ -376,8 +384,9 @@ impl Context {
         &self,
         table: &str,
         policy: &Policy,
-        progress: &ProgressSink,
+        job_id: &str,
         overrides: &BTreeMap<String, String>,
+        on_progress: Box<dyn Fn(&compaction::Report) + Send + Sync + '_>,
     ) -> JobOutcome {
         let backend: Arc<dyn CommitBackend> = match self.catalog.committer().await {
             Ok(b) => b,
@@ -398,14 +407,13 @@ impl Context {
                 error: None,
             };
         }
-        let sink = progress.clone();
         let env = compaction::Env {
             catalog: &self.catalog,
             backend,
             metrics: &self.metrics,
             cancel: self.shutdown.child_token(),
-            job_id: progress.job_id.clone(),
-            progress: Box::new(move |r| sink.report(serde_json::json!({"progress": r}))),
+            job_id: job_id.to_string(),
+            progress: on_progress,
         };
         let outcome = match compaction::execute(&env, prepared).await {
             Ok(report) => {
@@ -527,6 +535,97 @@ pub async fn tables(config_path: &Path) -> anyhow::Result<Vec<TableStatus>> {
         }
     }
     Ok(out)
+}
+
+/// Parses `--option key=value` arguments.
+pub fn parse_option_args(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    args.iter()
+        .map(|a| {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--option '{a}': expected key=value"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// `icemaint compact`: plans (and unless `dry_run`, runs as a job) a compaction of one table.
+/// Returns the JSON result and whether the job succeeded.
+pub async fn compact_once(
+    config_path: &Path,
+    table: &str,
+    dry_run: bool,
+    options: &[String],
+    show_progress: bool,
+) -> anyhow::Result<(serde_json::Value, bool)> {
+    let overrides = parse_option_args(options)?;
+    let config = Config::load(config_path)?;
+    crate::catalog::parse_ident(table)?;
+    let ctx = Context::new(config).await?;
+    let policy = ctx.policy_for(table).ok_or_else(|| {
+        anyhow::anyhow!(
+            "table {table} is not watched by any policy in {}",
+            ctx.config.policies.dir.display()
+        )
+    })?;
+    if dry_run {
+        let prepared = ctx.plan(table, &policy, &overrides).await?;
+        return Ok((serde_json::to_value(prepared.view())?, true));
+    }
+    // Bad options fail before a job is recorded.
+    let mut merged = Context::compaction_options(&policy);
+    merged.extend(overrides.clone());
+    compaction::options::resolve(&merged, &Default::default()).map_err(CompactionError::Options)?;
+    let handle = ctx
+        .jobs
+        .begin(table, JobKind::Compaction, Trigger::Manual)
+        .await?;
+    let job_id = handle.id.clone();
+    let bar = show_progress.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} groups {msg}",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    let bar_ref = bar.clone();
+    let sink = handle.progress_sink();
+    let on_progress = Box::new(move |r: &compaction::Report| {
+        if let Some(b) = &bar_ref {
+            b.set_length(r.groups_planned as u64);
+            b.set_position((r.groups_rewritten + r.groups_failed) as u64);
+            b.set_message(format!(
+                "{} committed, {} in",
+                r.groups_committed,
+                human_bytes(r.bytes_read)
+            ));
+        }
+        sink.report(serde_json::json!({ "progress": r }));
+    });
+    let ctx2 = Arc::clone(&ctx);
+    let outcome = ctx
+        .jobs
+        .run(handle, async {
+            ctx2.compact(table, &policy, &job_id, &overrides, on_progress)
+                .await
+        })
+        .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let ok = matches!(outcome.status, JobStatus::Succeeded | JobStatus::Skipped);
+    let mut v = serde_json::json!({
+        "job_id": job_id,
+        "status": outcome.status.as_str(),
+        "result": outcome.detail,
+    });
+    if let Some(e) = outcome.error {
+        v["error"] = serde_json::Value::String(e);
+    }
+    Ok((v, ok))
 }
 
 /// One line per table for `icemaint tables`.

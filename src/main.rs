@@ -36,6 +36,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Binpack-compact one table now (Spark rewrite_data_files semantics), as a job.
+    Compact {
+        /// The table, `namespace.table`.
+        table: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the plan (groups, input files and bytes per partition, expected outputs) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Spark option override, e.g. --option min-input-files=2 (repeatable).
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create (or reuse) a local SQLite catalog with demo tables and run the daemon on it.
     Demo {
         /// Directory holding the catalog, warehouse, state store and config.
@@ -107,6 +123,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Compact {
+            table,
+            config,
+            dry_run,
+            options,
+            json,
+        } => {
+            use std::io::IsTerminal;
+            let show = !json && std::io::stderr().is_terminal();
+            let (v, ok) =
+                icemaint::app::compact_once(&config, &table, dry_run, &options, show).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if dry_run {
+                print_plan(&v);
+            } else {
+                print_result(&v);
+            }
+            if ok {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "compaction of {table} {}: {}",
+                    v["status"].as_str().unwrap_or("failed"),
+                    v["error"].as_str().unwrap_or("see the job detail")
+                )
+            }
+        }
         Command::Demo {
             dir,
             listen,
@@ -115,4 +159,53 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => icemaint::demo::run(&dir, &listen, &policies, setup_only).await,
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+fn print_plan(v: &serde_json::Value) {
+    let p = &v["plan"];
+    println!(
+        "{}: {} data files, {} candidates, {} groups rewrite {} files ({} bytes) into ~{} files",
+        v["table"].as_str().unwrap_or_default(),
+        p["total_files"],
+        p["candidate_files"],
+        p["groups"].as_array().map_or(0, Vec::len),
+        p["rewrite_files"],
+        p["rewrite_bytes"],
+        p["expected_output_files"]
+    );
+    for g in p["groups"].as_array().into_iter().flatten() {
+        println!(
+            "  group {:>3}  {:<40} files={:<5} bytes={:<12} -> {} file(s)",
+            g["id"],
+            g["partition"].as_str().unwrap_or_default(),
+            g["files"].as_array().map_or(0, Vec::len),
+            g["input_bytes"],
+            g["expected_output_files"]
+        );
+    }
+}
+
+fn print_result(v: &serde_json::Value) {
+    let r = &v["result"];
+    if v["status"] == "skipped" {
+        println!(
+            "job {} skipped: {}",
+            v["job_id"].as_str().unwrap_or_default(),
+            r["reason"].as_str().unwrap_or("nothing to do")
+        );
+        return;
+    }
+    println!(
+        "job {} {}: groups {}/{} committed, {} conflicts, files {} -> {}, bytes {} -> {}, snapshots {}",
+        v["job_id"].as_str().unwrap_or_default(),
+        v["status"].as_str().unwrap_or_default(),
+        r["groups_committed"],
+        r["groups_planned"],
+        r["conflicts"],
+        r["files_read"],
+        r["files_written"],
+        r["bytes_read"],
+        r["bytes_written"],
+        r["snapshot_ids"]
+    );
 }
