@@ -346,6 +346,10 @@ impl Context {
                 self.compact(table, &policy, &progress.job_id, overrides, report)
                     .await
             }
+            JobKind::RewriteManifests => {
+                self.rewrite_manifests(table, &policy, &progress.job_id)
+                    .await
+            }
             other => JobOutcome {
                 status: JobStatus::Skipped,
                 detail: serde_json::json!({}),
@@ -432,6 +436,55 @@ impl Context {
                 }
             }
             Err(e) => JobOutcome::failed(e.to_string(), serde_json::json!({})),
+        };
+        self.refresh_table(table, policy).await;
+        outcome
+    }
+
+    /// Rewrites the table's manifests when the policy's `[manifests]` thresholds say so.
+    pub async fn rewrite_manifests(
+        &self,
+        table: &str,
+        policy: &Policy,
+        job_id: &str,
+    ) -> JobOutcome {
+        use crate::maintenance::manifests::{ManifestSettings, rewrite_manifests};
+        let Some(mp) = &policy.manifests else {
+            return JobOutcome {
+                status: JobStatus::Skipped,
+                detail: serde_json::json!({"reason": "the policy has no [manifests] section"}),
+                error: None,
+            };
+        };
+        let t = match self.catalog.load(table).await {
+            Ok(t) => t,
+            Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
+        };
+        let backend = match self.catalog.committer().await {
+            Ok(b) => b,
+            Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
+        };
+        let settings = ManifestSettings::resolve(
+            mp.min_manifests,
+            mp.target_size_bytes,
+            t.metadata().properties(),
+        );
+        let outcome = match rewrite_manifests(&self.catalog, backend.as_ref(), &t, settings, job_id)
+            .await
+        {
+            Ok(None) => JobOutcome {
+                status: JobStatus::Skipped,
+                detail: serde_json::json!({"reason": "manifests are within the policy's thresholds", "settings": settings}),
+                error: None,
+            },
+            Ok(Some(report)) => {
+                self.metrics
+                    .manifests_rewritten_total
+                    .with_label_values(&[table])
+                    .inc_by(report.manifests_replaced as u64);
+                JobOutcome::ok(serde_json::to_value(report).expect("serializable"))
+            }
+            Err(e) => JobOutcome::failed(e.to_string(), serde_json::json!({"settings": settings})),
         };
         self.refresh_table(table, policy).await;
         outcome
@@ -619,6 +672,44 @@ pub async fn compact_once(
     let ok = matches!(outcome.status, JobStatus::Succeeded | JobStatus::Skipped);
     let mut v = serde_json::json!({
         "job_id": job_id,
+        "status": outcome.status.as_str(),
+        "result": outcome.detail,
+    });
+    if let Some(e) = outcome.error {
+        v["error"] = serde_json::Value::String(e);
+    }
+    Ok((v, ok))
+}
+
+/// Runs one maintenance job of `kind` on `table` now, in this process, under the table's job
+/// lock (so it never overlaps a running daemon's job on that table).
+pub async fn run_job_once(
+    config_path: &Path,
+    table: &str,
+    kind: JobKind,
+    overrides: &BTreeMap<String, String>,
+) -> anyhow::Result<(serde_json::Value, bool)> {
+    let config = Config::load(config_path)?;
+    crate::catalog::parse_ident(table)?;
+    let ctx = Context::new(config).await?;
+    if ctx.policy_for(table).is_none() {
+        anyhow::bail!(
+            "table {table} is not watched by any policy in {}",
+            ctx.config.policies.dir.display()
+        );
+    }
+    ctx.catalog.load(table).await?;
+    let handle = ctx.jobs.begin(table, kind, Trigger::Manual).await?;
+    let job_id = handle.id.clone();
+    let sink = handle.progress_sink();
+    let outcome = ctx
+        .jobs
+        .run(handle, ctx.execute(table, kind, &sink, overrides))
+        .await;
+    let ok = matches!(outcome.status, JobStatus::Succeeded | JobStatus::Skipped);
+    let mut v = serde_json::json!({
+        "job_id": job_id,
+        "kind": kind.as_str(),
         "status": outcome.status.as_str(),
         "result": outcome.detail,
     });

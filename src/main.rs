@@ -52,6 +52,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite a table's manifests into fewer, partition-clustered ones (Spark rewrite_manifests).
+    RewriteManifests {
+        /// The table, `namespace.table`.
+        table: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create (or reuse) a local SQLite catalog with demo tables and run the daemon on it.
     Demo {
         /// Directory holding the catalog, warehouse, state store and config.
@@ -151,6 +161,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             }
         }
+        Command::RewriteManifests {
+            table,
+            config,
+            json,
+        } => {
+            let (v, ok) = icemaint::app::run_job_once(
+                &config,
+                &table,
+                icemaint::jobs::JobKind::RewriteManifests,
+                &Default::default(),
+            )
+            .await?;
+            print_job(&v, json)?;
+            if !ok {
+                anyhow::bail!(
+                    "rewrite-manifests of {table} failed: {}",
+                    v["error"].as_str().unwrap_or("see the job detail")
+                );
+            }
+            Ok(())
+        }
         Command::Demo {
             dir,
             listen,
@@ -208,4 +239,20 @@ fn print_result(v: &serde_json::Value) {
         r["bytes_written"],
         r["snapshot_ids"]
     );
+}
+
+/// Prints a finished job: JSON, or one line with its status and result.
+fn print_job(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        println!(
+            "job {} {} {}: {}",
+            v["job_id"].as_str().unwrap_or_default(),
+            v["kind"].as_str().unwrap_or_default(),
+            v["status"].as_str().unwrap_or_default(),
+            v["result"]
+        );
+    }
+    Ok(())
 }

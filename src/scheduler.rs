@@ -61,7 +61,11 @@ pub fn due(
 }
 
 /// Job kinds this build can run.
-pub const IMPLEMENTED: &[JobKind] = &[JobKind::Reconcile, JobKind::Compaction];
+pub const IMPLEMENTED: &[JobKind] = &[
+    JobKind::Reconcile,
+    JobKind::Compaction,
+    JobKind::RewriteManifests,
+];
 
 /// Runs until the context's shutdown token is cancelled.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {

@@ -255,6 +255,18 @@ pub async fn plan(
     ))
 }
 
+/// `POST /api/v1/tables/{table}/rewrite-manifests`: 202 with a job id, 409 when busy.
+pub async fn rewrite_manifests(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    watched(&ctx, &name)?;
+    Ok(started(
+        ctx.trigger(&name, JobKind::RewriteManifests, Trigger::Manual)
+            .await,
+    ))
+}
+
 pub async fn reload(State(ctx): State<Arc<Context>>) -> Response {
     match ctx.reload_policies() {
         Ok(n) => Json(serde_json::json!({"policies": n})).into_response(),

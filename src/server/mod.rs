@@ -61,6 +61,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/tables/{table}/reconcile", post(api::reconcile))
         .route("/api/v1/tables/{table}/compact", post(api::compact))
         .route("/api/v1/tables/{table}/plan", post(api::plan))
+        .route(
+            "/api/v1/tables/{table}/rewrite-manifests",
+            post(api::rewrite_manifests),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&ctx),
             api::require_token,
