@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::stats::file_stats;
+use crate::catalog::stats::{SIZE_BUCKETS, file_stats};
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::config::Config;
 use crate::jobs::{JobKind, JobOutcome, JobStatus, Jobs, StartError, Trigger};
@@ -31,6 +31,8 @@ pub struct TableStatus {
     pub small_file_threshold_bytes: u64,
     pub data_bytes: u64,
     pub average_file_bytes: f64,
+    /// Live data files per size bucket (`catalog::stats::SIZE_BUCKET_UPPER_BYTES`).
+    pub file_size_buckets: [u64; SIZE_BUCKETS],
     pub delete_files: u64,
     pub manifests: u64,
     pub snapshots: u64,
@@ -181,6 +183,7 @@ impl Context {
             small_file_threshold_bytes: threshold,
             data_bytes: stats.data_bytes,
             average_file_bytes: stats.average_file_bytes,
+            file_size_buckets: stats.size_buckets,
             delete_files: stats.delete_files,
             manifests: stats.manifests,
             snapshots: md.snapshots().count() as u64,
@@ -271,6 +274,7 @@ impl Context {
                             small_file_threshold_bytes: 0,
                             data_bytes: 0,
                             average_file_bytes: 0.0,
+                            file_size_buckets: [0; SIZE_BUCKETS],
                             delete_files: 0,
                             manifests: 0,
                             snapshots: 0,
