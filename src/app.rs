@@ -197,6 +197,7 @@ impl Context {
     fn publish(&self, s: &TableStatus) {
         let t = [s.table.as_str()];
         let m = &self.metrics;
+        m.init_table(&s.table);
         m.table_data_files
             .with_label_values(&t)
             .set(s.data_files as i64);
