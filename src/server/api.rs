@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -53,6 +53,13 @@ pub(crate) fn watched(ctx: &Context, name: &str) -> Result<Policy, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("table {name} is not watched by any policy")))
 }
 
+/// A path parameter, or a JSON 400: axum's own rejection (e.g. percent-encoded bytes that are not
+/// UTF-8) is a plain-text body, unlike every other error of the API.
+pub(crate) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
+}
+
 pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
     match e {
         CatalogError::TableNotFound(t) => ApiError::not_found(format!("table {t} not found")),
@@ -67,8 +74,9 @@ pub async fn list_tables(State(ctx): State<Arc<Context>>) -> Json<serde_json::Va
 
 pub async fn get_table(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let status = ctx.inspect(&name, &policy).await.map_err(catalog_error)?;
     let changes = ctx
@@ -128,8 +136,9 @@ pub async fn list_jobs(
 
 pub async fn get_job(
     State(ctx): State<Arc<Context>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = path_param(id)?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::bad_request(format!("'{id}' is not a job id")));
     }
@@ -163,8 +172,9 @@ pub(crate) fn started(result: Result<String, StartError>) -> Response {
 
 pub async fn reconcile(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let name = path_param(name)?;
     watched(&ctx, &name)?;
     Ok(started(
         ctx.trigger(&name, JobKind::Reconcile, Trigger::Manual)
