@@ -1,6 +1,6 @@
 //! Facts about a table's current state, read from its metadata and manifests: file counts, small
-//! files, sizes, a file-size histogram and snapshots. Used by `icemaint tables`, the API, the status
-//! page and the per-table gauges.
+//! files, sizes, a file-size histogram and snapshots. Used by `icemaint tables`, the API, the
+//! status page and the per-table gauges.
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataContentType, ManifestContentType};
