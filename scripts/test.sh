@@ -10,5 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests/peers/setup.sh pyiceberg duckdb spark rest s3s moto
+scripts/ops-test-deps.sh          # prometheus/promtool, chromium, schemathesis (only what is missing)
 . tests/peers/env.sh
 exec cargo test --all-targets "$@"

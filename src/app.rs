@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::CommitBackend;
-use crate::catalog::stats::file_stats;
+use crate::catalog::stats::{SIZE_BUCKETS, file_stats};
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::compaction::{self, CompactionError};
 use crate::config::Config;
@@ -33,6 +33,8 @@ pub struct TableStatus {
     pub small_file_threshold_bytes: u64,
     pub data_bytes: u64,
     pub average_file_bytes: f64,
+    /// Live data files per size bucket (`catalog::stats::SIZE_BUCKET_UPPER_BYTES`).
+    pub file_size_buckets: [u64; SIZE_BUCKETS],
     pub delete_files: u64,
     pub manifests: u64,
     pub snapshots: u64,
@@ -183,6 +185,7 @@ impl Context {
             small_file_threshold_bytes: threshold,
             data_bytes: stats.data_bytes,
             average_file_bytes: stats.average_file_bytes,
+            file_size_buckets: stats.size_buckets,
             delete_files: stats.delete_files,
             manifests: stats.manifests,
             snapshots: md.snapshots().count() as u64,
@@ -196,6 +199,7 @@ impl Context {
     fn publish(&self, s: &TableStatus) {
         let t = [s.table.as_str()];
         let m = &self.metrics;
+        m.init_table(&s.table);
         m.table_data_files
             .with_label_values(&t)
             .set(s.data_files as i64);
@@ -273,6 +277,7 @@ impl Context {
                             small_file_threshold_bytes: 0,
                             data_bytes: 0,
                             average_file_bytes: 0.0,
+                            file_size_buckets: [0; SIZE_BUCKETS],
                             delete_files: 0,
                             manifests: 0,
                             snapshots: 0,

@@ -27,6 +27,30 @@ pub fn init_logging() {
     };
 }
 
+/// Job kinds (`kind` label), as `JobKind::as_str` spells them.
+pub const JOB_KINDS: &[&str] = &[
+    "reconcile",
+    "compaction",
+    "expire",
+    "remove-orphans",
+    "rewrite-manifests",
+];
+/// Job outcomes (`outcome` label of `icemaint_jobs_total`), as `JobStatus::as_str` spells them.
+pub const JOB_OUTCOMES: &[&str] = &["succeeded", "partial", "failed", "skipped"];
+/// Kinds of deleted files (`file_kind` label).
+pub const FILE_KINDS: &[&str] = &[
+    "data",
+    "delete",
+    "manifest",
+    "manifest_list",
+    "metadata",
+    "orphan",
+];
+/// Catalog calls counted by `icemaint_catalog_request_errors_total` (`operation` label).
+pub const CATALOG_OPERATIONS: &[&str] = &["list_tables", "load_table"];
+/// Compaction file-group outcomes (`outcome` label of `icemaint_compaction_groups_total`).
+pub const GROUP_OUTCOMES: &[&str] = &["planned", "committed", "failed", "conflict"];
+
 /// All metrics, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -290,7 +314,54 @@ impl Metrics {
             &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.init_known_series();
         m
+    }
+
+    /// Creates the zero series of every label combination known up front. The text format omits a
+    /// family without series (no `# TYPE` line either), so without this a counter that never fired
+    /// is invisible: dashboards show "no data" instead of 0, `rate()` misses the first increment,
+    /// and nothing tells a scraper the metric exists.
+    fn init_known_series(&self) {
+        for kind in JOB_KINDS {
+            for outcome in JOB_OUTCOMES {
+                self.jobs_total.with_label_values(&[kind, outcome]);
+            }
+            self.job_duration_seconds.with_label_values(&[kind]);
+        }
+        for kind in FILE_KINDS {
+            self.files_deleted_total.with_label_values(&[kind]);
+            self.deleted_bytes_total.with_label_values(&[kind]);
+        }
+        for op in CATALOG_OPERATIONS {
+            self.catalog_request_errors_total.with_label_values(&[op]);
+        }
+    }
+
+    /// Creates the zero series of a watched table's counters (see [`Metrics::init_known_series`]).
+    /// `icemaint_last_success_timestamp_seconds` is left alone: a 0 there would read as "never
+    /// succeeded" and fire the staleness alerts for a table that was only just discovered.
+    pub fn init_table(&self, table: &str) {
+        let t = [table];
+        for c in [
+            &self.drift_detected_total,
+            &self.drift_corrected_total,
+            &self.compaction_bytes_read_total,
+            &self.compaction_bytes_written_total,
+            &self.compaction_files_read_total,
+            &self.compaction_files_written_total,
+            &self.commit_conflicts_total,
+            &self.commit_retries_total,
+            &self.snapshots_expired_total,
+            &self.orphan_files_found_total,
+            &self.manifests_rewritten_total,
+        ] {
+            c.with_label_values(&t);
+        }
+        for outcome in GROUP_OUTCOMES {
+            self.compaction_groups_total
+                .with_label_values(&[table, outcome]);
+        }
     }
 
     /// Drops the per-table series of a table that is no longer watched (keeps labels bounded).
@@ -340,5 +411,71 @@ mod tests {
         }
         m.forget_table("m.t");
         assert!(!m.render().contains("table=\"m.t\""));
+    }
+
+    /// Every family is exported (with a `# TYPE` line) once a table is watched.
+    #[test]
+    fn every_family_has_a_series_once_a_table_is_watched() {
+        let m = Metrics::new();
+        m.init_table("m.t");
+        m.last_success_timestamp_seconds
+            .with_label_values(&["m.t", "reconcile"])
+            .set(1.0);
+        m.table_data_files.with_label_values(&["m.t"]).set(0);
+        let text = m.render();
+        let declared = |name: &str| text.contains(&format!("# TYPE {name} "));
+        for name in [
+            "icemaint_jobs_total",
+            "icemaint_job_duration_seconds",
+            "icemaint_files_deleted_total",
+            "icemaint_deleted_bytes_total",
+            "icemaint_catalog_request_errors_total",
+            "icemaint_commit_conflicts_total",
+            "icemaint_compaction_groups_total",
+            "icemaint_compaction_bytes_written_total",
+            "icemaint_property_drift_corrected_total",
+        ] {
+            assert!(declared(name), "{name} not declared:\n{text}");
+        }
+        assert!(text.contains("icemaint_jobs_total{kind=\"compaction\",outcome=\"failed\"} 0"));
+    }
+
+    /// The label lists match the enums they mirror; the exhaustive matches fail to compile when a
+    /// variant is added, which is the reminder to extend the list.
+    #[test]
+    fn label_lists_match_the_job_model() {
+        use crate::jobs::{JobKind, JobStatus};
+        let kinds = [
+            JobKind::Reconcile,
+            JobKind::Compaction,
+            JobKind::Expire,
+            JobKind::RemoveOrphans,
+            JobKind::RewriteManifests,
+        ];
+        for k in kinds {
+            match k {
+                JobKind::Reconcile
+                | JobKind::Compaction
+                | JobKind::Expire
+                | JobKind::RemoveOrphans
+                | JobKind::RewriteManifests => assert!(JOB_KINDS.contains(&k.as_str())),
+            }
+        }
+        assert_eq!(JOB_KINDS.len(), kinds.len());
+        let outcomes = [
+            JobStatus::Succeeded,
+            JobStatus::Partial,
+            JobStatus::Failed,
+            JobStatus::Skipped,
+        ];
+        for s in outcomes {
+            match s {
+                JobStatus::Succeeded
+                | JobStatus::Partial
+                | JobStatus::Failed
+                | JobStatus::Skipped => assert!(JOB_OUTCOMES.contains(&s.as_str())),
+            }
+        }
+        assert_eq!(JOB_OUTCOMES.len(), outcomes.len());
     }
 }

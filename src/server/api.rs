@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -56,6 +56,13 @@ pub(crate) fn watched(ctx: &Context, name: &str) -> Result<Policy, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("table {name} is not watched by any policy")))
 }
 
+/// A path parameter, or a JSON 400: axum's own rejection (e.g. percent-encoded bytes that are not
+/// UTF-8) is a plain-text body, unlike every other error of the API.
+pub(crate) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
+}
+
 pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
     match e {
         CatalogError::TableNotFound(t) => ApiError::not_found(format!("table {t} not found")),
@@ -70,8 +77,9 @@ pub async fn list_tables(State(ctx): State<Arc<Context>>) -> Json<serde_json::Va
 
 pub async fn get_table(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let status = ctx.inspect(&name, &policy).await.map_err(catalog_error)?;
     let changes = ctx
@@ -131,8 +139,9 @@ pub async fn list_jobs(
 
 pub async fn get_job(
     State(ctx): State<Arc<Context>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = path_param(id)?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::bad_request(format!("'{id}' is not a job id")));
     }
@@ -166,8 +175,9 @@ pub(crate) fn started(result: Result<String, StartError>) -> Response {
 
 pub async fn reconcile(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let name = path_param(name)?;
     watched(&ctx, &name)?;
     Ok(started(
         ctx.trigger(&name, JobKind::Reconcile, Trigger::Manual)
@@ -216,9 +226,10 @@ fn compaction_error(e: CompactionError) -> ApiError {
 /// `POST /api/v1/tables/{table}/compact`: 202 with a job id, 409 when the table is busy.
 pub async fn compact(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
     // Validate now so bad input is a 400, not a failed job.
@@ -241,9 +252,10 @@ pub async fn compact(
 /// `POST /api/v1/tables/{table}/plan`: the dry-run plan, nothing written.
 pub async fn plan(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
     let prepared = ctx
@@ -258,8 +270,9 @@ pub async fn plan(
 /// `POST /api/v1/tables/{table}/rewrite-manifests`: 202 with a job id, 409 when busy.
 pub async fn rewrite_manifests(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let name = path_param(name)?;
     watched(&ctx, &name)?;
     Ok(started(
         ctx.trigger(&name, JobKind::RewriteManifests, Trigger::Manual)

@@ -1,4 +1,5 @@
-//! The HTTP server: health and readiness, Prometheus metrics and the JSON API, on one port.
+//! The HTTP server: health and readiness, Prometheus metrics, the JSON API with its OpenAPI
+//! document, and a read-only HTML status page, on one port.
 
 use std::sync::Arc;
 
@@ -6,13 +7,15 @@ use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use crate::app::Context;
 
 pub mod api;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
+pub mod status;
 
 /// A JSON error response: `{"error": "..."}` with a status code.
 #[derive(Debug)]
@@ -54,30 +57,62 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every route as (method, path). The router is built from this list and `openapi.json` must
+/// document exactly these operations (tested both ways in [`openapi`]). Non-GET routes require the
+/// bearer token when `[server] token` is set. To add a route: add it here, give it a handler in
+/// [`handler`], and document it in `openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/tables"),
+    ("GET", "/api/v1/tables/{table}"),
+    ("POST", "/api/v1/tables/{table}/reconcile"),
+    ("POST", "/api/v1/tables/{table}/compact"),
+    ("POST", "/api/v1/tables/{table}/plan"),
+    ("POST", "/api/v1/tables/{table}/rewrite-manifests"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/{id}"),
+    ("POST", "/api/v1/reload"),
+];
+
+/// The handler of one entry of [`ROUTES`].
+fn handler(method: &str, path: &str) -> MethodRouter<Arc<Context>> {
+    match (method, path) {
+        ("GET", "/") => get(status::page),
+        ("GET", "/healthz") => get(health::healthz),
+        ("GET", "/readyz") => get(health::readyz),
+        ("GET", "/metrics") => get(metrics::metrics),
+        ("GET", "/api/v1/openapi.json") => get(openapi::openapi),
+        ("GET", "/api/v1/tables") => get(api::list_tables),
+        ("GET", "/api/v1/tables/{table}") => get(api::get_table),
+        ("POST", "/api/v1/tables/{table}/reconcile") => post(api::reconcile),
+        ("POST", "/api/v1/tables/{table}/compact") => post(api::compact),
+        ("POST", "/api/v1/tables/{table}/plan") => post(api::plan),
+        ("POST", "/api/v1/tables/{table}/rewrite-manifests") => post(api::rewrite_manifests),
+        ("GET", "/api/v1/jobs") => get(api::list_jobs),
+        ("GET", "/api/v1/jobs/{id}") => get(api::get_job),
+        ("POST", "/api/v1/reload") => post(api::reload),
+        // Reached only when ROUTES gains an entry without a handler: fails every router build,
+        // so the first test that starts a server says which.
+        _ => panic!("route {method} {path} in ROUTES has no handler"),
+    }
+}
+
 /// All routes.
 pub fn router(ctx: Arc<Context>) -> Router {
-    let mutating = Router::new()
-        .route("/api/v1/reload", post(api::reload))
-        .route("/api/v1/tables/{table}/reconcile", post(api::reconcile))
-        .route("/api/v1/tables/{table}/compact", post(api::compact))
-        .route("/api/v1/tables/{table}/plan", post(api::plan))
-        .route(
-            "/api/v1/tables/{table}/rewrite-manifests",
-            post(api::rewrite_manifests),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&ctx),
-            api::require_token,
-        ));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/tables", get(api::list_tables))
-        .route("/api/v1/tables/{table}", get(api::get_table))
-        .route("/api/v1/jobs", get(api::list_jobs))
-        .route("/api/v1/jobs/{id}", get(api::get_job))
-        .merge(mutating)
+    let auth = axum::middleware::from_fn_with_state(Arc::clone(&ctx), api::require_token);
+    let mut router = Router::new();
+    for &(method, path) in ROUTES {
+        let mut h = handler(method, path);
+        if method != "GET" {
+            h = h.route_layer(auth.clone());
+        }
+        router = router.route(path, h);
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(ctx)
 }

@@ -1,6 +1,11 @@
 //! Integration tests: one test binary (`cargo test --test it`). Add a module per area below.
 
+mod api;
 mod commit_rest;
 mod daemon;
+mod deploy;
 mod harness;
+mod observe;
+mod ops_util;
 mod peers_smoke;
+mod status_page;
