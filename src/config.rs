@@ -76,8 +76,8 @@ pub fn is_secret_property(key: &str) -> bool {
         || k == "header.authorization"
 }
 
-/// `[catalog]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[catalog]`. `Debug` masks credentials (see [`is_secret_property`]).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     #[serde(rename = "type")]
@@ -93,6 +93,18 @@ pub struct CatalogConfig {
     /// `s3.endpoint`, `s3.path-style-access`, ...
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for CatalogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatalogConfig")
+            .field("kind", &self.kind)
+            .field("uri", &crate::store::redact_url(&self.uri))
+            .field("name", &self.name)
+            .field("warehouse", &self.warehouse)
+            .field("properties", &self.redacted_properties())
+            .finish()
+    }
 }
 
 impl CatalogConfig {
@@ -154,13 +166,21 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[store]`. `Debug` masks a database password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://icemaint-state.db` (created when missing) or `postgres://...`.
     #[serde(default = "default_store_url")]
     pub url: String,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &crate::store::redact_url(&self.url))
+            .finish()
+    }
 }
 
 fn default_store_url() -> String {
@@ -416,5 +436,13 @@ dir = "pol"
     fn secret_never_prints() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "*** ***");
+        let mut c = Config::parse(FULL, "c.toml", &[]).unwrap();
+        c.catalog.uri = "postgres://u:pw@h/db".into();
+        c.store.url = "postgres://u:pw@h/state".into();
+        c.server.token = Some(Secret::new("tok3n"));
+        let dbg = format!("{c:?}");
+        for secret in ["t0ps3cret", "tok3n", ":pw@"] {
+            assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+        }
     }
 }
