@@ -16,6 +16,7 @@ use crate::catalog::{CatalogError, CatalogHandle};
 use crate::config::Config;
 use crate::jobs::{JobKind, JobOutcome, JobStatus, Jobs, StartError, Trigger};
 use crate::maintenance::properties::{self, Drift, format_version_number};
+use crate::maintenance::{self, Overrides};
 use crate::policy::{Policy, PolicyError, PolicySet};
 use crate::store::{PropertyChange, Store};
 use crate::telemetry::Metrics;
@@ -316,12 +317,62 @@ impl Context {
         };
         match kind {
             JobKind::Reconcile => self.reconcile(table, &policy).await,
+            JobKind::Expire | JobKind::RemoveOrphans => {
+                self.execute_with(table, kind, &Overrides::default()).await
+            }
             other => JobOutcome {
                 status: JobStatus::Skipped,
                 detail: serde_json::json!({}),
                 error: Some(format!("{} is not available in this build", other.as_str())),
             },
         }
+    }
+
+    /// Like [`Context::trigger`], with per-run overrides of the policy (API bodies).
+    pub async fn trigger_with(
+        self: &Arc<Self>,
+        table: &str,
+        kind: JobKind,
+        trigger: Trigger,
+        overrides: Overrides,
+    ) -> Result<String, StartError> {
+        let handle = self.jobs.begin(table, kind, trigger).await?;
+        let id = handle.id.clone();
+        let ctx = Arc::clone(self);
+        let table = table.to_string();
+        self.jobs.spawn(handle, async move {
+            ctx.execute_with(&table, kind, &overrides).await
+        });
+        Ok(id)
+    }
+
+    /// Runs expiry or orphan removal on `table` (the caller holds its job lock) with `overrides`
+    /// on top of the policy, then refreshes the table's status.
+    pub async fn execute_with(
+        &self,
+        table: &str,
+        kind: JobKind,
+        overrides: &Overrides,
+    ) -> JobOutcome {
+        let Some(policy) = self.policy_for(table) else {
+            return JobOutcome::failed(
+                format!("table {table} is not selected by any policy"),
+                serde_json::json!({}),
+            );
+        };
+        let outcome = maintenance::run(
+            &self.catalog,
+            &self.metrics,
+            table,
+            &policy,
+            kind,
+            overrides,
+        )
+        .await;
+        if matches!(outcome.status, JobStatus::Succeeded | JobStatus::Partial) {
+            self.refresh_table(table, &policy).await;
+        }
+        outcome
     }
 
     /// Compares the table's properties with its policy and commits the difference.

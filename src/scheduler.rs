@@ -61,7 +61,7 @@ pub fn due(
 }
 
 /// Job kinds this build can run.
-pub const IMPLEMENTED: &[JobKind] = &[JobKind::Reconcile];
+pub const IMPLEMENTED: &[JobKind] = &[JobKind::Reconcile, JobKind::Expire, JobKind::RemoveOrphans];
 
 /// Runs until the context's shutdown token is cancelled.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {

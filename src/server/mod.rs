@@ -12,6 +12,7 @@ use crate::app::Context;
 
 pub mod api;
 pub mod health;
+pub mod maintenance;
 pub mod metrics;
 
 /// A JSON error response: `{"error": "..."}` with a status code.
@@ -59,6 +60,11 @@ pub fn router(ctx: Arc<Context>) -> Router {
     let mutating = Router::new()
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/tables/{table}/reconcile", post(api::reconcile))
+        .route("/api/v1/tables/{table}/expire", post(maintenance::expire))
+        .route(
+            "/api/v1/tables/{table}/remove-orphans",
+            post(maintenance::remove_orphans),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&ctx),
             api::require_token,
