@@ -18,7 +18,7 @@
 //!   concurrent writer added are protected too.
 //! - Statistics files of removed snapshots, and old `*.metadata.json` files when
 //!   `write.metadata.delete-after-commit.enabled` is set but the writer left them behind
-//!   ([`metadata_files_to_delete`] and a walk back through older metadata logs).
+//!   ([`metadata_files_to_delete`] over the logs, [`stale_metadata`] over the metadata directory).
 //! - Nothing is deleted when the commit failed or its outcome is unknown.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -46,8 +46,8 @@ use crate::telemetry::Metrics;
 const READ_CONCURRENCY: usize = 8;
 /// The most snapshot ids a report lists.
 const MAX_LISTED_IDS: usize = 1000;
-/// The most older metadata files read while walking back through metadata logs.
-const MAX_METADATA_CHAIN_READS: usize = 100;
+/// The most unlogged old metadata files read (for their table uuid) per run.
+const MAX_METADATA_READS: usize = 200;
 
 /// Errors expiring snapshots.
 #[derive(Debug, thiserror::Error)]
@@ -625,7 +625,15 @@ pub async fn expire_table(
         .filter(|s| expired_set.contains(&s.snapshot_id))
         .collect();
 
-    let plan = match plan_cleanup(&before, &after, &expired_reach, &mut manifests).await {
+    let plan = match plan_cleanup(
+        &before,
+        &after,
+        &expired_reach,
+        &mut manifests,
+        &catalog.config.properties,
+    )
+    .await
+    {
         Ok(plan) => plan,
         Err(e) => {
             tracing::warn!(table = name, error = %e, "cleanup after expiry skipped");
@@ -670,6 +678,7 @@ async fn plan_cleanup(
     after: &Table,
     expired: &[SnapshotReach],
     manifests: &mut HashMap<String, ManifestReach>,
+    catalog_props: &BTreeMap<String, String>,
 ) -> Result<Vec<FileRef>, CleanupError> {
     let mut plan = Vec::new();
     if !expired.is_empty() {
@@ -687,7 +696,7 @@ async fn plan_cleanup(
         plan = plan_deletions(expired, &retained, manifests)?;
     }
     plan.extend(statistics_to_delete(before.metadata(), after.metadata()));
-    plan.extend(old_metadata_files(before, after).await);
+    plan.extend(old_metadata_files(before, after, catalog_props).await);
     Ok(plan)
 }
 
@@ -723,10 +732,16 @@ fn distinct(
         .collect()
 }
 
-/// Old metadata files to delete, when the table asks for it and its writers did not do it: the
-/// log entries our commit dropped, entries beyond `write.metadata.previous-versions-max`, and
-/// files that older metadata files (same table uuid) list in their logs.
-async fn old_metadata_files(before: &Table, after: &Table) -> Vec<FileRef> {
+/// Old metadata files to delete, when the table asks for it
+/// (`write.metadata.delete-after-commit.enabled`) and its writers did not do it: the log entries
+/// our commit dropped, entries beyond `write.metadata.previous-versions-max`, and
+/// `*.metadata.json` files in the metadata directory that [`stale_metadata`] proves are old
+/// versions of this table.
+async fn old_metadata_files(
+    before: &Table,
+    after: &Table,
+    catalog_props: &BTreeMap<String, String>,
+) -> Vec<FileRef> {
     let props = after.metadata().properties();
     let enabled = props
         .get("write.metadata.delete-after-commit.enabled")
@@ -748,19 +763,34 @@ async fn old_metadata_files(before: &Table, after: &Table) -> Vec<FileRef> {
         .chain(a.log.iter().skip(a.log.len().saturating_sub(max)))
         .map(|p| canonical(p))
         .collect();
-    let oldest = b
+    let logged: HashSet<String> = b
         .log
-        .first()
-        .or(a.log.first())
-        .or(b.current.as_ref())
-        .cloned();
-    if let Some(start) = oldest {
-        let mut known: HashSet<String> = out.iter().map(|p| canonical(p)).collect();
-        known.extend(keep.iter().cloned());
-        for p in older_metadata_chain(after, &start).await {
-            if known.insert(canonical(&p)) {
-                out.push(p);
-            }
+        .iter()
+        .chain(b.current.iter())
+        .chain(a.log.iter())
+        .map(|p| canonical(p))
+        .collect();
+    let dir = props
+        .get("write.metadata.path")
+        .map(|p| p.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| {
+            format!(
+                "{}/metadata",
+                after.metadata().location().trim_end_matches('/')
+            )
+        });
+    let listed = match list_metadata(after, &dir, &keep, &logged, catalog_props).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(dir, error = %e, "metadata directory not listed; only the log is cleaned");
+            Vec::new()
+        }
+    };
+    let uuid = after.metadata().uuid().to_string();
+    let mut seen: HashSet<String> = out.iter().map(|p| canonical(p)).collect();
+    for p in stale_metadata(&listed, &keep, &logged, &uuid) {
+        if seen.insert(canonical(&p)) {
+            out.push(p);
         }
     }
     out.into_iter()
@@ -772,52 +802,110 @@ async fn old_metadata_files(before: &Table, after: &Table) -> Vec<FileRef> {
         .collect()
 }
 
-/// Walks back from the metadata file `start`: the entries of its log are older versions of the
-/// table; the oldest of them is read next. Stops at a missing or unreadable file, a different
-/// table uuid, or after `MAX_METADATA_CHAIN_READS` reads. Returns every older file found.
-async fn older_metadata_chain(table: &Table, start: &str) -> Vec<String> {
-    let uuid = table.metadata().uuid().to_string();
-    let io = table.file_io();
-    let mut out = Vec::new();
-    let mut visited = HashSet::new();
-    let mut next = Some(start.to_string());
-    while let Some(path) = next.take() {
-        if visited.len() >= MAX_METADATA_CHAIN_READS || !visited.insert(canonical(&path)) {
-            break;
-        }
-        // Compressed metadata (`*.gz.metadata.json`) is not followed.
-        if path.contains(".gz.") || path.ends_with(".gz") {
-            break;
-        }
-        let Ok(input) = io.new_input(&path) else {
-            break;
-        };
-        let Ok(bytes) = input.read().await else { break };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            break;
-        };
-        if v.get("table-uuid").and_then(|u| u.as_str()) != Some(uuid.as_str()) {
-            break;
-        }
-        let log: Vec<String> = v
-            .get("metadata-log")
-            .and_then(|l| l.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.get("metadata-file").and_then(|f| f.as_str()))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        next = log.first().cloned();
-        out.extend(log);
-    }
-    out
+/// A `*.metadata.json` file found in a table's metadata directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMetadata {
+    pub path: String,
+    /// The version its name starts with (`00042-<uuid>.metadata.json`, `v42.metadata.json`).
+    pub version: Option<u64>,
+    /// Its `table-uuid`, when it was read.
+    pub table_uuid: Option<String>,
 }
 
-/// The report as job detail JSON.
-pub fn detail(report: &ExpireReport) -> serde_json::Value {
-    serde_json::to_value(report).expect("serializable")
+/// The version number in a metadata file name, if it has one.
+pub fn metadata_version(path: &str) -> Option<u64> {
+    let name = path.rsplit('/').next()?;
+    let stem = name.strip_suffix(".metadata.json")?;
+    let digits = match stem.split_once('-') {
+        Some((v, _)) => v,
+        None => stem.strip_prefix('v')?,
+    };
+    digits.parse().ok()
+}
+
+/// Listed metadata files that are old versions of this table (pure): not kept, and either named
+/// in a metadata log we saw (`logged`), or written for this table (`table_uuid`) under a version
+/// below the oldest kept one. Such a version was committed and has since left the log, or was a
+/// commit attempt that lost its race: writers only commit on top of the current version, and an
+/// in-flight commit's file always carries a version above it.
+pub fn stale_metadata(
+    listed: &[ListedMetadata],
+    keep: &HashSet<String>,
+    logged: &HashSet<String>,
+    table_uuid: &str,
+) -> Vec<String> {
+    let oldest_kept = keep.iter().filter_map(|p| metadata_version(p)).min();
+    listed
+        .iter()
+        .filter(|f| {
+            let c = canonical(&f.path);
+            if keep.contains(&c) {
+                return false;
+            }
+            logged.contains(&c)
+                || (f.table_uuid.as_deref() == Some(table_uuid)
+                    && matches!((f.version, oldest_kept), (Some(v), Some(k)) if v < k))
+        })
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// Lists `*.metadata.json` directly in `dir` and reads the `table-uuid` of those that only the
+/// version rule of [`stale_metadata`] could delete (oldest first, at most
+/// `MAX_METADATA_READS` per run).
+async fn list_metadata(
+    table: &Table,
+    dir: &str,
+    keep: &HashSet<String>,
+    logged: &HashSet<String>,
+    catalog_props: &BTreeMap<String, String>,
+) -> Result<Vec<ListedMetadata>, super::orphans::OrphansError> {
+    use super::orphans::{ObjectUri, OrphansError, Storage};
+    use futures::StreamExt;
+    let root =
+        ObjectUri::parse(dir).ok_or_else(|| OrphansError::UnsupportedLocation(dir.into()))?;
+    let storage = Storage::for_location(&root, catalog_props)?;
+    let prefix = format!("{}/", root.key);
+    let mut listed = Vec::new();
+    let mut stream = storage.list(&root);
+    while let Some(item) = stream.next().await {
+        let item = item?;
+        let Some(name) = item.uri.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if name.contains('/') || name.starts_with('.') || !name.ends_with(".metadata.json") {
+            continue;
+        }
+        let path = item.uri.uri();
+        listed.push(ListedMetadata {
+            version: metadata_version(&path),
+            path,
+            table_uuid: None,
+        });
+    }
+    let oldest_kept = keep.iter().filter_map(|p| metadata_version(p)).min();
+    let mut to_read: Vec<&mut ListedMetadata> = listed
+        .iter_mut()
+        .filter(|f| {
+            let c = canonical(&f.path);
+            !keep.contains(&c)
+                && !logged.contains(&c)
+                && matches!((f.version, oldest_kept), (Some(v), Some(k)) if v < k)
+        })
+        .collect();
+    to_read.sort_by_key(|f| f.version);
+    for f in to_read.into_iter().take(MAX_METADATA_READS) {
+        let Ok(input) = table.file_io().new_input(&f.path) else {
+            continue;
+        };
+        let Ok(bytes) = input.read().await else {
+            continue;
+        };
+        f.table_uuid = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("table-uuid")?.as_str().map(str::to_string));
+    }
+    Ok(listed)
 }
 
 #[cfg(test)]

@@ -688,6 +688,59 @@ fn metadata_files_beyond_the_log() {
 }
 
 #[test]
+fn stale_metadata_needs_proof() {
+    let dir = "file:///wh/t/metadata";
+    let listed = |name: &str, uuid: Option<&str>| ListedMetadata {
+        path: format!("{dir}/{name}"),
+        version: metadata_version(name),
+        table_uuid: uuid.map(str::to_string),
+    };
+    let set = |names: &[&str]| -> HashSet<String> {
+        names
+            .iter()
+            .map(|n| canonical(&format!("{dir}/{n}")))
+            .collect()
+    };
+    assert_eq!(metadata_version("a/00042-x-y.metadata.json"), Some(42));
+    assert_eq!(metadata_version("v7.metadata.json"), Some(7));
+    assert_eq!(metadata_version("abc.metadata.json"), None);
+    let keep = set(&[
+        "00009-c.metadata.json",
+        "00007-a.metadata.json",
+        "00008-b.metadata.json",
+    ]);
+    let logged = set(&["00006-z.metadata.json"]);
+    let files = [
+        listed("00009-c.metadata.json", None),
+        listed("00008-b.metadata.json", None),
+        // Older and ours: deleted.
+        listed("00003-o.metadata.json", Some("U")),
+        // Older but another table's (a shared location): kept.
+        listed("00002-p.metadata.json", Some("OTHER")),
+        // Older, not read (the per-run budget): kept.
+        listed("00001-q.metadata.json", None),
+        // Newer than every kept one: an in-flight commit. Kept.
+        listed("00010-d.metadata.json", Some("U")),
+        // No version in the name: only a log can prove it.
+        listed("legacy.metadata.json", Some("U")),
+        // In a log we saw (written by a Java writer as file:/...): deleted.
+        ListedMetadata {
+            path: "file:/wh/t/metadata/00006-z.metadata.json".into(),
+            version: Some(6),
+            table_uuid: None,
+        },
+    ];
+    let got = stale_metadata(&files, &keep, &logged, "U");
+    assert_eq!(
+        got,
+        [
+            format!("{dir}/00003-o.metadata.json"),
+            "file:/wh/t/metadata/00006-z.metadata.json".to_string()
+        ]
+    );
+}
+
+#[test]
 fn commit_errors_are_classified() {
     let e = |k| IcebergError::new(k, "x");
     assert!(matches!(
