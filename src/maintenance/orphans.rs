@@ -322,6 +322,14 @@ async fn walk_references(
     for s in md.partition_statistics_iter() {
         refs.add(&s.statistics_path)?;
     }
+    // Hadoop-style tables point readers at the current metadata through this file (Java's
+    // orphan removal keeps it too).
+    let metadata_dir = md
+        .properties()
+        .get("write.metadata.path")
+        .map(|p| p.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("{}/metadata", md.location().trim_end_matches('/')));
+    refs.add(&format!("{metadata_dir}/version-hint.text"))?;
     let new: Vec<_> = md
         .snapshots()
         .filter(|s| walked.snapshots.insert(s.snapshot_id()))
@@ -879,6 +887,11 @@ mod tests {
         std::fs::write(part.join("f%20.parquet"), b"x").unwrap();
         std::fs::write(root.join("data/plain.parquet"), b"yy").unwrap();
         std::os::unix::fs::symlink(root.join("data/plain.parquet"), root.join("link")).unwrap();
+        // A linked directory outside the table: not followed, so its files are never listed.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious.parquet"), b"z").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("data/linked")).unwrap();
         let loc = uri(&format!("file://{}", root.display()));
         let mut got: Vec<(String, u64)> = Storage::Local
             .list(&loc)
