@@ -46,6 +46,8 @@ use crate::telemetry::Metrics;
 const READ_CONCURRENCY: usize = 8;
 /// The most snapshot ids a report lists.
 const MAX_LISTED_IDS: usize = 1000;
+/// The most missing files a report lists.
+const MAX_LISTED_MISSING: usize = 20;
 /// The most unlogged old metadata files read (for their table uuid) per run.
 const MAX_METADATA_READS: usize = 200;
 
@@ -126,6 +128,10 @@ pub struct ExpireReport {
     pub delete_errors: Vec<DeleteFailure>,
     /// Why no file was deleted although the commit landed (e.g. a manifest could not be read).
     pub cleanup_error: Option<String>,
+    /// Manifest lists and manifests of expired snapshots that no longer existed: what only they
+    /// referenced is left to orphan removal.
+    pub missing_files: usize,
+    pub missing_examples: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,13 +568,9 @@ pub async fn expire_table(
         .filter(|s| !planned_ids.contains(&s.snapshot_id()))
         .cloned()
         .collect();
-    let (expired_reach, expired_manifest_files) = read_lists(&before, &to_expire).await?;
-    let mut manifests = files::load_manifests(
-        before.file_io(),
-        distinct(expired_manifest_files, &HashMap::new()),
-        READ_CONCURRENCY,
-    )
-    .await?;
+    let (expired_reach, mut manifests, missing) = read_expiring(&before, &to_expire).await?;
+    report.missing_files = missing.len();
+    report.missing_examples = missing.into_iter().take(MAX_LISTED_MISSING).collect();
 
     let nothing_to_commit = to_expire.is_empty() && ref_names(planned.metadata()) == before_refs;
     let after = if opts.dry_run {
@@ -698,6 +700,87 @@ async fn plan_cleanup(
     plan.extend(statistics_to_delete(before.metadata(), after.metadata()));
     plan.extend(old_metadata_files(before, after, catalog_props).await);
     Ok(plan)
+}
+
+/// Reads what the snapshots about to be expired reference: their manifest lists and manifests.
+/// A manifest list or manifest that no longer exists is returned in the third element, and every
+/// snapshot using it is left out of the cleanup (what only those snapshots reference stays for
+/// orphan removal: nothing is deleted on a guess); any other read error fails the run.
+async fn read_expiring(
+    table: &Table,
+    snapshots: &[SnapshotRef],
+) -> Result<
+    (
+        Vec<SnapshotReach>,
+        HashMap<String, ManifestReach>,
+        Vec<String>,
+    ),
+    WalkError,
+> {
+    use futures::{StreamExt, TryStreamExt};
+    let io = table.file_io();
+    let gone = |path: String| async move { matches!(io.exists(&path).await, Ok(false)) };
+    let lists: Vec<Result<(SnapshotReach, Vec<ManifestFile>), String>> =
+        futures::stream::iter(snapshots.to_vec())
+            .map(|s| async move {
+                match files::snapshot_reach(table, &s).await {
+                    Ok(r) => Ok(Ok(r)),
+                    Err(_) if gone(s.manifest_list().to_string()).await => {
+                        Ok(Err(s.manifest_list().to_string()))
+                    }
+                    Err(e2) => Err(e2),
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let mut missing = Vec::new();
+    let mut reach = Vec::new();
+    let mut manifest_files = Vec::new();
+    for l in lists {
+        match l {
+            Ok((r, m)) => {
+                reach.push(r);
+                manifest_files.extend(m);
+            }
+            Err(path) => missing.push(path),
+        }
+    }
+    let loaded: Vec<Result<HashMap<String, ManifestReach>, String>> =
+        futures::stream::iter(distinct(manifest_files, &HashMap::new()))
+            .map(|mf| async move {
+                let path = mf.manifest_path.clone();
+                match files::load_manifests(io, vec![mf], 1).await {
+                    Ok(m) => Ok(Ok(m)),
+                    Err(_) if gone(path.clone()).await => Ok(Err(path)),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let mut manifests = HashMap::new();
+    let mut missing_manifests = HashSet::new();
+    for m in loaded {
+        match m {
+            Ok(m) => manifests.extend(m),
+            Err(path) => {
+                missing_manifests.insert(path.clone());
+                missing.push(path);
+            }
+        }
+    }
+    reach.retain(|r| !r.manifests.iter().any(|m| missing_manifests.contains(m)));
+    missing.sort();
+    if !missing.is_empty() {
+        tracing::warn!(
+            table = %table.identifier(),
+            missing = missing.len(),
+            example = missing[0],
+            "files of expiring snapshots are already gone; what only they referenced is left to orphan removal"
+        );
+    }
+    Ok((reach, manifests, missing))
 }
 
 /// Manifest lists of `snapshots` (of `table`), read `READ_CONCURRENCY` at a time.
