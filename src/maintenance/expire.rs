@@ -647,6 +647,21 @@ pub async fn expire_table(
     if opts.dry_run || plan.is_empty() {
         return Ok(report);
     }
+    // Snapshots committed since ours (built on what we kept) must keep what they reach: re-read
+    // the table right before deleting and drop anything a new snapshot reaches from the plan.
+    let plan = match catalog.load(name).await {
+        Ok(latest) => match protect_new_snapshots(&latest, &after, plan).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                report.cleanup_error = Some(e.to_string());
+                return Ok(report);
+            }
+        },
+        Err(e) => {
+            report.cleanup_error = Some(format!("re-reading the table before deleting: {e}"));
+            return Ok(report);
+        }
+    };
     let remover = Arc::new(FileIoRemover(after.file_io().clone()));
     let deleted = files::delete_files(
         remover,
@@ -663,6 +678,65 @@ pub async fn expire_table(
     report.delete_failures = deleted.failed;
     report.delete_errors = deleted.failures;
     Ok(report)
+}
+
+/// Removes from `plan` every file that a snapshot of `latest` which `after` does not have
+/// reaches (its manifest list, manifests and their live files).
+async fn protect_new_snapshots(
+    latest: &Table,
+    after: &Table,
+    mut plan: Vec<FileRef>,
+) -> Result<Vec<FileRef>, WalkError> {
+    let known = snapshot_ids(after);
+    let new: Vec<SnapshotRef> = latest
+        .metadata()
+        .snapshots()
+        .filter(|s| !known.contains(&s.snapshot_id()))
+        .cloned()
+        .collect();
+    // Whatever the latest metadata names directly is kept whatever else happened.
+    let md = latest.metadata();
+    let named: HashSet<String> = latest
+        .metadata_location()
+        .into_iter()
+        .map(str::to_string)
+        .chain(md.metadata_log().iter().map(|l| l.metadata_file.clone()))
+        .chain(md.statistics_iter().map(|s| s.statistics_path.clone()))
+        .chain(
+            md.partition_statistics_iter()
+                .map(|s| s.statistics_path.clone()),
+        )
+        .chain(md.snapshots().map(|s| s.manifest_list().to_string()))
+        .map(|p| canonical(&p))
+        .collect();
+    plan.retain(|f| !named.contains(&canonical(&f.path)));
+    if new.is_empty() {
+        return Ok(plan);
+    }
+    let (reach, files) = read_lists(latest, &new).await?;
+    let manifests = files::load_manifests(
+        latest.file_io(),
+        distinct(files, &HashMap::new()),
+        READ_CONCURRENCY,
+    )
+    .await?;
+    let mut reached: HashSet<String> = HashSet::new();
+    for r in &reach {
+        reached.insert(canonical(&r.manifest_list));
+        reached.extend(r.manifests.iter().map(|m| canonical(m)));
+    }
+    for m in manifests.values() {
+        reached.extend(m.live.iter().map(|f| canonical(&f.path)));
+    }
+    let before = plan.len();
+    plan.retain(|f| !reached.contains(&canonical(&f.path)));
+    tracing::info!(
+        table = %latest.identifier(),
+        new_snapshots = new.len(),
+        protected = before - plan.len(),
+        "snapshots committed during the expiry keep what they reach"
+    );
+    Ok(plan)
 }
 
 /// Errors of the cleanup phase (after the commit).

@@ -675,13 +675,22 @@ async fn http_endpoints_and_cli_errors() {
     assert_eq!(d.stop(), 0);
 }
 
-/// A catalog whose commits fail as if the server answered 503 after applying them (or not):
-/// the outcome is unknown.
+/// A real catalog with one behaviour changed.
 #[derive(Debug)]
-struct UnknownCommitOutcome(Arc<dyn iceberg::Catalog>);
+enum Twist {
+    /// Commits fail as if the server answered 503 after applying them (or not): the outcome is
+    /// unknown.
+    UnknownCommitOutcome,
+    /// After a commit, loading the table returns it as it was before: as if writers had committed
+    /// snapshots reaching everything the expiry just removed.
+    StaleAfterCommit(std::sync::Mutex<Option<Box<iceberg::table::Table>>>),
+}
+
+#[derive(Debug)]
+struct Twisted(Arc<dyn iceberg::Catalog>, Twist);
 
 #[async_trait::async_trait]
-impl iceberg::Catalog for UnknownCommitOutcome {
+impl iceberg::Catalog for Twisted {
     async fn list_namespaces(
         &self,
         p: Option<&iceberg::NamespaceIdent>,
@@ -728,7 +737,11 @@ impl iceberg::Catalog for UnknownCommitOutcome {
         self.0.create_table(n, c).await
     }
     async fn load_table(&self, t: &iceberg::TableIdent) -> iceberg::Result<iceberg::table::Table> {
-        self.0.load_table(t).await
+        let table = self.0.load_table(t).await?;
+        if let Twist::StaleAfterCommit(first) = &self.1 {
+            return Ok((**first.lock().unwrap().get_or_insert(Box::new(table))).clone());
+        }
+        Ok(table)
     }
     async fn drop_table(&self, t: &iceberg::TableIdent) -> iceberg::Result<()> {
         self.0.drop_table(t).await
@@ -755,12 +768,15 @@ impl iceberg::Catalog for UnknownCommitOutcome {
     }
     async fn update_table(
         &self,
-        _c: iceberg::TableCommit,
+        c: iceberg::TableCommit,
     ) -> iceberg::Result<iceberg::table::Table> {
-        Err(iceberg::Error::new(
-            iceberg::ErrorKind::Unexpected,
-            "503 service unavailable",
-        ))
+        match &self.1 {
+            Twist::UnknownCommitOutcome => Err(iceberg::Error::new(
+                iceberg::ErrorKind::Unexpected,
+                "503 service unavailable",
+            )),
+            Twist::StaleAfterCommit(_) => self.0.update_table(c).await,
+        }
     }
 }
 
@@ -813,7 +829,7 @@ async fn unknown_commit_outcome_deletes_nothing() {
         .await
         .unwrap();
     let failing = icemaint::catalog::CatalogHandle {
-        catalog: Arc::new(UnknownCommitOutcome(real.catalog.clone())),
+        catalog: Arc::new(Twisted(real.catalog.clone(), Twist::UnknownCommitOutcome)),
         config: real.config.clone(),
     };
     let opts = icemaint::maintenance::expire::ExpireOptions {
@@ -887,4 +903,66 @@ async fn unknown_commit_outcome_deletes_nothing() {
     );
     let read = verify(&spec, T, true, false);
     assert!(read.agree && read.rows == 80, "{}", read.raw);
+}
+
+#[tokio::test]
+async fn snapshots_seen_after_the_commit_keep_what_they_reach() {
+    let dir = TestDir::new("expire-protect");
+    let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    make_table(
+        &spec,
+        T,
+        &[
+            "--appends",
+            "3",
+            "--rows",
+            "20",
+            "--partition",
+            "none",
+            "--delete-where",
+            "value < 5.0",
+            "--delete-mode",
+            "copy-on-write",
+        ],
+    );
+    let info = table_info(&spec, T);
+    let tdir = local(info["location"].as_str().unwrap());
+    let disk = files_under(&tdir);
+
+    #[derive(serde::Deserialize)]
+    struct Root {
+        catalog: icemaint::config::CatalogConfig,
+    }
+    let cfg = toml::from_str::<Root>(&spec.config_toml()).unwrap().catalog;
+    let real = icemaint::catalog::CatalogHandle::connect(&cfg)
+        .await
+        .unwrap();
+    let twisted = icemaint::catalog::CatalogHandle {
+        catalog: Arc::new(Twisted(
+            real.catalog.clone(),
+            Twist::StaleAfterCommit(Default::default()),
+        )),
+        config: real.config.clone(),
+    };
+    let opts = icemaint::maintenance::expire::ExpireOptions {
+        older_than: Some(Duration::ZERO),
+        retain_last: Some(1),
+        max_concurrent_deletes: 4,
+        dry_run: false,
+    };
+    let metrics = icemaint::telemetry::Metrics::new();
+    let report = icemaint::maintenance::expire::expire_table(&twisted, T, &opts, &metrics)
+        .await
+        .unwrap();
+    // The commit landed and the plan found replaced data files, but the re-read before deleting
+    // showed snapshots reaching them: nothing is deleted.
+    assert_eq!(report.snapshots_expired, 3, "{report:?}");
+    use icemaint::maintenance::files::FileKind;
+    assert!(report.planned[&FileKind::Data].files >= 1, "{report:?}");
+    assert_eq!(report.files_deleted, 0, "{report:?}");
+    assert_eq!(
+        files_under(&tdir).len(),
+        disk.len() + 1,
+        "only the new metadata file"
+    );
 }
