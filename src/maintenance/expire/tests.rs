@@ -786,3 +786,57 @@ async fn plan_only_catalog_plans_on_unconventional_metadata_names() {
     // The real table is untouched.
     assert_eq!(table.metadata().snapshots().count(), 3);
 }
+
+#[test]
+fn statistics_of_removed_snapshots_go() {
+    let ops = [
+        Op::Append {
+            files: 1,
+            deletes: false,
+        },
+        Op::Append {
+            files: 1,
+            deletes: false,
+        },
+    ];
+    let h = History::build(&ops, 0);
+    let with_stats = |ids: &[i64]| -> TableMetadata {
+        let mut v = serde_json::to_value(h.metadata(0)).unwrap();
+        v["statistics"] = ids
+            .iter()
+            .map(|id| {
+                serde_json::json!({
+                    "snapshot-id": id,
+                    "statistics-path": format!("s3a://b/t/metadata/stats-{id}.puffin"),
+                    "file-size-in-bytes": 42,
+                    "file-footer-size-in-bytes": 10,
+                    "blob-metadata": []
+                })
+            })
+            .collect();
+        v["partition-statistics"] = serde_json::json!([{
+            "snapshot-id": 1000,
+            "statistics-path": "s3://b/t/metadata/partition-stats-1000.parquet",
+            "file-size-in-bytes": 7
+        }]);
+        serde_json::from_value(v).unwrap()
+    };
+    let before = with_stats(&[1000, 1001]);
+    let mut after = serde_json::to_value(with_stats(&[1001])).unwrap();
+    after["partition-statistics"] = serde_json::json!([]);
+    // The remaining one is spelled differently: still the same file.
+    after["statistics"][0]["statistics-path"] = "s3://b/t/metadata/stats-1001.puffin".into();
+    let after: TableMetadata = serde_json::from_value(after).unwrap();
+    let got = statistics_to_delete(&before, &after);
+    let paths: BTreeSet<&str> = got.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "s3a://b/t/metadata/stats-1000.puffin",
+            "s3://b/t/metadata/partition-stats-1000.parquet"
+        ]
+        .into()
+    );
+    assert!(got.iter().all(|f| f.kind == FileKind::Statistics));
+    assert_eq!(got.iter().map(|f| f.size.unwrap()).sum::<u64>(), 49);
+}
