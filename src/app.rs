@@ -18,6 +18,7 @@ use crate::compaction::{self, CompactionError};
 use crate::config::Config;
 use crate::jobs::{JobKind, JobOutcome, JobStatus, Jobs, ProgressSink, StartError, Trigger};
 use crate::maintenance::properties::{self, Drift, format_version_number};
+use crate::maintenance::{self, Overrides};
 use crate::policy::{Policy, PolicyError, PolicySet};
 use crate::store::{PropertyChange, Store};
 use crate::telemetry::Metrics;
@@ -355,11 +356,9 @@ impl Context {
                 self.rewrite_manifests(table, &policy, &progress.job_id)
                     .await
             }
-            other => JobOutcome {
-                status: JobStatus::Skipped,
-                detail: serde_json::json!({}),
-                error: Some(format!("{} is not available in this build", other.as_str())),
-            },
+            JobKind::Expire | JobKind::RemoveOrphans => {
+                self.execute_with(table, kind, &Overrides::default()).await
+            }
         }
     }
 
@@ -492,6 +491,54 @@ impl Context {
             Err(e) => JobOutcome::failed(e.to_string(), serde_json::json!({"settings": settings})),
         };
         self.refresh_table(table, policy).await;
+        outcome
+    }
+
+    /// Like [`Context::trigger`] for expiry and orphan removal, with per-run overrides of the policy
+    /// (API bodies).
+    pub async fn trigger_maintenance(
+        self: &Arc<Self>,
+        table: &str,
+        kind: JobKind,
+        trigger: Trigger,
+        overrides: Overrides,
+    ) -> Result<String, StartError> {
+        let handle = self.jobs.begin(table, kind, trigger).await?;
+        let id = handle.id.clone();
+        let ctx = Arc::clone(self);
+        let table = table.to_string();
+        self.jobs.spawn(handle, async move {
+            ctx.execute_with(&table, kind, &overrides).await
+        });
+        Ok(id)
+    }
+
+    /// Runs expiry or orphan removal on `table` (the caller holds its job lock) with `overrides`
+    /// on top of the policy, then refreshes the table's status.
+    pub async fn execute_with(
+        &self,
+        table: &str,
+        kind: JobKind,
+        overrides: &Overrides,
+    ) -> JobOutcome {
+        let Some(policy) = self.policy_for(table) else {
+            return JobOutcome::failed(
+                format!("table {table} is not selected by any policy"),
+                serde_json::json!({}),
+            );
+        };
+        let outcome = maintenance::run(
+            &self.catalog,
+            &self.metrics,
+            table,
+            &policy,
+            kind,
+            overrides,
+        )
+        .await;
+        if matches!(outcome.status, JobStatus::Succeeded | JobStatus::Partial) {
+            self.refresh_table(table, &policy).await;
+        }
         outcome
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use icemaint::jobs::{JobKind, JobStatus};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +60,47 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Expire old snapshots of one table and delete the files only they referenced.
+    Expire {
+        /// The table, `namespace.table`.
+        table: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Expire snapshots older than this (`5d`, `12h`, `0s`); default: the policy's, else the
+        /// table's `history.expire.max-snapshot-age-ms`.
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Keep at least this many snapshots of each branch; default: the policy's, else the
+        /// table's `history.expire.min-snapshots-to-keep`.
+        #[arg(long)]
+        retain_last: Option<String>,
+        /// Report what would be expired and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete files under a table's location that nothing references and that are older than
+    /// `--older-than`.
+    RemoveOrphans {
+        /// The table, `namespace.table`.
+        table: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// List the orphans; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only files older than this are orphans (default: the policy's, else 3d; at least 1d).
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Allow `--older-than` under 1d (risks deleting files of commits in flight).
+        #[arg(long)]
+        force: bool,
+        /// Print the job as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +230,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
             policies,
             setup_only,
         } => icemaint::demo::run(&dir, &listen, &policies, setup_only).await,
+        Command::Expire {
+            table,
+            config,
+            older_than,
+            retain_last,
+            dry_run,
+            json,
+        } => {
+            let overrides = icemaint::maintenance::Overrides {
+                older_than: older_than.as_deref().map(duration_flag).transpose()?,
+                retain_last: retain_last
+                    .as_deref()
+                    .map(|v| {
+                        v.trim().parse::<u32>().map_err(|_| {
+                            anyhow::anyhow!("--retain-last '{v}': expected a positive integer")
+                        })
+                    })
+                    .transpose()?,
+                dry_run: Some(dry_run),
+                force: false,
+            };
+            pruning(&config, &table, JobKind::Expire, overrides, json).await
+        }
+        Command::RemoveOrphans {
+            table,
+            config,
+            dry_run,
+            older_than,
+            force,
+            json,
+        } => {
+            let overrides = icemaint::maintenance::Overrides {
+                older_than: older_than.as_deref().map(duration_flag).transpose()?,
+                retain_last: None,
+                // Without the flag, the policy's `dry-run` decides.
+                dry_run: dry_run.then_some(true),
+                force,
+            };
+            pruning(&config, &table, JobKind::RemoveOrphans, overrides, json).await
+        }
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -255,4 +337,45 @@ fn print_job(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn duration_flag(v: &str) -> anyhow::Result<std::time::Duration> {
+    icemaint::policy::parse_duration(v).map_err(|e| anyhow::anyhow!("--older-than: {e}"))
+}
+
+/// Runs one expiry or orphan-removal job and prints its result; a failed or partial job is an
+/// error (exit 1) after the result is printed.
+async fn pruning(
+    config: &std::path::Path,
+    table: &str,
+    kind: JobKind,
+    overrides: icemaint::maintenance::Overrides,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (id, outcome) = icemaint::maintenance::one_shot(config, table, kind, overrides).await?;
+    if json {
+        let v = serde_json::json!({
+            "job_id": id,
+            "table": table,
+            "kind": kind.as_str(),
+            "status": outcome.status.as_str(),
+            "error": outcome.error,
+            "detail": outcome.detail,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}",
+            icemaint::maintenance::summary_line(table, kind, &outcome)
+        );
+    }
+    match (outcome.status, outcome.error) {
+        (JobStatus::Failed | JobStatus::Partial, Some(e)) => Err(anyhow::anyhow!(e)),
+        (JobStatus::Failed | JobStatus::Partial, None) => Err(anyhow::anyhow!(
+            "{} {}",
+            kind.as_str(),
+            outcome.status.as_str()
+        )),
+        _ => Ok(()),
+    }
 }

@@ -64,6 +64,8 @@ pub fn due(
 pub const IMPLEMENTED: &[JobKind] = &[
     JobKind::Reconcile,
     JobKind::Compaction,
+    JobKind::Expire,
+    JobKind::RemoveOrphans,
     JobKind::RewriteManifests,
 ];
 

@@ -108,6 +108,16 @@ impl CatalogHandle {
         })
     }
 
+    /// The same configuration with another catalog client (tests wrap the real one to inject
+    /// failures); the commit backend is created anew on first use.
+    pub fn with_catalog(&self, catalog: Arc<dyn Catalog>) -> Self {
+        Self {
+            catalog,
+            config: self.config.clone(),
+            committer: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
     /// The commit backend for icemaint's own snapshots (REST or SQL, like the catalog).
     pub async fn committer(&self) -> Result<Arc<dyn CommitBackend>, CatalogError> {
         let backend = self

@@ -13,6 +13,7 @@ use crate::app::Context;
 
 pub mod api;
 pub mod health;
+pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod status;

@@ -8,4 +8,5 @@ mod harness;
 mod observe;
 mod ops_util;
 mod peers_smoke;
+mod pruning;
 mod status_page;

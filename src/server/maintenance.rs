@@ -1,0 +1,121 @@
+//! `POST /api/v1/tables/{table}/expire` and `/remove-orphans`: start a pruning job, with an
+//! optional JSON body overriding the policy (`older-than`, `retain-last`, `dry-run`, `force`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::ApiError;
+use super::api::{catalog_error, started, watched};
+use crate::app::Context;
+use crate::jobs::{JobKind, Trigger};
+use crate::maintenance::Overrides;
+use crate::policy::parse_duration;
+
+/// The optional request body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Body {
+    pub older_than: Option<String>,
+    pub retain_last: Option<u32>,
+    pub dry_run: Option<bool>,
+    pub force: Option<bool>,
+}
+
+/// Parses and checks a request body for `kind`; empty means "as the policy says".
+pub fn overrides(kind: JobKind, body: &[u8]) -> Result<Overrides, String> {
+    let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
+        Body::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?
+    };
+    let older_than = body
+        .older_than
+        .as_deref()
+        .map(|s| parse_duration(s).map_err(|e| format!("older-than: {e}")))
+        .transpose()?;
+    let o = Overrides {
+        older_than,
+        retain_last: body.retain_last,
+        dry_run: body.dry_run,
+        force: body.force.unwrap_or(false),
+    };
+    o.validate(kind)?;
+    Ok(o)
+}
+
+async fn start(
+    ctx: Arc<Context>,
+    name: String,
+    kind: JobKind,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    watched(&ctx, &name)?;
+    let o = overrides(kind, &body).map_err(ApiError::bad_request)?;
+    // 404 for a table the policies select but the catalog does not have.
+    ctx.catalog.load(&name).await.map_err(catalog_error)?;
+    Ok(started(
+        ctx.trigger_maintenance(&name, kind, Trigger::Manual, o)
+            .await,
+    ))
+}
+
+pub async fn expire(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    start(ctx, name, JobKind::Expire, body).await
+}
+
+pub async fn remove_orphans(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    start(ctx, name, JobKind::RemoveOrphans, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies() {
+        let o = overrides(JobKind::Expire, b"").unwrap();
+        assert_eq!(o, Overrides::default());
+        let o = overrides(
+            JobKind::Expire,
+            br#"{"older-than": "0s", "retain-last": 2, "dry-run": true}"#,
+        )
+        .unwrap();
+        assert_eq!(o.older_than, Some(std::time::Duration::ZERO));
+        assert_eq!((o.retain_last, o.dry_run), (Some(2), Some(true)));
+        for (kind, body, needle) in [
+            (JobKind::Expire, &b"{"[..], "bad body"),
+            (JobKind::Expire, br#"{"olderThan": "1d"}"#, "unknown field"),
+            (JobKind::Expire, br#"{"older-than": "5x"}"#, "older-than"),
+            (JobKind::Expire, br#"{"retain-last": 0}"#, "at least 1"),
+            (JobKind::Expire, br#"{"retain-last": "2"}"#, "bad body"),
+            (JobKind::RemoveOrphans, br#"{"older-than": "1h"}"#, "force"),
+            (
+                JobKind::RemoveOrphans,
+                br#"{"retain-last": 1}"#,
+                "only applies",
+            ),
+        ] {
+            let e = overrides(kind, body).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let o = overrides(
+            JobKind::RemoveOrphans,
+            br#"{"older-than": "1s", "force": true}"#,
+        )
+        .unwrap();
+        assert!(o.force);
+    }
+}
