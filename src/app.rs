@@ -572,10 +572,15 @@ pub async fn compact_once(
         let prepared = ctx.plan(table, &policy, &overrides).await?;
         return Ok((serde_json::to_value(prepared.view())?, true));
     }
-    // Bad options fail before a job is recorded.
-    let mut merged = Context::compaction_options(&policy);
-    merged.extend(overrides.clone());
-    compaction::options::resolve(&merged, &Default::default()).map_err(CompactionError::Options)?;
+    // Bad input (option values, the `where` filter's columns, a missing table) fails before a
+    // job is recorded.
+    compaction::check_request(
+        &ctx.catalog,
+        table,
+        &Context::compaction_options(&policy),
+        &overrides,
+    )
+    .await?;
     let handle = ctx
         .jobs
         .begin(table, JobKind::Compaction, Trigger::Manual)
