@@ -392,6 +392,9 @@ impl Context {
             Ok(b) => b,
             Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
         };
+        if let Err(e) = self.upgrade_format_for_compaction(table, policy).await {
+            return JobOutcome::failed(e, serde_json::json!({}));
+        }
         let prepared = match self.plan(table, policy, overrides).await {
             Ok(p) => p,
             Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
@@ -435,6 +438,42 @@ impl Context {
         };
         self.refresh_table(table, policy).await;
         outcome
+    }
+
+    /// Compaction commits v2 snapshots only. When the policy asks for a format version the table
+    /// has not reached yet (e.g. a v1 table whose policy says `format-version = 2`, before the
+    /// reconciler got to it), the upgrade is committed first: a metadata-only change the policy
+    /// already asks for, recorded like a reconciliation. Other property drift is left to the
+    /// reconciler.
+    async fn upgrade_format_for_compaction(
+        &self,
+        table: &str,
+        policy: &Policy,
+    ) -> Result<(), String> {
+        let t = self.catalog.load(table).await.map_err(|e| e.to_string())?;
+        let Some(versions) = properties::table_drift(&t, policy).format_version else {
+            return Ok(());
+        };
+        let upgrade = Drift {
+            properties: Vec::new(),
+            format_version: Some(versions),
+        };
+        properties::reconcile(&self.catalog, &t, &upgrade)
+            .await
+            .map_err(|e| {
+                format!(
+                    "upgrading to format version {} before compacting: {e}",
+                    versions.1
+                )
+            })?;
+        tracing::info!(
+            table,
+            from = versions.0,
+            to = versions.1,
+            "format version upgraded (policy) before compaction"
+        );
+        self.record_changes(table, &upgrade).await;
+        Ok(())
     }
 
     /// Compares the table's properties with its policy and commits the difference.
