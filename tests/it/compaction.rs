@@ -19,9 +19,14 @@
 //! Spark position deletes, then Spark reading and appending to the compacted table (REST);
 //! equality deletes, one of them committed during the rewrite (SQL); an append during the rewrite
 //! (REST); a copy-on-write delete during the rewrite refusing only the groups it touched (SQL);
-//! empty and already-compacted tables (no-op); SIGKILL mid-rewrite; bad options on the CLI and
-//! the API (400); the daemon's API with a lock held by another process (409) on a SQL catalog with
-//! moto S3; and the `icemaint demo` acceptance run.
+//! empty and already-compacted tables (no-op); the daemon stopped (SIGTERM) and the CLI killed
+//! (SIGKILL) mid-rewrite; bad options on the CLI and the API (400); the daemon's API with a lock
+//! held by another process (409) on a SQL catalog with moto S3; and the `icemaint demo` acceptance
+//! run.
+//!
+//! Tables are named `metrics.*` and selected by a policy the fixture writes (compaction on a
+//! schedule that never fires during a test); `--option min-input-files=2` suits their few files
+//! per partition. Each test prints `[compaction] <name> finished in <s>` (see `--nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -680,6 +685,23 @@ fn partitioned_table_keeps_partitions_and_target_size() {
             assert_eq!(f["spec_id"], g["spec_id"]);
         }
     }
+
+    // A `where` on partition columns plans only the matching partitions.
+    let filtered = fx.plan(
+        t,
+        &[&opts[..], &["where=org_id = 3 AND ts < '2025-01-03'"]].concat(),
+    );
+    let parts: BTreeSet<&str> = filtered["plan"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        parts,
+        BTreeSet::from(["org_id=3/ts_day=2025-01-01", "org_id=3/ts_day=2025-01-02"]),
+        "{filtered}"
+    );
 
     let Compacted { before, after, .. } = compact_and_check(&fx, t, &opts, true);
 
@@ -1364,19 +1386,80 @@ async fn daemon_api_compacts_skips_empty_tables_and_refuses_bad_requests() {
     fx.done();
 }
 
-/// Case 9: `icemaint compact` killed with SIGKILL while rewriting: the table is unchanged and
-/// reads the same; the leftover files are unreferenced, and a later run compacts normally.
-#[test]
-fn sigkill_mid_rewrite_leaves_the_table_unchanged() {
-    let fx = Fx::sql("compact-sigkill");
-    let t = "metrics.killed";
-    // 20 partitions x 2 files of 5000 rows: 20 groups, rewritten one at a time.
-    make_table(&fx.spec, t, &["--appends", "40", "--rows", "5000"]);
-    let before_v = fx.verify(t);
-    let before = fx.info(t);
+/// Waits (polling every 2 ms) until a Parquet file that is not in `known` appears under the
+/// warehouse; panics when `finished()` says the writer is done before that.
+fn wait_for_new_file(fx: &Fx, known: &BTreeSet<PathBuf>, mut finished: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            !finished(),
+            "compaction finished before an output file was seen"
+        );
+        if fx.parquet_files().difference(known).next().is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no output file appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Case 9: a compaction interrupted while rewriting. The daemon stopped with SIGTERM cancels the
+/// job and removes what it wrote; `icemaint compact` killed with SIGKILL leaves unreferenced
+/// files. Either way the table is unchanged and reads the same, and a later run compacts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_mid_rewrite_leaves_the_table_unchanged() {
+    let fx = Fx::sql("compact-interrupted");
+    let t = "metrics.interrupted";
+    let spec = fx.spec.clone();
+    let (before_v, before) = blocking(move || {
+        // 20 partitions x 2 files of 5000 rows: 20 groups, rewritten one at a time.
+        let t = "metrics.interrupted";
+        make_table(&spec, t, &["--appends", "40", "--rows", "5000"]);
+        let v = verify(&spec, t, true, false);
+        (v, table_info(&spec, t))
+    })
+    .await;
+    assert!(before_v.agree);
     let on_disk_before = fx.parquet_files();
     let opts = ["min-input-files=2", "max-concurrent-file-group-rewrites=1"];
+    let unchanged = |fx: &Fx| {
+        let after = fx.info(t);
+        assert_eq!(after["current_snapshot_id"], before["current_snapshot_id"]);
+        assert_eq!(snapshots(&after).len(), snapshots(&before).len());
+        assert_eq!(after["data_files"], before["data_files"]);
+        assert_same_rows(&before_v, &fx.verify(t));
+    };
 
+    // SIGTERM to the daemon: the job is cancelled, nothing committed, its files removed.
+    let d = Daemon::start(&fx.config, &[]);
+    let body = json!({"min-input-files": 2, "max-concurrent-file-group-rewrites": 1});
+    let (s, v) = d
+        .post(&format!("/api/v1/tables/{t}/compact"), Some(body), None)
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let job_id = v["job_id"].as_str().unwrap().to_string();
+    wait_for_new_file(&fx, &on_disk_before, || false);
+    assert_eq!(d.stop(), 0, "clean exit after SIGTERM");
+    let store =
+        icemaint::store::Store::connect(&format!("sqlite://{}", fx.dir.join("state.db").display()))
+            .await
+            .unwrap();
+    let job = store.job(&job_id).await.unwrap().expect("job recorded");
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert!(
+        job.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cancelled by shutdown")),
+        "{job:?}"
+    );
+    unchanged(&fx);
+    assert_eq!(
+        fx.parquet_files(),
+        on_disk_before,
+        "the cancelled job's files are removed"
+    );
+
+    // SIGKILL to `icemaint compact`.
     let mut args = vec!["compact", t, "--config", fx.config_str(), "--json"];
     for o in opts {
         args.extend(["--option", o]);
@@ -1389,23 +1472,7 @@ fn sigkill_mid_rewrite_leaves_the_table_unchanged() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "compaction finished before an output file was seen"
-        );
-        if fx
-            .parquet_files()
-            .difference(&on_disk_before)
-            .next()
-            .is_some()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no output file appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_new_file(&fx, &on_disk_before, || child.try_wait().unwrap().is_some());
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert_eq!(
@@ -1413,12 +1480,7 @@ fn sigkill_mid_rewrite_leaves_the_table_unchanged() {
         Some(9),
         "killed, not finished: {status}"
     );
-
-    let after = fx.info(t);
-    assert_eq!(after["current_snapshot_id"], before["current_snapshot_id"]);
-    assert_eq!(snapshots(&after).len(), snapshots(&before).len());
-    assert_eq!(after["data_files"], before["data_files"]);
-    assert_same_rows(&before_v, &fx.verify(t));
+    unchanged(&fx);
     let leftovers = fx.parquet_files().difference(&on_disk_before).count();
     assert!(leftovers >= 1);
 
