@@ -34,8 +34,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
-use iceberg::spec::{DataContentType, DataFile, DataFileFormat, ManifestContentType, Operation};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, ManifestContentType, NestedField, Operation,
+    PrimitiveType, Schema, Struct, Type,
+};
 use iceberg::writer::base_writer::equality_delete_writer::{
     EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
 };
@@ -507,10 +510,14 @@ impl SnapshotChange for AddDeletes {
         let mut manifests = vec![writer.write_manifest_file().await?];
         manifests.extend(list.entries().iter().cloned());
         let n = self.files.len().to_string();
+        let kind = match self.files[0].content_type() {
+            DataContentType::EqualityDeletes => "equality",
+            _ => "position",
+        };
         let props = HashMap::from([
             ("added-delete-files".to_string(), n.clone()),
-            ("added-equality-delete-files".to_string(), n),
-            ("added-equality-deletes".to_string(), records.to_string()),
+            (format!("added-{kind}-delete-files"), n),
+            (format!("added-{kind}-deletes"), records.to_string()),
             ("added-files-size".to_string(), size.to_string()),
         ]);
         let summary = build_summary(
@@ -524,6 +531,82 @@ impl SnapshotChange for AddDeletes {
             summary,
         })
     }
+}
+
+/// Writes one position-delete file deleting rows `positions` of data file `data_path` (its path as
+/// the manifests spell it) of an unpartitioned table, and commits it. Returns the new snapshot id.
+async fn commit_position_delete(
+    catalog: &CatalogHandle,
+    table: &str,
+    data_path: &str,
+    positions: std::ops::Range<i64>,
+) -> i64 {
+    let t = catalog.load(table).await.unwrap();
+    let md = t.metadata();
+    assert!(md.default_partition_spec().is_unpartitioned());
+    // The spec's position delete schema: file_path (2147483546), pos (2147483545).
+    let schema = Arc::new(
+        Schema::builder()
+            .with_fields(vec![
+                NestedField::required(
+                    2_147_483_546,
+                    "file_path",
+                    Type::Primitive(PrimitiveType::String),
+                )
+                .into(),
+                NestedField::required(2_147_483_545, "pos", Type::Primitive(PrimitiveType::Long))
+                    .into(),
+            ])
+            .build()
+            .unwrap(),
+    );
+    let parquet = ParquetWriterBuilder::new(WriterProperties::default(), schema.clone());
+    let mut writer = RollingFileWriterBuilder::new_with_default_file_size(
+        parquet,
+        t.file_io().clone(),
+        DefaultLocationGenerator::new(md).unwrap(),
+        DefaultFileNameGenerator::new(
+            format!("it-pos-delete-{}", uuid::Uuid::new_v4()),
+            None,
+            DataFileFormat::Parquet,
+        ),
+    )
+    .build();
+    let n = (positions.end - positions.start) as usize;
+    let batch = RecordBatch::try_new(
+        Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).unwrap()),
+        vec![
+            Arc::new(StringArray::from(vec![data_path; n])),
+            Arc::new(Int64Array::from_iter_values(positions)),
+        ],
+    )
+    .unwrap();
+    writer.write(&None, &batch).await.unwrap();
+    let files: Vec<DataFile> = writer
+        .close()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mut b| {
+            b.content(DataContentType::PositionDeletes)
+                .partition(Struct::empty())
+                .partition_spec_id(md.default_partition_spec_id())
+                .referenced_data_file(Some(data_path.to_string()));
+            b.build().unwrap()
+        })
+        .collect();
+    assert_eq!(files.len(), 1);
+    let backend = catalog.committer().await.unwrap();
+    commit_change(
+        catalog.catalog.as_ref(),
+        backend.as_ref(),
+        t.identifier(),
+        &AddDeletes { files },
+        &RetryPolicy::from_table_properties(md.properties()),
+    )
+    .await
+    .expect("commit position delete")
+    .snapshot_id
 }
 
 /// Writes one equality-delete file on `metric_name` (field id 2) for an unpartitioned metrics
@@ -1247,6 +1330,107 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
         .collect();
     assert!(new.is_empty(), "uncommitted files left behind: {new:?}");
     assert_eq!(report.files_written, 2);
+    fx.done();
+}
+
+/// Case 7 with a position delete (merge-on-read, as Spark writes them) on a planned file,
+/// committed between planning and committing on the REST catalog: the group holding that file is
+/// refused, the other one commits, and the deleted rows stay deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_delete_during_the_rewrite_refuses_its_group() {
+    let fx = Fx::rest("compact-concurrent-position-delete");
+    let t = "metrics.concurrent_position_delete";
+    let spec = fx.spec.clone();
+    let before = blocking(move || {
+        let args = ["--partition", "none", "--appends", "8", "--rows", "300"];
+        make_table(&spec, "metrics.concurrent_position_delete", &args);
+        verify(&spec, "metrics.concurrent_position_delete", true, false)
+    })
+    .await;
+    assert!(before.agree);
+    let catalog = connect(&fx.spec).await;
+    // Groups of at most ~half the bytes: two groups in the one (unpartitioned) partition.
+    let plan = compaction::prepare(&catalog, t, &BTreeMap::new(), &overrides(MIN2))
+        .await
+        .unwrap()
+        .plan;
+    let half = plan.groups[0].input_bytes / 2 + 1000;
+    let opts = overrides(&[MIN2[0], &format!("max-file-group-size-bytes={half}")]);
+    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &opts)
+        .await
+        .unwrap();
+    assert_eq!(prepared.plan.groups.len(), 2, "{:?}", prepared.plan);
+    let victim = prepared.plan.groups[0].files[0].path.clone();
+    let untouched: Vec<String> = prepared.plan.groups[1]
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+
+    let delete_snapshot = commit_position_delete(&catalog, t, &victim, 0..50).await;
+    let spec = fx.spec.clone();
+    let after_delete =
+        blocking(move || verify(&spec, "metrics.concurrent_position_delete", true, false)).await;
+    assert!(after_delete.agree, "{}", after_delete.raw);
+    assert_eq!(after_delete.rows, before.rows - 50);
+    let on_disk_before = fx.parquet_files();
+
+    let report = execute(&catalog, prepared, "it-concurrent-position-delete").await;
+    assert_eq!(
+        (
+            report.groups_committed,
+            report.conflicts,
+            report.groups_failed
+        ),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("validation failed")),
+        "{report:?}"
+    );
+
+    let spec = fx.spec.clone();
+    let (v, info) = blocking(move || {
+        let t = "metrics.concurrent_position_delete";
+        (verify(&spec, t, true, false), table_info(&spec, t))
+    })
+    .await;
+    assert!(v.agree, "{}", v.raw);
+    assert_eq!(
+        (v.rows, &v.checksum),
+        (after_delete.rows, &after_delete.checksum)
+    );
+    let replace = snapshot(&info, &info["current_snapshot_id"]);
+    assert_eq!(replace["operation"], "replace");
+    assert_eq!(replace["parent_id"], json!(delete_snapshot));
+    assert_eq!(
+        u(&replace["summary"]["deleted-data-files"]),
+        untouched.len() as u64
+    );
+    let live: HashSet<&str> = files(&info)
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        live.contains(victim.as_str()),
+        "the refused group's files stay"
+    );
+    assert!(untouched.iter().all(|p| !live.contains(p.as_str())));
+    assert_eq!(info["delete_files"], 1);
+    let live_local: HashSet<PathBuf> = live.iter().map(|p| fx.local_file(p).unwrap()).collect();
+    let on_disk_after = fx.parquet_files();
+    let leaked: Vec<&PathBuf> = on_disk_after
+        .difference(&on_disk_before)
+        .filter(|p| !live_local.contains(*p))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "uncommitted files left behind: {leaked:?}"
+    );
     fx.done();
 }
 
