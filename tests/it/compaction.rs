@@ -1,28 +1,31 @@
 //! Binpack compaction end to end, against real catalogs, storages and third-party readers.
 //!
 //! Tables are written by PyIceberg (`make_table.py`, `pyiceberg_ops.py`), Spark (position deletes)
-//! or, for equality deletes that no installed third-party writer produces, by iceberg-rust's
-//! `EqualityDeleteFileWriter` committed through icemaint's own snapshot producer. They are
+//! or, for delete files placed at a precise moment and for equality deletes (which no installed
+//! third-party writer produces), by iceberg-rust's writers, committed through icemaint's own
+//! snapshot producer (iceberg-rust 0.10.1's `fast_append` takes data files only). They are
 //! compacted by the `icemaint compact` CLI, the daemon's API, or (to put another writer's commit
 //! deterministically between planning and committing) the library's `prepare` / `execute`.
 //!
 //! Every case checks, against the state read BEFORE the compaction:
 //! - rows and the order-independent checksum through PyIceberg and DuckDB (`verify.py`; Spark in
-//!   the Spark case) are unchanged, and the readers agree;
+//!   the Spark case; DuckDB alone while equality deletes are live) are unchanged (or, with a
+//!   concurrent writer, equal to a twin table that got the same writes), and the readers agree;
 //! - the file count went down as planned (`--dry-run --json` plan, `table_info` data files);
-//! - the catalog holds exactly one new snapshot, operation `replace`, child of the starting one,
-//!   with `icemaint.job-id` and the right `added-data-files` / `deleted-data-files`.
+//! - the catalog accepted the commit: a new current `replace` snapshot (exactly one unless a
+//!   conflict split the commit), child of the starting one, with `icemaint.job-id` and the right
+//!   `added-data-files` / `deleted-data-files`.
 //!
 //! Cases: unpartitioned (SQL catalog, local files); identity + day partitions with files per
 //! partition bounded by the target and no group crossing a partition (REST); partition spec
 //! evolution (SQL); schema evolution, old rows null in the new column (SQL catalog on s3s-fs);
 //! Spark position deletes, then Spark reading and appending to the compacted table (REST);
 //! equality deletes, one of them committed during the rewrite (SQL); an append during the rewrite
-//! (REST); a copy-on-write delete during the rewrite refusing only the groups it touched (SQL);
-//! empty and already-compacted tables (no-op); the daemon stopped (SIGTERM) and the CLI killed
-//! (SIGKILL) mid-rewrite; bad options on the CLI and the API (400); the daemon's API with a lock
-//! held by another process (409) on a SQL catalog with moto S3; and the `icemaint demo` acceptance
-//! run.
+//! (REST); a copy-on-write delete (SQL) or a position delete (REST) during the rewrite refusing
+//! only the groups it touched; empty and already-compacted tables (no-op); the daemon stopped
+//! (SIGTERM) and the CLI killed (SIGKILL) mid-rewrite; bad options on the CLI and the API (400);
+//! the daemon's API with a lock held by another process (409) on a SQL catalog with moto S3; and
+//! the `icemaint demo` acceptance run.
 //!
 //! Tables are named `metrics.*` and selected by a policy the fixture writes (compaction on a
 //! schedule that never fires during a test); `--option min-input-files=2` suits their few files
