@@ -400,6 +400,9 @@ impl Context {
             Ok(b) => b,
             Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
         };
+        if let Err(e) = self.upgrade_format_for_compaction(table, policy).await {
+            return JobOutcome::failed(e, serde_json::json!({}));
+        }
         let prepared = match self.plan(table, policy, overrides).await {
             Ok(p) => p,
             Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
@@ -542,6 +545,42 @@ impl Context {
         outcome
     }
 
+    /// Compaction commits v2 snapshots only. When the policy asks for a format version the table
+    /// has not reached yet (e.g. a v1 table whose policy says `format-version = 2`, before the
+    /// reconciler got to it), the upgrade is committed first: a metadata-only change the policy
+    /// already asks for, recorded like a reconciliation. Other property drift is left to the
+    /// reconciler.
+    async fn upgrade_format_for_compaction(
+        &self,
+        table: &str,
+        policy: &Policy,
+    ) -> Result<(), String> {
+        let t = self.catalog.load(table).await.map_err(|e| e.to_string())?;
+        let Some(versions) = properties::table_drift(&t, policy).format_version else {
+            return Ok(());
+        };
+        let upgrade = Drift {
+            properties: Vec::new(),
+            format_version: Some(versions),
+        };
+        properties::reconcile(&self.catalog, &t, &upgrade)
+            .await
+            .map_err(|e| {
+                format!(
+                    "upgrading to format version {} before compacting: {e}",
+                    versions.1
+                )
+            })?;
+        tracing::info!(
+            table,
+            from = versions.0,
+            to = versions.1,
+            "format version upgraded (policy) before compaction"
+        );
+        self.record_changes(table, &upgrade).await;
+        Ok(())
+    }
+
     /// Compares the table's properties with its policy and commits the difference.
     pub async fn reconcile(&self, table: &str, policy: &Policy) -> JobOutcome {
         let t = match self.catalog.load(table).await {
@@ -677,10 +716,15 @@ pub async fn compact_once(
         let prepared = ctx.plan(table, &policy, &overrides).await?;
         return Ok((serde_json::to_value(prepared.view())?, true));
     }
-    // Bad options fail before a job is recorded.
-    let mut merged = Context::compaction_options(&policy);
-    merged.extend(overrides.clone());
-    compaction::options::resolve(&merged, &Default::default()).map_err(CompactionError::Options)?;
+    // Bad input (option values, the `where` filter's columns, a missing table) fails before a
+    // job is recorded.
+    compaction::check_request(
+        &ctx.catalog,
+        table,
+        &Context::compaction_options(&policy),
+        &overrides,
+    )
+    .await?;
     let handle = ctx
         .jobs
         .begin(table, JobKind::Compaction, Trigger::Manual)

@@ -39,18 +39,32 @@ pub enum CompactionError {
     Catalog(#[from] CatalogError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Options(Vec<OptionError>),
+    // The inner errors of `Filter` and `Rewrite` are part of the message and deliberately not
+    // `#[source]`: the CLI prints the whole cause chain, which would repeat them.
     #[error("option 'where': {0}")]
-    Filter(#[from] filter::FilterError),
+    Filter(filter::FilterError),
     #[error("table {table}: {reason}")]
     Unsupported { table: String, reason: String },
     #[error("rewrite failed: {0}")]
-    Rewrite(#[from] RewriteError),
+    Rewrite(RewriteError),
     #[error("compaction cancelled by shutdown before committing")]
     Cancelled,
 }
 
+impl From<filter::FilterError> for CompactionError {
+    fn from(e: filter::FilterError) -> Self {
+        CompactionError::Filter(e)
+    }
+}
+
+impl From<RewriteError> for CompactionError {
+    fn from(e: RewriteError) -> Self {
+        CompactionError::Rewrite(e)
+    }
+}
+
 impl CompactionError {
-    /// Bad input from the user (options, filter): a 400 in the API, exit 2 in the CLI.
+    /// Bad input from the user (options, filter): a 400 in the API, a one-line error in the CLI.
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
@@ -100,15 +114,20 @@ impl Prepared {
     }
 }
 
-/// Loads `table`, resolves the options (the policy's, then `overrides`, then table defaults) and
-/// plans the current snapshot. No file is written.
-pub async fn prepare(
-    catalog: &CatalogHandle,
-    table_name: &str,
+/// Options resolved against one loaded table.
+struct Resolved {
+    options: CompactionOptions,
+    output_spec_id: i32,
+    filter: Option<iceberg::expr::Predicate>,
+}
+
+/// Resolves the options (the policy's, then `overrides`, then the table's defaults) against
+/// `table`: values, the `where` filter bound to the current schema, and `output-spec-id`.
+fn resolve_for_table(
+    table: &Table,
     policy_options: &BTreeMap<String, String>,
     overrides: &BTreeMap<String, String>,
-) -> Result<Prepared, CompactionError> {
-    let table = catalog.load(table_name).await?;
+) -> Result<Resolved, CompactionError> {
     let md = table.metadata();
     let mut merged = policy_options.clone();
     merged.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -121,6 +140,43 @@ pub async fn prepare(
         Some(w) => Some(filter::parse_where(w, md.current_schema())?),
         None => None,
     };
+    Ok(Resolved {
+        options,
+        output_spec_id,
+        filter,
+    })
+}
+
+/// Checks a compaction request against the table without planning it (no manifest is read):
+/// what [`prepare`] would reject as bad input (option values, defaults from table properties, the
+/// `where` filter's columns, `output-spec-id`) or a missing table. The CLI and the API call it
+/// before recording a job, so bad input is an immediate error (exit code, 400) rather than a
+/// failed job.
+pub async fn check_request(
+    catalog: &CatalogHandle,
+    table_name: &str,
+    policy_options: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<CompactionOptions, CompactionError> {
+    let table = catalog.load(table_name).await?;
+    Ok(resolve_for_table(&table, policy_options, overrides)?.options)
+}
+
+/// Loads `table`, resolves the options (the policy's, then `overrides`, then table defaults) and
+/// plans the current snapshot. No file is written.
+pub async fn prepare(
+    catalog: &CatalogHandle,
+    table_name: &str,
+    policy_options: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Prepared, CompactionError> {
+    let table = catalog.load(table_name).await?;
+    let md = table.metadata();
+    let Resolved {
+        options,
+        output_spec_id,
+        filter,
+    } = resolve_for_table(&table, policy_options, overrides)?;
     let settings = PlanSettings::new(&options, output_spec_id);
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),

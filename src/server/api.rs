@@ -2,7 +2,7 @@
 //!
 //! Mutating endpoints require `Authorization: Bearer <token>` when `[server] token` is set.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -232,17 +232,16 @@ pub async fn compact(
     let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
-    // Validate now so bad input is a 400, not a failed job.
-    let mut merged = Context::compaction_options(&policy);
-    merged.extend(overrides.clone());
-    crate::compaction::options::resolve(&merged, &HashMap::new()).map_err(|errs| {
-        ApiError::bad_request(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    // Validate against the table now so bad input (including a `where` on an unknown column) is
+    // a 400 and a missing table a 404, not a failed job.
+    crate::compaction::check_request(
+        &ctx.catalog,
+        &name,
+        &Context::compaction_options(&policy),
+        &overrides,
+    )
+    .await
+    .map_err(compaction_error)?;
     Ok(started(
         ctx.trigger_with(&name, JobKind::Compaction, Trigger::Manual, overrides)
             .await,

@@ -2,6 +2,7 @@
 
 mod api;
 mod commit_rest;
+mod compaction;
 mod daemon;
 mod deploy;
 mod harness;

@@ -2,16 +2,21 @@
 """Small PyIceberg writes on an existing table, to play a concurrent writer in tests. Prints one JSON object.
 
 Subcommands (usage: pyiceberg_ops.py SUBCOMMAND [catalog flags as in every tool] [options]):
-  append [--rows N] [--seed S] [--appends K] [--index I]
+  append [--rows N] [--seed S] [--appends K] [--index I] [--extra-column NAME]
         K appends (default 1) of N rows to a metrics table made by make_table.py; append number j (from I,
         default 0) fills the (org, day) partition (j % orgs, (j // orgs) % days) with the same generator as
         make_table.py (--orgs/--days/--start-date must match the table's to hit its partitions).
+        --extra-column NAME also fills a string column added with add-column: "j-<append>-<row>".
   delete --where FILTER
         tbl.delete(FILTER), a PyIceberg row filter such as "value < 1.0" (copy-on-write in PyIceberg 0.12).
   set-properties K=V [K=V ...]
         sets table properties in one commit.
   remove-properties K [K ...]
         removes table properties in one commit.
+  evolve-spec [--add-identity COL]... [--add-bucket COL:N]... [--remove-field NAME]...
+        evolves the partition spec in one commit (a new default spec; existing files keep theirs).
+  add-column --name NAME [--type string|int|long|double]
+        adds an optional column in one commit (rows written before read it as null).
 Output: op, table, snapshot_id (current after the op), metadata_location, properties, summary (of the
 current snapshot) and for append: rows_appended, snapshot_ids (one per append).
 
@@ -36,7 +41,11 @@ def do_append(a, tbl) -> dict:
                               ("resolution", pa.int32())])
     ids = []
     for j in range(a.index, a.index + a.appends):
-        tbl.append(make_table.batch(j, a, arrow_schema))
+        data = make_table.batch(j, a, arrow_schema)
+        if a.extra_column:
+            data = data.append_column(pa.field(a.extra_column, pa.string()),
+                                      pa.array([f"j-{j}-{r}" for r in range(data.num_rows)], pa.string()))
+        tbl.append(data)
         ids.append(tbl.current_snapshot().snapshot_id)
     return {"rows_appended": a.rows * a.appends, "snapshot_ids": ids}
 
@@ -59,6 +68,29 @@ def do_remove_properties(a, tbl) -> dict:
     return {"removed": a.keys}
 
 
+def do_evolve_spec(a, tbl) -> dict:
+    from pyiceberg.transforms import BucketTransform
+    with tbl.update_spec() as u:
+        for col in a.add_identity or []:
+            u.add_identity(col)
+        for spec in a.add_bucket or []:
+            col, _, n = spec.partition(":")
+            u.add_field(col, BucketTransform(int(n)), f"{col}_bucket_{n}")
+        for name in a.remove_field or []:
+            u.remove_field(name)
+    spec = tbl.refresh().spec()
+    return {"spec_id": spec.spec_id, "spec_fields": [f.name for f in spec.fields]}
+
+
+def do_add_column(a, tbl) -> dict:
+    from pyiceberg.types import DoubleType, IntegerType, LongType, StringType
+    types = {"string": StringType(), "int": IntegerType(), "long": LongType(), "double": DoubleType()}
+    with tbl.update_schema() as u:
+        u.add_column(a.name, types[a.type])
+    schema = tbl.refresh().schema()
+    return {"schema_id": schema.schema_id, "columns": [f.name for f in schema.fields]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="op", required=True)
@@ -72,6 +104,7 @@ def main():
     p.add_argument("--orgs", type=int, default=5, help="default: %(default)s")
     p.add_argument("--days", type=int, default=4, help="default: %(default)s")
     p.add_argument("--start-date", default="2025-01-01", help="default: %(default)s")
+    p.add_argument("--extra-column", metavar="NAME", help="also fill this (added) string column")
     p.set_defaults(fn=do_append)
 
     p = sub.add_parser("delete", help="tbl.delete(FILTER)")
@@ -88,6 +121,19 @@ def main():
     pc_.add_catalog_args(p)
     p.add_argument("keys", nargs="+", metavar="KEY")
     p.set_defaults(fn=do_remove_properties)
+
+    p = sub.add_parser("evolve-spec", help="evolve the partition spec")
+    pc_.add_catalog_args(p)
+    p.add_argument("--add-identity", action="append", metavar="COL", help="add identity(COL) (repeatable)")
+    p.add_argument("--add-bucket", action="append", metavar="COL:N", help="add bucket(N, COL) (repeatable)")
+    p.add_argument("--remove-field", action="append", metavar="NAME", help="remove a partition field (repeatable)")
+    p.set_defaults(fn=do_evolve_spec)
+
+    p = sub.add_parser("add-column", help="add an optional column")
+    pc_.add_catalog_args(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--type", choices=["string", "int", "long", "double"], default="string")
+    p.set_defaults(fn=do_add_column)
 
     a = ap.parse_args()
 

@@ -4,8 +4,10 @@
 Output keys:
   format_version, properties, metadata_location, location, current_snapshot_id,
   snapshots: [{snapshot_id, parent_id, sequence_number, timestamp_ms, operation, summary}] (oldest first),
-  data_files: [{path, size, records, partition, spec_id}] live data files of the current snapshot, sorted by
-              path; partition maps each partition field name to its human string ("3", "2025-01-02", "null"),
+  data_files: [{path, size, records, partition, spec_id, sequence_number, snapshot_id}] live data files of the
+              current snapshot, sorted by path; partition maps each partition field name to its human string
+              ("3", "2025-01-02", "null"); sequence_number is the file's data sequence number, snapshot_id the
+              snapshot that added it,
   delete_files: number of live delete files (position + equality) in the current snapshot,
   default_spec_id, specs: {spec_id: [field names]}, refs: {name: snapshot_id}.
 
@@ -52,7 +54,8 @@ def live_files(tbl):
                 continue
             data.append({"path": f.file_path, "size": f.file_size_in_bytes, "records": f.record_count,
                          "partition": partition_strings(tbl, manifest.partition_spec_id, f.partition),
-                         "spec_id": manifest.partition_spec_id})
+                         "spec_id": manifest.partition_spec_id, "sequence_number": entry.sequence_number,
+                         "snapshot_id": entry.snapshot_id})
     data.sort(key=lambda d: d["path"])
     return data, deletes
 
