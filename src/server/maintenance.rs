@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::ApiError;
-use super::api::{catalog_error, started, watched};
+use super::api::{catalog_error, path_param, started, watched};
 use crate::app::Context;
 use crate::jobs::{JobKind, Trigger};
 use crate::maintenance::Overrides;
@@ -65,18 +66,18 @@ async fn start(
 
 pub async fn expire(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    start(ctx, name, JobKind::Expire, body).await
+    start(ctx, path_param(name)?, JobKind::Expire, body).await
 }
 
 pub async fn remove_orphans(
     State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    start(ctx, name, JobKind::RemoveOrphans, body).await
+    start(ctx, path_param(name)?, JobKind::RemoveOrphans, body).await
 }
 
 #[cfg(test)]
