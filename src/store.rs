@@ -332,7 +332,7 @@ impl Store {
 }
 
 /// Rewrites `?` placeholders as `$1, $2, ...` (our queries have no `?` inside literals).
-fn dollar_placeholders(q: &str) -> String {
+pub(crate) fn dollar_placeholders(q: &str) -> String {
     let mut out = String::with_capacity(q.len() + 8);
     let mut n = 0;
     for c in q.chars() {

@@ -146,19 +146,7 @@ fn bind_style(uri: &str, explicit: Option<&str>) -> Result<BindStyle, SqlBackend
 fn placeholders(sql: &str, bind: BindStyle) -> String {
     match bind {
         BindStyle::QMark => sql.to_string(),
-        BindStyle::DollarNumeric => {
-            let mut out = String::with_capacity(sql.len() + 8);
-            let mut n = 0;
-            for c in sql.chars() {
-                if c == '?' {
-                    n += 1;
-                    out.push_str(&format!("${n}"));
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
+        BindStyle::DollarNumeric => crate::store::dollar_placeholders(sql),
     }
 }
 

@@ -557,9 +557,20 @@ async fn http_endpoints_and_cli_errors() {
 
     let d = Daemon::start(&config, &[]);
     d.wait_for("/readyz", "readiness", |s, _| s == 200).await;
+    // The daemon's start-up reconciliation holds the table's lock for a moment: a 409 then is
+    // the lock working, so wait for that job and post again (bounded).
     let post = |path: String, body: Option<Value>| {
         let d = &d;
-        async move { d.post(&path, body, None).await }
+        async move {
+            for _ in 0..100 {
+                let (s, v) = d.post(&path, body.clone(), None).await;
+                if s != 409 {
+                    return (s, v);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            panic!("{path}: still busy after 20 s")
+        }
     };
     // Dry run through the API: planned, nothing committed.
     let (s, v) = post(
@@ -664,7 +675,9 @@ async fn http_endpoints_and_cli_errors() {
         .await
         .unwrap()
         .unwrap();
-    let (s, v) = post(format!("/api/v1/tables/{T}/expire"), None).await;
+    let (s, v) = d
+        .post(&format!("/api/v1/tables/{T}/expire"), None, None)
+        .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["job_id"], "their-job");
     // The CLI waits for nobody either: the same lock refuses it.
