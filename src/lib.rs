@@ -6,6 +6,7 @@
 //! one job model with a per-table lock, the scheduler, the state store, and the HTTP server.
 
 pub mod app;
+pub mod bench;
 pub mod catalog;
 pub mod commit;
 pub mod compaction;

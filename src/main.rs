@@ -119,9 +119,66 @@ enum Command {
         #[arg(long)]
         setup_only: bool,
     },
+    /// Benchmarks (bench/run.sh): print one JSON object.
+    #[command(hide = true, subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The machine's limit: read every Parquet file below DIR, write one zstd file per partition
+    /// directory with icemaint's writer settings, no Iceberg; MB of input per CPU-second.
+    Limit {
+        /// A table's data directory.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output directory (replaced).
+        #[arg(long)]
+        output: PathBuf,
+        /// Worker threads (default: the number of CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Rows per batch from the Parquet reader.
+        #[arg(long, default_value_t = 8192)]
+        batch_size: usize,
+        /// Table property for the writer settings, e.g. write.parquet.compression-level=3.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+        /// Dictionary encoding per column.
+        #[arg(long, value_enum, default_value = "like-input")]
+        dictionary: icemaint::bench::Dictionary,
+    },
+    /// Time compaction planning (load, manifest scan, plan) of a synthetic table.
+    Plan {
+        #[arg(long, default_value_t = 100_000)]
+        files: usize,
+        #[arg(long, default_value_t = 1_000)]
+        partitions: usize,
+        /// Fast-append commits holding the files.
+        #[arg(long, default_value_t = 10)]
+        commits: usize,
+        /// Catalog directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory (a table already in --dir is reused).
+        #[arg(long)]
+        keep: bool,
+        /// Internal: only time planning of the table in --dir.
+        #[arg(long, hide = true)]
+        plan_only: bool,
+    },
 }
 
 fn main() -> ExitCode {
+    // iceberg-rust captures a backtrace in every `iceberg::Error`, including errors it creates and
+    // discards on the read path (a metadata-column lookup per data file). Inheriting
+    // RUST_BACKTRACE=1 made that stack walking cost several percent of a compaction's CPU.
+    // Library backtraces stay off unless RUST_LIB_BACKTRACE asks for them; panics still follow
+    // RUST_BACKTRACE.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet (the async runtime starts below).
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     icemaint::telemetry::init_logging();
     let cli = Cli::parse();
     if let Command::Check { config } = &cli.command {
@@ -270,8 +327,65 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             pruning(&config, &table, JobKind::RemoveOrphans, overrides, json).await
         }
+        Command::Bench(cmd) => bench(cmd).await,
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    let report = match cmd {
+        BenchCommand::Limit {
+            input,
+            output,
+            threads,
+            batch_size,
+            properties,
+            dictionary,
+        } => {
+            let properties = properties
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--property expects KEY=VALUE, got {kv:?}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let opts = icemaint::bench::LimitOptions {
+                input,
+                output,
+                threads,
+                batch_size,
+                properties,
+                dictionary,
+            };
+            // CPU-bound and synchronous: off the async runtime's workers.
+            let r = tokio::task::spawn_blocking(move || icemaint::bench::limit(&opts)).await??;
+            serde_json::to_value(r)?
+        }
+        BenchCommand::Plan {
+            files,
+            partitions,
+            commits,
+            dir,
+            keep,
+            plan_only,
+        } => serde_json::to_value(
+            icemaint::bench::plan(&icemaint::bench::PlanOptions {
+                files,
+                partitions,
+                commits,
+                dir,
+                keep,
+                plan_only,
+            })
+            .await?,
+        )?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 fn print_plan(v: &serde_json::Value) {

@@ -17,7 +17,9 @@
 //!   rows. Tasks therefore come from an unfiltered scan of the same snapshot, and the filter only
 //!   chooses which files are candidates (Spark's semantics for `where`).
 //! - The Parquet writer ignores `write.parquet.*` table properties; [`writer_properties`] maps
-//!   them, defaulting to zstd like Java.
+//!   them, defaulting to zstd like Java. Its dictionary fallback differs from Java's: columns the
+//!   input's writer stored without a dictionary are written without one
+//!   ([`plain_encoded_columns`]).
 //! - Deletion vectors (v3 Puffin delete files) are not applied by the reader: such tables are
 //!   refused rather than resurrecting deleted rows. Encrypted tables are refused too.
 //! - The scan attaches every position delete file of a partition to every data file in it, even
@@ -38,9 +40,9 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
 use futures::{StreamExt, TryStreamExt};
-use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::arrow::{ArrowFileReader, RecordBatchPartitionSplitter};
 use iceberg::expr::Predicate;
-use iceberg::io::FileIO;
+use iceberg::io::{FileIO, FileMetadata};
 use iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{
@@ -55,8 +57,10 @@ use iceberg::writer::file_writer::location_generator::{
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::basic::{BrotliLevel, Compression, Encoding, GzipLevel, ZstdLevel};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::plan::{CandidateFile, FileGroup, output_file_byte_cap};
 
@@ -65,6 +69,18 @@ const ENCRYPTION_KEY_ID: &str = "encryption.key-id";
 
 /// How many manifests are read at once when walking a snapshot.
 const MANIFEST_CONCURRENCY: usize = 8;
+
+/// Rows per batch from the reader (parquet-rs defaults to 1024). Every batch pays fixed costs
+/// on both sides (iceberg's batch transformer, the cast in [`to_writer_batch`], NaN counting,
+/// the writer's per-call bookkeeping); at 8192 rows they are noise, and a batch of a wide table
+/// is still only a few MiB.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// Bytes read from the end of a data file to find its footer. iceberg's reader prefetches
+/// 512 KiB, which for the small files compaction exists for is the whole file, read again when
+/// the column chunks are fetched. 64 KiB holds the footer and page indexes of tables up to a few
+/// hundred columns; a larger footer costs one more read.
+const FOOTER_PREFETCH_BYTES: usize = 64 * 1024;
 
 /// Errors collecting candidates or rewriting a group. Messages are lowercase; iceberg's own
 /// messages are quoted as they come.
@@ -118,7 +134,7 @@ pub struct RewriteSettings {
     pub max_file_size_bytes: u64,
     /// `None`: the table's current default spec.
     pub output_spec_id: Option<i32>,
-    /// Rows per batch from the reader; `None` keeps iceberg's default.
+    /// Rows per batch from the reader (default 8192); `None` keeps iceberg's default (1024).
     pub batch_size: Option<usize>,
     /// Data files read concurrently. 1 keeps each file's rows together and in order, which keeps
     /// some of the input clustering; memory grows with it.
@@ -135,7 +151,7 @@ impl RewriteSettings {
             target_file_size_bytes,
             max_file_size_bytes,
             output_spec_id: None,
-            batch_size: None,
+            batch_size: Some(READ_BATCH_ROWS),
             data_file_concurrency: 1,
             max_open_partition_writers: 16,
         }
@@ -392,12 +408,32 @@ async fn read_manifests(
     Ok((data, deletes))
 }
 
+/// `table` without iceberg's manifest cache, for planning scans. The cache is bounded at 32 MiB
+/// by a weigher that counts a `Manifest`'s header but not its entries, so it keeps every decoded
+/// manifest a scan touched for as long as the table lives (through the whole rewrite): hundreds
+/// of MiB on a table of 100 000 files. A scan reads each manifest once; only a `where` filter's
+/// second scan reads them again.
+fn without_manifest_cache(table: &Table) -> Result<Table, RewriteError> {
+    let mut builder = Table::builder()
+        .identifier(table.identifier().clone())
+        .file_io(table.file_io().clone())
+        .metadata(table.metadata_ref())
+        .readonly(true)
+        .disable_cache()
+        .runtime(iceberg::Runtime::try_current()?);
+    if let Some(location) = table.metadata_location() {
+        builder = builder.metadata_location(location);
+    }
+    Ok(builder.build()?)
+}
+
 /// Plans a scan of `snapshot_id` and returns one task per data file path.
 async fn scan_tasks(
     table: &Table,
     snapshot_id: i64,
     filter: Option<Predicate>,
 ) -> Result<HashMap<String, FileScanTask>, RewriteError> {
+    let table = without_manifest_cache(table)?;
     let mut builder = table.scan().snapshot_id(snapshot_id);
     if let Some(filter) = filter {
         builder = builder.with_filter(filter);
@@ -593,6 +629,51 @@ pub fn writer_properties(
         .set_dictionary_page_size_limit(size(DICT, 2 * 1024 * 1024)?)
         .set_statistics_enabled(EnabledStatistics::Page)
         .build())
+}
+
+/// Leaf columns that the writer of an input file stored without a dictionary in every row group:
+/// (column path in that file, Iceberg field id when the file carries ids).
+///
+/// Java's Parquet writer abandons a column's dictionary after the first page when it does not pay
+/// off (mostly distinct values: timestamps, measurements) and rewrites that page plain. parquet-rs
+/// only falls back once the dictionary page reaches `write.parquet.dict-size-bytes`, so on such a
+/// column it hashes every value into a dictionary that it then abandons, and the dictionary-encoded
+/// pages written before the fallback come out larger than plain ones. A compacted file holds at
+/// least as many distinct values as each of its inputs, so a column the input's writer found not
+/// worth a dictionary is written plain ([`without_dictionary_for`]).
+pub fn plain_encoded_columns(metadata: &ParquetMetaData) -> Vec<(ColumnPath, Option<i32>)> {
+    let schema = metadata.file_metadata().schema_descr();
+    let row_groups = metadata.row_groups();
+    (0..schema.num_columns())
+        .filter(|&i| {
+            !row_groups.is_empty()
+                && row_groups.iter().all(|rg| {
+                    let c = rg.column(i);
+                    c.dictionary_page_offset().is_none()
+                        && !c.encodings().any(|e| {
+                            matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY)
+                        })
+                })
+        })
+        .map(|i| {
+            let column = schema.column(i);
+            let info = column.self_type().get_basic_info();
+            (column.path().clone(), info.has_id().then(|| info.id()))
+        })
+        .collect()
+}
+
+/// `props` with dictionary encoding switched off for `columns` (see [`plain_encoded_columns`]).
+pub fn without_dictionary_for(
+    props: WriterProperties,
+    columns: impl IntoIterator<Item = ColumnPath>,
+) -> WriterProperties {
+    columns
+        .into_iter()
+        .fold(props.into_builder(), |b, column| {
+            b.set_column_dictionary_enabled(column, false)
+        })
+        .build()
 }
 
 /// Location generator that remembers every location it hands out, so a failed rewrite can
@@ -890,7 +971,8 @@ async fn rewrite(
         generated: generated.clone(),
         armed: true,
     };
-    let builder = writer_builder(table, &schema, target.byte_cap, generated)?;
+    let plain = plain_output_columns(table, &tasks[0], &schema).await;
+    let builder = writer_builder(table, &schema, target.byte_cap, plain, generated)?;
     let rows_per_file = target
         .live_records
         .div_ceil(target.output_files as u64)
@@ -920,14 +1002,64 @@ async fn rewrite(
     }
 }
 
+/// The output columns to write without a dictionary: top-level primitive columns of `schema`
+/// that `sample` (the group's first input file) stores plain ([`plain_encoded_columns`], matched
+/// by field id). Costs one footer read; when it fails, every column keeps its dictionary (the
+/// read of the group reports the real problem).
+async fn plain_output_columns(
+    table: &Table,
+    sample: &FileScanTask,
+    schema: &Schema,
+) -> Vec<ColumnPath> {
+    let footer = async {
+        let reader = table
+            .file_io()
+            .new_input(&sample.data_file_path)?
+            .reader()
+            .await?;
+        let size = sample.file_size_in_bytes;
+        let mut reader = ArrowFileReader::new(FileMetadata { size }, reader);
+        ParquetMetaDataReader::new()
+            .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+            .load_and_finish(&mut reader, size)
+            .await
+            .map_err(|e| {
+                iceberg::Error::new(iceberg::ErrorKind::Unexpected, "cannot read a footer")
+                    .with_source(e)
+            })
+    };
+    let metadata = match footer.await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(path = %sample.data_file_path, error = %e, "no dictionary hints");
+            return Vec::new();
+        }
+    };
+    plain_encoded_columns(&metadata)
+        .into_iter()
+        .filter_map(|(_, id)| {
+            let field = schema
+                .as_struct()
+                .fields()
+                .iter()
+                .find(|f| Some(f.id) == id)?;
+            field
+                .field_type
+                .is_primitive()
+                .then(|| ColumnPath::new(vec![field.name.clone()]))
+        })
+        .collect()
+}
+
 fn writer_builder(
     table: &Table,
     schema: &SchemaRef,
     byte_cap: u64,
+    plain_columns: Vec<ColumnPath>,
     generated: Arc<Mutex<Vec<String>>>,
 ) -> Result<WriterBuilder, RewriteError> {
     let metadata = table.metadata();
-    let props = writer_properties(metadata.properties())?;
+    let props = without_dictionary_for(writer_properties(metadata.properties())?, plain_columns);
     let parquet = ParquetWriterBuilder::new(props, schema.clone());
     let locations = RecordingLocationGenerator {
         inner: DefaultLocationGenerator::new(metadata)?,
@@ -969,6 +1101,7 @@ async fn write_all(
     if let Some(n) = opts.batch_size {
         reader = reader.with_batch_size(n);
     }
+    reader = reader.with_metadata_size_hint(FOOTER_PREFETCH_BYTES);
     let arrow_schema: ArrowSchemaRef =
         Arc::new(iceberg::arrow::schema_to_arrow_schema(builder_schema)?);
     let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();

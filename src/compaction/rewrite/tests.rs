@@ -236,11 +236,20 @@ async fn fixture(spec: UnboundPartitionSpec, properties: HashMap<String, String>
 /// Writes `rows` as uncompressed Parquet (one file per partition they span) with iceberg's own
 /// writers, in the table's default spec.
 async fn write_data_files(table: &Table, rows: &[Row]) -> Vec<DataFile> {
+    write_data_files_with(table, rows, WriterProperties::builder().build()).await
+}
+
+/// [`write_data_files`] with the given Parquet writer properties.
+async fn write_data_files_with(
+    table: &Table,
+    rows: &[Row],
+    props: WriterProperties,
+) -> Vec<DataFile> {
     let md = table.metadata();
     let schema = md.current_schema().clone();
     let spec = md.default_partition_spec().clone();
     let batch = to_batch(&schema, rows);
-    let parquet = ParquetWriterBuilder::new(WriterProperties::builder().build(), schema.clone());
+    let parquet = ParquetWriterBuilder::new(props, schema.clone());
     let rolling = RollingFileWriterBuilder::new_with_default_file_size(
         parquet,
         table.file_io().clone(),
@@ -1065,5 +1074,78 @@ fn partitions_render_canonically() {
             &Struct::empty()
         ),
         ""
+    );
+}
+
+/// Whether each column of a Parquet file's first row group has a dictionary page, by name.
+fn dictionary_pages(path: &str) -> BTreeMap<String, bool> {
+    let file = std::fs::File::open(local(path)).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let rg = &builder.metadata().row_groups()[0];
+    rg.columns()
+        .iter()
+        .map(|c| {
+            (
+                c.column_path().string(),
+                c.dictionary_page_offset().is_some(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn columns_the_input_stored_plain_are_written_plain() {
+    let mut f = fixture(spec_org_day(), HashMap::new()).await;
+    let files = file_rows(0, 5, 300, 1, 0);
+    // Like Java's writer after it gave up on a dictionary for mostly distinct values.
+    let props = WriterProperties::builder()
+        .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
+        .build();
+    let mut data_files = Vec::new();
+    for rows in &files {
+        data_files.extend(write_data_files_with(&f.table, rows, props.clone()).await);
+    }
+    f.table = append(&f.catalog, &f.table, data_files).await;
+    let input = parquet_files(f.dir.path());
+    assert_eq!(input.len(), 5);
+    let file = std::fs::File::open(local(&input[0])).unwrap();
+    let meta = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .metadata()
+        .clone();
+    assert_eq!(
+        plain_encoded_columns(&meta),
+        vec![(ColumnPath::from("ts"), Some(3))]
+    );
+
+    let snap = snapshot_id(&f.table);
+    let candidates = collect_candidates(&f.table, snap, None).await.unwrap();
+    let opts = options(&[], &f.table);
+    let spec_id = f.table.metadata().default_partition_spec_id();
+    let p = plan(&candidates.files, &PlanSettings::new(&opts, spec_id));
+    assert_eq!(p.groups.len(), 1);
+    let settings = RewriteSettings::from_options(&opts, spec_id);
+    let written = rewrite_file_group(&f.table, &p.groups[0], &candidates.tasks, &settings)
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1);
+    let dict = dictionary_pages(written[0].file_path());
+    assert!(!dict["ts"], "{dict:?}");
+    assert!(dict["id"] && dict["name"], "{dict:?}");
+    assert_eq!(
+        checksum(&read_rows(written[0].file_path())),
+        checksum(&rows_of(&files))
+    );
+
+    // Unchanged otherwise: the table's codec and the other settings still apply.
+    let plain = without_dictionary_for(
+        writer_properties(&HashMap::new()).unwrap(),
+        [ColumnPath::from("ts")],
+    );
+    assert!(!plain.dictionary_enabled(&ColumnPath::from("ts")));
+    assert!(plain.dictionary_enabled(&ColumnPath::from("id")));
+    assert_eq!(
+        plain.compression(&ColumnPath::from("ts")),
+        Compression::ZSTD(ZstdLevel::try_new(3).unwrap())
     );
 }

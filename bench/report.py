@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Summarize a bench/run.sh work directory: the comparison table, targets, and the correctness checks.
+
+Reads the JSON files run.sh leaves in --work (input.json, verify-*.json, spark.json, icemaint.time,
+icemaint.json, limit.json, plan.json, loadavg.txt), prints a Markdown table and writes results.json
+there (and to --out). Exit status 1 when a check fails: an engine failed, did not rewrite every input
+file, or a row count / checksum differs from the input's.
+MB are 10^6 bytes; "MB per CPU-s" is compressed input MB divided by user+system CPU seconds.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+
+def load(work, name):
+    p = os.path.join(work, name)
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def gnu_time(path):
+    """Wall, user, system seconds and max RSS (MiB) from `/usr/bin/time -v` output."""
+    if not os.path.exists(path):
+        return None
+    text = open(path).read()
+
+    def field(label):
+        m = re.search(re.escape(label) + r":\s*(\S+)", text)
+        return m.group(1) if m else None
+    wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
+    secs = 0.0
+    for part in (wall or "0").split(":"):
+        secs = secs * 60 + float(part)
+    return {"wall_s": round(secs, 2), "cpu_user_s": float(field("User time (seconds)") or 0),
+            "cpu_sys_s": float(field("System time (seconds)") or 0),
+            "peak_rss_mib": round(int(field("Maximum resident set size (kbytes)") or 0) / 1024, 1)}
+
+
+def readers_result(v):
+    """(rows, checksum, agree) of a verify.py report."""
+    if not v:
+        return None
+    r = v["readers"]["pyiceberg"]
+    return {"rows": r.get("rows"), "checksum": r.get("checksum"), "agree": v.get("agree", False),
+            "data_files": v["files"]["data_files"], "data_bytes": v["files"]["data_bytes"]}
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+
+
+def fmt(x, digits=1):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--smoke", action="store_true", help="tiny input: check correctness, do not judge targets")
+    a = ap.parse_args()
+    w = a.work
+    failures = []
+
+    inp = load(w, "input.json")
+    in_bytes, in_files = inp["data_bytes"], inp["data_files"]
+    in_mb = in_bytes / 1e6
+    v_in, v_spark, v_ice = (readers_result(load(w, f)) for f in
+                            ("verify-input.json", "verify-spark.json", "verify-icemaint.json"))
+    if not v_in or not v_in["agree"]:
+        failures.append("input: readers disagree or verification missing")
+
+    # Spark
+    sp = load(w, "spark.json") or {}
+    rw = sp.get("rewrite_data_files") or {}
+    res = rw.get("result") or {}
+    spark = {"wall_s": rw.get("wall_s"), "cpu_s": rw.get("jvm_cpu_s"), "peak_rss_mib": rw.get("jvm_peak_rss_mb"),
+             "files_rewritten": res.get("rewritten_data_files_count"),
+             "bytes_rewritten": res.get("rewritten_bytes_count"),
+             "output_files": res.get("added_data_files_count")}
+    if not res:
+        failures.append("Spark: no rewrite_data_files result")
+
+    # icemaint
+    t = gnu_time(os.path.join(w, "icemaint.time")) or {}
+    ij = load(w, "icemaint.json") or {}
+    ir = ij.get("result") or {}
+    ice = {"wall_s": t.get("wall_s"),
+           "cpu_s": round(t["cpu_user_s"] + t["cpu_sys_s"], 2) if t else None,
+           "cpu_user_s": t.get("cpu_user_s"), "cpu_sys_s": t.get("cpu_sys_s"),
+           "peak_rss_mib": t.get("peak_rss_mib"), "status": ij.get("status"),
+           "files_rewritten": ir.get("files_read"), "bytes_rewritten": ir.get("bytes_read"),
+           "output_files": ir.get("files_written"), "engine_seconds": ir.get("seconds")}
+    if ij.get("status") != "succeeded":
+        failures.append(f"icemaint: status {ij.get('status')} {ij.get('error', '')}".strip())
+
+    # bare loop
+    lim = load(w, "limit.json")
+    limit = None
+    if lim:
+        limit = {"wall_s": lim["wall_s"], "cpu_s": lim["cpu_s"], "peak_rss_mib": lim["peak_rss_mib"],
+                 "files_rewritten": lim["files_in"], "bytes_rewritten": lim["bytes_in"],
+                 "output_files": lim["files_out"], "rows": lim["rows"], "compression": lim["compression"],
+                 "threads": lim["threads"], "batch_size": lim["batch_size"]}
+        if lim["bytes_in"] != in_bytes or lim["files_in"] != in_files:
+            failures.append(f"limit: read {lim['files_in']} files / {lim['bytes_in']} bytes, "
+                            f"input is {in_files} / {in_bytes}")
+        if v_in and lim["rows"] != v_in["rows"]:
+            failures.append(f"limit: {lim['rows']} rows, input {v_in['rows']}")
+
+    for name, e in (("Spark", spark), ("icemaint", ice)):
+        if e.get("files_rewritten") != in_files or e.get("bytes_rewritten") != in_bytes:
+            failures.append(f"{name}: rewrote {e.get('files_rewritten')} files / {e.get('bytes_rewritten')} bytes, "
+                            f"input is {in_files} / {in_bytes}")
+    for name, v in (("Spark", v_spark), ("icemaint", v_ice)):
+        if not v:
+            failures.append(f"{name}: output not verified")
+            continue
+        if not v["agree"]:
+            failures.append(f"{name}: readers disagree on the output")
+        if v_in and (v["rows"], v["checksum"]) != (v_in["rows"], v_in["checksum"]):
+            failures.append(f"{name}: output rows/checksum {v['rows']}/{v['checksum']} != input "
+                            f"{v_in['rows']}/{v_in['checksum']}")
+
+    engines = {"spark": spark, "icemaint": ice}
+    if limit:
+        engines["limit"] = limit
+    for e in engines.values():
+        e["mb_per_cpu_s"] = round(in_mb / e["cpu_s"], 2) if e.get("cpu_s") else None
+        e["mb_per_s"] = round(in_mb / e["wall_s"], 2) if e.get("wall_s") else None
+
+    plan = load(w, "plan.json")
+    loads = [l.split() for l in open(os.path.join(w, "loadavg.txt"))] if os.path.exists(
+        os.path.join(w, "loadavg.txt")) else []
+    load1 = [float(l[-3]) for l in loads if len(l) >= 3]
+    machine = open(os.path.join(w, "machine.txt")).read().split("\n") if os.path.exists(
+        os.path.join(w, "machine.txt")) else []
+
+    targets = {
+        "cpu_per_gb_vs_spark<=1/3": ratio(ice["cpu_s"], spark["cpu_s"]),
+        "wall_vs_spark<1": ratio(ice["wall_s"], spark["wall_s"]),
+        "fraction_of_limit>=0.75": ratio(ice["mb_per_cpu_s"], limit["mb_per_cpu_s"]) if limit else None,
+        "peak_rss_mib<1024": ice["peak_rss_mib"],
+    }
+    if plan:
+        targets["plan_s<10"] = plan["prepare_s"]
+        targets["plan_peak_rss_mib<500"] = plan["peak_rss_mib"]
+    met = {
+        "cpu_per_gb_vs_spark<=1/3": lambda x: x <= 1 / 3,
+        "wall_vs_spark<1": lambda x: x < 1,
+        "fraction_of_limit>=0.75": lambda x: x >= 0.75,
+        "peak_rss_mib<1024": lambda x: x < 1024,
+        "plan_s<10": lambda x: x < 10,
+        "plan_peak_rss_mib<500": lambda x: x < 500,
+    }
+
+    results = {"machine": machine, "load_average_1min": {"min": min(load1, default=None),
+                                                         "max": max(load1, default=None)},
+               "loadavg_by_step": [" ".join(l) for l in loads],
+               "input": {"files": in_files, "bytes": in_bytes, "snapshot_id": inp["snapshot_id"],
+                         "rows": v_in and v_in["rows"], "checksum": v_in and v_in["checksum"],
+                         "partitions": (load(w, "make.json") or {}).get("partitions")},
+               "spark": spark, "icemaint": ice, "limit": limit, "plan": plan,
+               "ratios": {"icemaint/spark wall": ratio(ice["wall_s"], spark["wall_s"]),
+                          "icemaint/spark cpu": ratio(ice["cpu_s"], spark["cpu_s"]),
+                          "icemaint/spark peak rss": ratio(ice["peak_rss_mib"], spark["peak_rss_mib"]),
+                          "icemaint/limit MB per cpu-s": targets["fraction_of_limit>=0.75"]},
+               "targets": {k: {"value": v, "met": (met[k](v) if v is not None else None)} for k, v in targets.items()},
+               "mode": "smoke" if a.smoke else "full",
+               "checks_failed": failures,
+               "outputs": {"spark": v_spark, "icemaint": v_ice}}
+
+    rows = [("wall s", "wall_s", 1), ("CPU s (user+sys)", "cpu_s", 1), ("peak RSS MiB", "peak_rss_mib", 0),
+            ("input MB per CPU-s", "mb_per_cpu_s", 1), ("input MB/s (wall)", "mb_per_s", 1),
+            ("output files", "output_files", 0)]
+    print()
+    print(f"Input: {in_files} files, {in_mb:.1f} MB, {v_in and v_in['rows']} rows "
+          f"(snapshot {inp['snapshot_id']}); load average (1 min) during the run "
+          f"{fmt(min(load1, default=None))}-{fmt(max(load1, default=None))} on {machine[1] if len(machine) > 1 else '?'} CPUs")
+    print()
+    head = "| | Spark 3.5 + Iceberg 1.10 | icemaint | bare arrow-rs loop | icemaint / Spark | icemaint / loop |"
+    print(head)
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, key, d in rows:
+        s, i, l = spark.get(key), ice.get(key), (limit or {}).get(key)
+        print(f"| {label} | {fmt(s, d)} | {fmt(i, d)} | {fmt(l, d)} | {fmt(ratio(i, s), 2)} | {fmt(ratio(i, l), 2)} |")
+    ok = "yes" if not failures else "NO"
+    print(f"| rows / checksum match input | {fmt(v_spark and v_spark['checksum'])} | "
+          f"{fmt(v_ice and v_ice['checksum'])} | {fmt(limit and limit['rows'])} rows | {ok} | |")
+    if plan:
+        print()
+        print(f"Planning alone: {plan['files']} files in {plan['partitions']} partitions "
+              f"({plan['commits']} commits): prepare {plan['prepare_s']} s, {plan['cpu_s']} CPU-s, "
+              f"peak RSS {plan['peak_rss_mib']} MiB (process), {plan['groups']} groups")
+    print()
+    if a.smoke:
+        print("smoke input: too small for the performance targets, only the checks count")
+        results["targets"] = {}
+    for k, v in results["targets"].items():
+        print(f"target {k}: {fmt(v['value'], 3)} -> {'met' if v['met'] else 'MISSED' if v['met'] is False else '-'}")
+    for f in failures:
+        print(f"CHECK FAILED: {f}")
+
+    for path in [os.path.join(w, "results.json")] + ([a.out] if a.out else []):
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# icemaint compaction benchmark: icemaint vs Spark rewrite_data_files vs a bare arrow-rs loop on the
+# same bytes, plus planning alone on a 100k-file table. See bench/README.md.
+#
+#   bench/run.sh                 standard input: ~2000 files / ~400 MB / 100 partitions, 20 snapshots
+#   bench/run.sh --scale 10      10x the bytes (same files and partitions, 10x rows per file)
+#   bench/run.sh --smoke         40 files in 4 partitions; asserts, quick (CI candidate)
+#
+# Options: --work DIR (keep everything there; default: a temp dir removed at exit), --keep,
+#          --out FILE (also write the results JSON there), --no-plan, --no-limit.
+# Environment: ICEMAINT_BIN (use this binary instead of `cargo build --release`), CARGO_TARGET_DIR.
+# Needs the peers (tests/peers/setup.sh) and GNU time (/usr/bin/time, Debian package `time`).
+# Exit status: 0 when every engine succeeded and every row checksum matches the input's, else 1.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+die() { echo "bench/run.sh: $*" >&2; exit 2; }
+
+mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) mode=smoke ;;
+    --scale) scale=${2:?--scale needs a number}; shift ;;
+    --work) work=${2:?--work needs a directory}; keep=1; shift ;;
+    --keep) keep=1 ;;
+    --out) out=${2:?--out needs a file}; shift ;;
+    --no-plan) run_plan=0 ;;
+    --no-limit) run_limit=0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+  shift
+done
+[[ "$scale" =~ ^[1-9][0-9]*$ ]] || die "--scale expects a positive integer"
+
+# Input shape. Spark writes one file per task, each in one (org, day) partition; the rows are
+# hashes of the row number, ~14 bytes per row compressed, so 15 000 rows make a ~200 kB file.
+if [ "$mode" = smoke ]; then
+  appends=2 files_per_append=20 rows=2000 orgs=2 days=2 plan_files=2000 plan_partitions=100
+else
+  appends=20 files_per_append=100 rows=$((15000 * scale)) orgs=10 days=10
+  plan_files=100000 plan_partitions=1000
+fi
+target=536870912 min_input_files=2
+
+. "$repo/tests/peers/env.sh"
+[ -x "$PEERS_PY" ] || die "the Iceberg peers are not installed: run tests/peers/setup.sh"
+[ -x /usr/bin/time ] || die "GNU time is missing: apt-get install time"
+
+if [ -n "${ICEMAINT_BIN:-}" ]; then
+  bin=$ICEMAINT_BIN
+else
+  echo "== building icemaint (release)" >&2
+  (cd "$repo" && cargo build --release --quiet --bin icemaint)
+  tdir=${CARGO_TARGET_DIR:-$repo/target}
+  case "$tdir" in /*) ;; *) tdir=$repo/$tdir ;; esac
+  bin=$tdir/release/icemaint
+fi
+[ -x "$bin" ] || die "no icemaint binary at $bin"
+
+if [ -z "$work" ]; then
+  work=$(mktemp -d "${TMPDIR:-/tmp}/icemaint-bench.XXXXXX")
+else
+  mkdir -p "$work"
+  work=$(cd "$work" && pwd)
+  rm -rf "$work/warehouse" "$work/catalog.db" "$work/limit-out" "$work/policies" "$work"/*.json \
+    "$work/icemaint-state.db"*
+fi
+if [ "$keep" = 0 ]; then trap 'rm -rf "$work"' EXIT; fi
+mkdir -p "$work/logs"
+py=$PEERS_PY
+scripts=$repo/tests/peers/scripts
+cat_flags=(--catalog-uri "$work/catalog.db" --warehouse "$work/warehouse" --table db.metrics)
+
+step() { echo "== $*  (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2; echo "$* $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/loadavg.txt"; }
+json() { "$py" -c 'import json,sys; v=json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): v=v[k]
+print(v)' "$1" "$2"; }
+
+echo "work directory: $work" >&2
+{ echo "mode=$mode scale=$scale"; nproc; uname -srm; } >"$work/machine.txt"
+
+step "generate input with Spark ($appends appends x $files_per_append files x $rows rows)"
+"$py" "$scripts/spark_make_table.py" "${cat_flags[@]}" --appends "$appends" \
+  --files-per-append "$files_per_append" --rows "$rows" --orgs "$orgs" --days "$days" \
+  >"$work/make.json" 2>"$work/logs/make.log"
+"$py" "$repo/bench/table_snapshot.py" current "${cat_flags[@]}" >"$work/input.json"
+s0=$(json "$work/input.json" snapshot_id)
+data_dir=$(json "$work/input.json" data_dir)
+echo "input: snapshot $s0, $(json "$work/input.json" data_files) files, $(json "$work/input.json" data_bytes) bytes" >&2
+
+step "verify input"
+"$py" "$scripts/verify.py" "${cat_flags[@]}" >"$work/verify-input.json" 2>>"$work/logs/verify.log"
+
+if [ "$run_limit" = 1 ]; then
+  # Before any engine writes into the data directory, so it holds exactly the input files.
+  step "bare arrow-rs loop (icemaint bench limit)"
+  "$bin" bench limit --input "$data_dir" --output "$work/limit-out" >"$work/limit.json" \
+    2>"$work/logs/limit.log"
+  rm -rf "$work/limit-out"
+fi
+
+step "Spark rewrite_data_files (binpack, local[2])"
+"$py" "$scripts/spark_maintain.py" "${cat_flags[@]}" --steps rewrite \
+  --target-file-size-bytes "$target" --min-input-files "$min_input_files" \
+  >"$work/spark.json" 2>"$work/logs/spark.log"
+step "verify Spark's output"
+"$py" "$scripts/verify.py" "${cat_flags[@]}" >"$work/verify-spark.json" 2>>"$work/logs/verify.log"
+"$py" "$repo/bench/table_snapshot.py" current "${cat_flags[@]}" >"$work/spark-after.json"
+
+step "roll main back to $s0"
+"$py" "$repo/bench/table_snapshot.py" rollback "${cat_flags[@]}" --to "$s0" >"$work/rollback.json"
+
+mkdir -p "$work/policies"
+cat >"$work/policies/bench.toml" <<EOF
+version = 1
+name = "bench"
+tables = ["db.metrics"]
+
+[compaction]
+strategy = "binpack"
+target-file-size-bytes = $target
+min-input-files = $min_input_files
+EOF
+cat >"$work/icemaint.toml" <<EOF
+[catalog]
+type = "sql"
+uri = "sqlite://$work/catalog.db"
+name = "default"
+warehouse = "file://$work/warehouse"
+
+[store]
+url = "sqlite://$work/icemaint-state.db"
+
+[policies]
+dir = "policies"
+EOF
+
+step "icemaint compact"
+status=0
+/usr/bin/time -v -o "$work/icemaint.time" "$bin" compact db.metrics --config "$work/icemaint.toml" \
+  --option "target-file-size-bytes=$target" --option "min-input-files=$min_input_files" --json \
+  >"$work/icemaint.json" 2>"$work/logs/icemaint.log" || status=$?
+if [ "$status" != 0 ]; then
+  echo "icemaint compact failed (exit $status):" >&2
+  tail -5 "$work/logs/icemaint.log" >&2
+fi
+step "verify icemaint's output"
+"$py" "$scripts/verify.py" "${cat_flags[@]}" --duckdb >"$work/verify-icemaint.json" \
+  2>>"$work/logs/verify.log" || true
+"$py" "$repo/bench/table_snapshot.py" current "${cat_flags[@]}" >"$work/icemaint-after.json"
+
+if [ "$run_plan" = 1 ]; then
+  step "planning alone ($plan_files files, $plan_partitions partitions)"
+  "$bin" bench plan --files "$plan_files" --partitions "$plan_partitions" \
+    --dir "$work/plan" >"$work/plan.json" 2>"$work/logs/plan.log"
+  rm -rf "$work/plan"
+fi
+step "done"
+
+report_args=(--work "$work")
+[ -n "$out" ] && report_args+=(--out "$out")
+[ "$mode" = smoke ] && report_args+=(--smoke)
+"$py" "$repo/bench/report.py" "${report_args[@]}"
