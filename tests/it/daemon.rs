@@ -534,3 +534,74 @@ async fn demo_comes_up_and_converges() {
         assert_eq!(info["snapshots"].as_array().unwrap().len(), 12, "{t}");
     }
 }
+
+#[tokio::test]
+async fn manifest_rewrite_leaves_a_handful_and_the_same_rows() {
+    let dir = TestDir::new("manifests");
+    let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    // Each append is its own snapshot with its own manifest.
+    make_table(
+        &spec,
+        "metrics.rollups_5m",
+        &["--appends", "120", "--rows", "20"],
+    );
+    let before = crate::harness::verify(&spec, "metrics.rollups_5m", true, false);
+    assert!(before.agree);
+    let config = write_config(&dir, &spec, &repo_policies(), "");
+    let cfg = config.to_str().unwrap();
+    let manifests = || {
+        let (code, out, err) = icemaint(&["tables", "--config", cfg, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["manifests"].as_u64().unwrap()
+    };
+    assert_eq!(manifests(), 120);
+    let (code, out, err) = icemaint(&[
+        "rewrite-manifests",
+        "metrics.rollups_5m",
+        "--config",
+        cfg,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["manifests_replaced"], 120, "{job}");
+    let after_count = manifests();
+    assert!(
+        after_count <= 5,
+        "a handful of manifests, got {after_count}"
+    );
+
+    let info = table_info(&spec, "metrics.rollups_5m");
+    let snaps = info["snapshots"].as_array().unwrap();
+    let last = snaps.last().unwrap();
+    assert_eq!(last["operation"], "replace", "{last}");
+    assert_eq!(last["summary"]["icemaint.job-id"], job["job_id"], "{last}");
+    let after = crate::harness::verify(&spec, "metrics.rollups_5m", true, true);
+    assert!(after.agree, "{}", after.raw);
+    assert_eq!(
+        (after.rows, &after.checksum),
+        (before.rows, &before.checksum)
+    );
+    assert_eq!(after.data_files, before.data_files);
+
+    // Nothing left to do: the second run is a no-op without a snapshot.
+    let (code, out, _) = icemaint(&[
+        "rewrite-manifests",
+        "metrics.rollups_5m",
+        "--config",
+        cfg,
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["status"], "skipped", "{again}");
+    assert_eq!(
+        table_info(&spec, "metrics.rollups_5m")["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        snaps.len()
+    );
+}
