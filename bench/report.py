@@ -85,7 +85,8 @@ def main():
     spark = {"wall_s": rw.get("wall_s"), "cpu_s": rw.get("jvm_cpu_s"), "peak_rss_mib": rw.get("jvm_peak_rss_mb"),
              "files_rewritten": res.get("rewritten_data_files_count"),
              "bytes_rewritten": res.get("rewritten_bytes_count"),
-             "output_files": res.get("added_data_files_count")}
+             "output_files": res.get("added_data_files_count"),
+             "output_mb": round((sp.get("after_rewrite") or {}).get("data_bytes", 0) / 1e6, 1) or None}
     if not res:
         failures.append("Spark: no rewrite_data_files result")
 
@@ -98,7 +99,8 @@ def main():
            "cpu_user_s": t.get("cpu_user_s"), "cpu_sys_s": t.get("cpu_sys_s"),
            "peak_rss_mib": t.get("peak_rss_mib"), "status": ij.get("status"),
            "files_rewritten": ir.get("files_read"), "bytes_rewritten": ir.get("bytes_read"),
-           "output_files": ir.get("files_written"), "engine_seconds": ir.get("seconds")}
+           "output_files": ir.get("files_written"), "engine_seconds": ir.get("seconds"),
+           "output_mb": round(ir["bytes_written"] / 1e6, 1) if ir.get("bytes_written") else None}
     if ij.get("status") != "succeeded":
         failures.append(f"icemaint: status {ij.get('status')} {ij.get('error', '')}".strip())
 
@@ -108,7 +110,8 @@ def main():
     if lim:
         limit = {"wall_s": lim["wall_s"], "cpu_s": lim["cpu_s"], "peak_rss_mib": lim["peak_rss_mib"],
                  "files_rewritten": lim["files_in"], "bytes_rewritten": lim["bytes_in"],
-                 "output_files": lim["files_out"], "rows": lim["rows"], "compression": lim["compression"],
+                 "output_files": lim["files_out"], "output_mb": round(lim["bytes_out"] / 1e6, 1),
+                 "rows": lim["rows"], "compression": lim["compression"], "dictionary": lim.get("dictionary"),
                  "threads": lim["threads"], "batch_size": lim["batch_size"]}
         if lim["bytes_in"] != in_bytes or lim["files_in"] != in_files:
             failures.append(f"limit: read {lim['files_in']} files / {lim['bytes_in']} bytes, "
@@ -180,7 +183,7 @@ def main():
 
     rows = [("wall s", "wall_s", 1), ("CPU s (user+sys)", "cpu_s", 1), ("peak RSS MiB", "peak_rss_mib", 0),
             ("input MB per CPU-s", "mb_per_cpu_s", 1), ("input MB/s (wall)", "mb_per_s", 1),
-            ("output files", "output_files", 0)]
+            ("output files", "output_files", 0), ("output MB", "output_mb", 1)]
     print()
     print(f"Input: {in_files} files, {in_mb:.1f} MB, {v_in and v_in['rows']} rows "
           f"(snapshot {inp['snapshot_id']}); load average (1 min) during the run "

@@ -94,7 +94,8 @@ fn mb(bytes: u64) -> f64 {
 pub struct LimitOptions {
     /// A table's data directory: every `*.parquet` below it is read.
     pub input: PathBuf,
-    /// Where the output files go (one per partition directory, same relative path).
+    /// Where the output files go (one per partition directory, same relative path); must not exist
+    /// or be empty.
     pub output: PathBuf,
     /// Worker threads (partition directories are handed out one at a time).
     pub threads: usize,
@@ -243,9 +244,8 @@ pub fn limit(opts: &LimitOptions) -> anyhow::Result<LimitReport> {
         }
     }
     let files_in = dirs.iter().map(|(_, f)| f.len()).sum();
-    if opts.output.exists() {
-        std::fs::remove_dir_all(&opts.output)
-            .with_context(|| format!("clearing {}", opts.output.display()))?;
+    if std::fs::read_dir(&opts.output).is_ok_and(|mut d| d.next().is_some()) {
+        bail!("{} is not empty", opts.output.display());
     }
 
     let next = AtomicUsize::new(0);

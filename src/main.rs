@@ -132,7 +132,7 @@ enum BenchCommand {
         /// A table's data directory.
         #[arg(long)]
         input: PathBuf,
-        /// Output directory (replaced).
+        /// Output directory (must not exist or be empty).
         #[arg(long)]
         output: PathBuf,
         /// Worker threads (default: the number of CPUs).
