@@ -4,7 +4,7 @@
 #
 #   bench/run.sh                 standard input: ~2000 files / ~400 MB / 100 partitions, 20 snapshots
 #   bench/run.sh --scale 10      10x the bytes (same files and partitions, 10x rows per file)
-#   bench/run.sh --smoke         40 files in 4 partitions; asserts, quick (CI candidate)
+#   bench/run.sh --smoke         40 files in 4 partitions; asserts, ~40 s (run by the test suite: tests/it/bench_smoke.rs)
 #
 # Options: --work DIR (keep everything there; default: a temp dir removed at exit), --keep,
 #          --out FILE (also write the results JSON there), --no-plan, --no-limit.

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Prerequisites of the ops integration tests (tests/it/observe.rs, api.rs, status_page.rs):
+# Prerequisites of the ops integration tests (tests/it/observe.rs, api.rs, status_page.rs,
+# bench_smoke.rs):
 #   - Debian's prometheus (prometheus and promtool): rules unit tests, a real Prometheus scraping
 #     icemaint;
 #   - Debian's chromium: the status page screenshot and DOM;
-#   - schemathesis (PyPI) in a venv under $HOME/.cache: fuzzing the API from its OpenAPI document.
+#   - schemathesis (PyPI) in a venv under $HOME/.cache: fuzzing the API from its OpenAPI document;
+#   - Debian's time (GNU /usr/bin/time): CPU seconds and peak RSS in bench/run.sh, whose smoke run
+#     is tests/it/bench_smoke.rs.
 # Idempotent: installs only what is missing, so a warm machine passes through in about a second.
 # Run by scripts/test.sh before the tests.
 set -euo pipefail
@@ -14,6 +17,7 @@ SCHEMATHESIS_VENV=${ICEMAINT_SCHEMATHESIS_VENV:-$HOME/.cache/icemaint-schemathes
 missing=()
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+[ -x /usr/bin/time ] || missing+=(time)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary (`cargo test --test it`). Add a module per area below.
 
 mod api;
+mod bench_smoke;
 mod commit_rest;
 mod compaction;
 mod daemon;
