@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Prerequisites of the ops integration tests (tests/it/observe.rs, api.rs, status_page.rs,
-# bench_smoke.rs):
+# bench_smoke.rs, postgres.rs):
 #   - Debian's prometheus (prometheus and promtool): rules unit tests, a real Prometheus scraping
 #     icemaint;
 #   - Debian's chromium: the status page screenshot and DOM;
 #   - schemathesis (PyPI) in a venv under $HOME/.cache: fuzzing the API from its OpenAPI document;
+#   - Debian's postgresql (server binaries only; the tests start their own throwaway cluster):
+#     the state store shared by replicas (tests/it/postgres.rs);
 #   - Debian's time (GNU /usr/bin/time): CPU seconds and peak RSS in bench/run.sh, whose smoke run
 #     is tests/it/bench_smoke.rs.
 # Idempotent: installs only what is missing, so a warm machine passes through in about a second.
@@ -18,6 +20,7 @@ missing=()
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -x /usr/bin/time ] || missing+=(time)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"

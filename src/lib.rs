@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod commit;
 pub mod compaction;
 pub mod config;
+pub mod crashpoint;
 pub mod demo;
 pub mod jobs;
 pub mod maintenance;

@@ -181,6 +181,10 @@ fn main() -> ExitCode {
     }
     icemaint::telemetry::init_logging();
     let cli = Cli::parse();
+    if let Err(e) = icemaint::crashpoint::check_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if let Command::Check { config } = &cli.command {
         return match icemaint::app::check(config) {
             Ok(msg) => {

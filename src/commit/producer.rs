@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::retry::RetryPolicy;
 use super::{CommitOutcome, ReplaceError};
 use crate::catalog::{CommitBackend, CommitError};
+use crate::crashpoint::{self, CrashPoint};
 
 /// Table property naming where metadata files (and so manifests) go; default
 /// `<table location>/metadata`.
@@ -315,11 +316,13 @@ pub async fn commit_change(
         };
 
         let summary = prepared.summary;
+        crashpoint::reached(CrashPoint::CommitBeforeCatalog);
         match backend
             .commit(&table, prepared.requirements, prepared.updates)
             .await
         {
             Ok(committed) => {
+                crashpoint::reached(CrashPoint::CommitAfterCatalog);
                 tracing::info!(
                     table = %ident,
                     snapshot_id,

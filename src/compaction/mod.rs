@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{CatalogError, CatalogHandle, CommitBackend, ident_name};
 use crate::commit::{ReplaceDataFiles, ReplaceError, RetryPolicy, commit_replace};
+use crate::crashpoint::{self, CrashPoint};
 use crate::telemetry::Metrics;
 use options::{CompactionOptions, OptionError};
 use plan::{FileGroup, Plan, PlanSettings};
@@ -405,6 +406,7 @@ async fn commit_batch(
     retry: &RetryPolicy,
     report: &mut Report,
 ) -> bool {
+    crashpoint::reached(CrashPoint::CompactionRewritten);
     match commit_groups(env, table, candidates, &batch, retry, report).await {
         Ok(()) => true,
         Err(ReplaceError::Validation(msg)) if batch.len() > 1 => {

@@ -40,6 +40,7 @@ use super::files::{
     SnapshotReach, Totals, WalkError, canonical,
 };
 use crate::catalog::{CatalogError, CatalogHandle, CommitError};
+use crate::crashpoint::{self, CrashPoint};
 use crate::telemetry::Metrics;
 
 /// How many manifests are read at once.
@@ -582,7 +583,10 @@ pub async fn expire_table(
     } else {
         let tx = transaction(&before, cutoff_ms, opts.retain_last).map_err(plan_err)?;
         match tx.commit(catalog.catalog.as_ref()).await {
-            Ok(t) => t,
+            Ok(t) => {
+                crashpoint::reached(CrashPoint::ExpireAfterCommit);
+                t
+            }
             Err(e) => {
                 let source = classify_commit_error(&e);
                 tracing::warn!(table = name, error = %source, "expire commit did not land; deleting nothing");

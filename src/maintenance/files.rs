@@ -13,6 +13,7 @@ use iceberg::spec::{DataContentType, ManifestFile, SnapshotRef};
 use iceberg::table::Table;
 use serde::Serialize;
 
+use crate::crashpoint::{self, CrashPoint};
 use crate::telemetry::Metrics;
 
 /// What a file is to the table. The names are the `file_kind` label of the deletion metrics.
@@ -370,6 +371,9 @@ pub async fn delete_files(
             let remover = Arc::clone(&remover);
             async move {
                 let outcome = delete_one(remover.as_ref(), &f, retry).await;
+                if matches!(outcome, Outcome::Deleted(_)) {
+                    crashpoint::reached(CrashPoint::DeleteAfterFirst);
+                }
                 (f, outcome)
             }
         })

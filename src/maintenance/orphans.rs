@@ -1,9 +1,11 @@
 //! Orphan-file removal (Spark's `remove_orphan_files`): list everything under the table location,
 //! subtract every file the table references, delete what is left and older than `older-than`.
 //!
-//! Referenced: manifest lists of every snapshot, their manifests, every entry of those manifests
-//! (DELETED ones too: being conservative costs nothing here), the current metadata file and the
-//! metadata log, statistics and partition-statistics files. Matching follows Spark's defaults:
+//! Referenced: manifest lists of every snapshot, their manifests, the live (ADDED and EXISTING)
+//! entries of those manifests, the current metadata file and the metadata log, statistics and
+//! partition-statistics files. A DELETED entry is a tombstone no snapshot reads, and it can stay
+//! in a manifest that later snapshots reuse for as long as that manifest lives: counting it would
+//! keep a file that an interrupted expiry left behind forever (Java reads live entries only, too). Matching follows Spark's defaults:
 //! `s3`, `s3a` and `s3n` are one scheme (`equal-schemes`), `file:/x` is `file:///x`, and a file
 //! whose path is referenced under another scheme or bucket is a prefix mismatch: an error, and
 //! nothing is deleted (`prefix-mismatch-mode=ERROR`).
@@ -366,7 +368,7 @@ async fn walk_references(
         })
         .buffer_unordered(READ_CONCURRENCY);
     while let Some(manifest) = loaded.next().await {
-        for entry in manifest?.entries() {
+        for entry in manifest?.entries().iter().filter(|e| e.is_alive()) {
             refs.add(entry.data_file().file_path())?;
         }
     }

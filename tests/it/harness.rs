@@ -749,6 +749,156 @@ impl S3Server {
     }
 }
 
+/// A throwaway PostgreSQL server (Debian's `postgresql` package) on a free port of 127.0.0.1,
+/// trust authentication, user and database `postgres`, fsync off; stopped on drop (SIGTERM: the
+/// clients must be gone first, so declare it before them). Postgres refuses to run as root, so as
+/// root the cluster belongs to, and the server runs as, the `postgres` user the package creates.
+#[derive(Debug)]
+pub struct PostgresServer {
+    proc: Supervised,
+    /// The cluster's directory (its own, world-traversable, so the `postgres` user reaches it).
+    _data: TestDir,
+}
+
+impl PostgresServer {
+    pub fn start() -> PostgresServer {
+        let bin = postgres_bindir();
+        let data = TestDir::new("postgres-data");
+        let pgdata = data.join("pgdata");
+        let as_root = run_ok(Command::new("id").arg("-u")).trim() == "0";
+        // `setpriv` (util-linux) execs the server as `postgres`, so the supervised PID stays the
+        // server's own and the watchdog's SIGTERM reaches it.
+        let mut prefix: Vec<String> = Vec::new();
+        if as_root {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(data.path(), fs::Permissions::from_mode(0o755))
+                .expect("chmod postgres dir");
+            fs::create_dir(&pgdata).expect("create pgdata");
+            run_ok(Command::new("chown").args(["postgres:postgres", path_str(&pgdata)]));
+            prefix = [
+                "setpriv",
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec();
+        }
+        let initdb = bin.join("initdb");
+        let mut cmd = Command::new(prefix.first().map_or(path_str(&initdb), |p| p.as_str()));
+        cmd.args(prefix.iter().skip(1))
+            .args(if as_root {
+                vec![path_str(&initdb)]
+            } else {
+                vec![]
+            })
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--no-sync",
+                "--encoding=UTF8",
+            ])
+            .arg("-D")
+            .arg(&pgdata);
+        run_ok(&mut cmd);
+
+        let port = crate::daemon::free_port();
+        let server = bin.join("postgres");
+        let script = format!("echo \"postgres starting on http://127.0.0.1:{port}\"; exec \"$@\"");
+        let mut args: Vec<String> = vec!["-c".into(), script, "postgres-start".into()];
+        args.extend(prefix.iter().cloned());
+        args.extend([
+            path_str(&server).to_string(),
+            "-D".into(),
+            path_str(&pgdata).to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            format!("unix_socket_directories={}", path_str(&pgdata)),
+            "-c".into(),
+            "fsync=off".into(),
+            "-c".into(),
+            "max_connections=50".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Supervised::start(
+            "postgres",
+            Path::new("sh"),
+            &args,
+            &[],
+            "postgres starting on",
+        );
+        let pg = PostgresServer { proc, _data: data };
+        // The port opens before the server accepts sessions ("the database system is starting
+        // up"): wait until a real query answers.
+        let start = Instant::now();
+        loop {
+            let out = Command::new(bin.join("psql"))
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+                .arg(port.to_string())
+                .args(["-d", "postgres", "-Atc", "select 1"])
+                .output()
+                .expect("run psql");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < SERVER_START_TIMEOUT,
+                "postgres not ready: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                pg.proc.log_tail(40)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        pg
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.proc.port)
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        self.proc.log_tail(n)
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin`, or a panic naming the Debian package.
+fn postgres_bindir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, b)| b).unwrap_or_else(|| {
+        panic!("no PostgreSQL server under /usr/lib/postgresql: install Debian package postgresql (apt-get install -y postgresql)")
+    })
+}
+
+/// Runs `cmd` to success and returns its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Catalogs and typed tool wrappers
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,205 @@
+//! The state store on a real PostgreSQL server (what several icemaint replicas share): the
+//! migrations, job history, property changes and the per-table lease lock through the library,
+//! including a race for one lock between two connection pools; and two daemons on one Postgres
+//! store, where a compaction running on one makes the other answer 409 and both serve the same
+//! job history.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use icemaint::store::{JobRecord, PropertyChange, Store};
+use serde_json::json;
+
+use crate::daemon::{Daemon, write_config};
+use crate::harness::{CatalogSpec, PostgresServer, TestDir, make_table, verify};
+
+fn job(id: &str, table: &str, created: i64) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        table: table.into(),
+        kind: "compaction".into(),
+        trigger: "manual".into(),
+        status: "running".into(),
+        created_ms: created,
+        started_ms: Some(created),
+        finished_ms: None,
+        detail: json!({"groups": 1}),
+        error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_postgres_keeps_jobs_changes_and_locks() {
+    let pg = PostgresServer::start();
+    // Two pools migrating at once, as two replicas starting together.
+    let url = pg.url();
+    let (a, b) = tokio::join!(Store::connect(&url), Store::connect(&url));
+    let (a, b) = (a.expect("store a"), b.expect("store b"));
+    a.ping().await.unwrap();
+
+    // Jobs: written by one replica, read by the other; a late progress write cannot revive a
+    // finished job; newest first.
+    a.insert_job(&job("j1", "m.t1", 1)).await.unwrap();
+    a.insert_job(&job("j2", "m.t2", 2)).await.unwrap();
+    b.insert_job(&job("j3", "m.t1", 3)).await.unwrap();
+    a.update_progress("j1", &json!({"groups_done": 0}))
+        .await
+        .unwrap();
+    b.update_job("j1", "succeeded", Some(9), &json!({"files": 4}), None)
+        .await
+        .unwrap();
+    a.update_progress("j1", &json!({"late": true}))
+        .await
+        .unwrap();
+    let j1 = b.job("j1").await.unwrap().expect("j1");
+    assert_eq!(j1.status, "succeeded");
+    assert_eq!(j1.finished_ms, Some(9));
+    assert_eq!(j1.detail, json!({"files": 4}));
+    let t1: Vec<String> = a
+        .jobs(Some("m.t1"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(t1, ["j3", "j1"]);
+    assert!(a.job("nope").await.unwrap().is_none());
+
+    // Property changes.
+    let c = PropertyChange {
+        table: "m.t1".into(),
+        key: "write.distribution-mode".into(),
+        old: Some("none".into()),
+        new: Some("hash".into()),
+        changed_ms: 7,
+        job_id: Some("j1".into()),
+    };
+    a.record_property_change(&c).await.unwrap();
+    assert_eq!(b.property_changes("m.t1").await.unwrap(), vec![c]);
+
+    // Locks: exclusive across pools, renewable only by the holder, taken over once expired.
+    assert_eq!(a.try_lock("m.t", "pa", "la", 0, 100).await.unwrap(), Ok(()));
+    assert_eq!(
+        b.try_lock("m.t", "pb", "lb", 50, 150).await.unwrap(),
+        Err("la".to_string())
+    );
+    assert!(a.renew_lock("m.t", "la", 200).await.unwrap());
+    assert!(!b.renew_lock("m.t", "lb", 300).await.unwrap());
+    assert_eq!(
+        b.try_lock("m.t", "pb", "lb", 201, 300).await.unwrap(),
+        Ok(())
+    );
+    assert!(!a.renew_lock("m.t", "la", 400).await.unwrap(), "taken over");
+
+    // Crash recovery: a running job whose lease expired is failed; one with a live lease is not.
+    a.insert_job(&job("dead", "m.dead", 10)).await.unwrap();
+    a.try_lock("m.dead", "pa", "dead", 10, 20)
+        .await
+        .unwrap()
+        .unwrap();
+    a.insert_job(&job("alive", "m.alive", 10)).await.unwrap();
+    a.try_lock("m.alive", "pa", "alive", 10, 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.fail_running_jobs(500, "owner gone").await.unwrap(), 1);
+    assert_eq!(a.job("dead").await.unwrap().unwrap().status, "failed");
+    assert_eq!(a.job("alive").await.unwrap().unwrap().status, "running");
+
+    // A race: 16 contenders from two pools at the same instant; exactly one holds the lock.
+    let stores = [Arc::new(a), Arc::new(b)];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let s = Arc::clone(&stores[i % 2]);
+        tasks.spawn(async move {
+            let id = format!("race-{i}");
+            (id.clone(), s.try_lock("m.race", "p", &id, 1, 1_000).await)
+        });
+    }
+    let mut winners = BTreeSet::new();
+    let mut holders = BTreeSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let (id, r) = r.unwrap();
+        match r.unwrap_or_else(|e| panic!("{id}: {e}\n{}", pg.log_tail(20))) {
+            Ok(()) => {
+                winners.insert(id);
+            }
+            Err(holder) => {
+                holders.insert(holder);
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    // A loser names the winner, or "another process" when it lost between read and insert.
+    let winner = winners.first().unwrap();
+    assert!(
+        holders
+            .iter()
+            .all(|h| h == winner || h == "another process"),
+        "{holders:?} vs {winner}"
+    );
+}
+
+/// Two daemons (replicas) sharing one Postgres store and one catalog: a job running on one
+/// makes the other refuse the table with 409, and either serves the job's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_one_postgres_store() {
+    let pg = PostgresServer::start();
+    let dir = TestDir::new("pg-daemons");
+    let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    let t = "metrics.shared";
+    let made_spec = spec.clone();
+    let before = tokio::task::spawn_blocking(move || {
+        // 20 partitions x 2 files of 5000 rows: 20 groups, rewritten one at a time (seconds).
+        make_table(&made_spec, t, &["--appends", "40", "--rows", "5000"]);
+        verify(&made_spec, t, true, false)
+    })
+    .await
+    .unwrap();
+    assert!(before.agree, "{}", before.raw);
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("shared.toml"),
+        "version = 1\nname = \"shared\"\ntables = [\"metrics.*\"]\n[compaction]\nschedule = \"0 0 0 1 1 *\"\n",
+    )
+    .unwrap();
+    let config = write_config(&dir, &spec, &policies, "");
+    let url = pg.url();
+    let env = [("ICEMAINT__STORE__URL", url.as_str())];
+    let a = Daemon::start(&config, &env);
+    let b = Daemon::start(&config, &env);
+
+    let path = format!("/api/v1/tables/{t}/compact");
+    let body = json!({"min-input-files": 2, "max-concurrent-file-group-rewrites": 1});
+    let (s, v) = a.post(&path, Some(body.clone()), None).await;
+    assert_eq!(s, 202, "{v}\n{}", a.log_text());
+    let job_id = v["job_id"].as_str().unwrap().to_string();
+    let (s, v) = b.post(&path, Some(body), None).await;
+    assert_eq!(
+        s,
+        409,
+        "the other replica must refuse: {v}\n{}",
+        b.log_text()
+    );
+    assert_eq!(v["job_id"], job_id.as_str(), "{v}");
+
+    let done = b.wait_job(&job_id).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", a.log_text());
+    assert_eq!(done["detail"]["files_written"], 20, "{done}");
+    let (s, from_a) = a.get(&format!("/api/v1/jobs/{job_id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(from_a, done, "both replicas serve the same history");
+
+    let after = tokio::task::spawn_blocking(move || verify(&spec, t, true, false))
+        .await
+        .unwrap();
+    assert!(after.agree, "{}", after.raw);
+    assert_eq!(
+        (after.rows, &after.checksum),
+        (before.rows, &before.checksum)
+    );
+    assert_eq!(after.data_files, 20);
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
+}
