@@ -899,6 +899,10 @@ pub async fn run(
         let ctx = Arc::clone(&ctx);
         tasks.spawn(async move { ("scheduler", crate::scheduler::run(ctx).await) });
     }
+    {
+        let ctx = Arc::clone(&ctx);
+        tasks.spawn(async move { ("job-sweeper", sweep_abandoned_jobs(ctx).await) });
+    }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -929,6 +933,24 @@ pub async fn run(
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Fails the jobs of processes that died (this one's predecessor, a crashed CLI run, another
+/// replica) so the job history does not show them running forever. A
+/// store error is logged and retried at the next tick: it must not stop the daemon.
+async fn sweep_abandoned_jobs(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(crate::jobs::Jobs::sweep_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = ctx.jobs.fail_abandoned().await {
+                    tracing::warn!(error = %e, "looking for abandoned jobs failed");
+                }
+            }
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+        }
     }
 }
 

@@ -19,6 +19,10 @@ use crate::telemetry::Metrics;
 /// How long a lock lease lasts without renewal.
 const LOCK_TTL: Duration = Duration::from_secs(60);
 
+/// The error recorded on a job whose process stopped before it finished.
+pub const ABANDONED: &str =
+    "abandoned: the process running it stopped before it finished (its table lease expired)";
+
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -275,6 +279,21 @@ impl Jobs {
         let outcome = work.await;
         handle.finish(outcome.clone()).await;
         outcome
+    }
+
+    /// Marks jobs of dead processes (`running`, no live lease) as failed and returns how many.
+    pub async fn fail_abandoned(&self) -> Result<u64, StoreError> {
+        let n = self.store.fail_running_jobs(now_ms(), ABANDONED).await?;
+        if n > 0 {
+            tracing::warn!(jobs = n, "jobs of a stopped process marked failed");
+        }
+        Ok(n)
+    }
+
+    /// How often the daemon looks for abandoned jobs: a dead job is failed within about one and
+    /// a half lease lengths of its last renewal.
+    pub fn sweep_interval() -> Duration {
+        LOCK_TTL / 2
     }
 
     /// Waits for background jobs, at most `grace`; true when all finished.

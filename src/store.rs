@@ -204,10 +204,13 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Marks jobs left `running` by a previous process of this owner as failed (crash recovery).
+    /// Marks `running` jobs that hold no live lease as failed (crash recovery): a job takes its
+    /// table's lease before its row is written and releases it only after recording its outcome,
+    /// so a running job without a live lease belongs to a process that died (or lost the store
+    /// for longer than the lease; if it comes back, its own outcome overwrites this one).
     pub async fn fail_running_jobs(&self, now_ms: i64, reason: &str) -> Result<u64, StoreError> {
         let r = sqlx::query(&self.sql(
-            "UPDATE jobs SET status = 'failed', finished_ms = ?, error = ? WHERE status = 'running' AND id IN (SELECT job_id FROM table_locks WHERE expires_ms < ?)",
+            "UPDATE jobs SET status = 'failed', finished_ms = ?, error = ? WHERE status = 'running' AND id NOT IN (SELECT job_id FROM table_locks WHERE expires_ms >= ?)",
         ))
         .bind(now_ms)
         .bind(reason)
@@ -451,6 +454,48 @@ mod tests {
             s.try_lock("m.t", "p3", "j3", 202, 300).await.unwrap(),
             Ok(())
         );
+    }
+
+    #[tokio::test]
+    async fn running_jobs_without_a_live_lease_are_failed() {
+        let (s, _d) = store().await;
+        // Lease expired (crashed holder), lease taken over by another job, lease live.
+        s.insert_job(&job("expired", "m.a", 1)).await.unwrap();
+        s.try_lock("m.a", "p1", "expired", 1, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        s.insert_job(&job("taken-over", "m.b", 1)).await.unwrap();
+        s.try_lock("m.b", "p2", "newer", 1, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        s.insert_job(&job("live", "m.c", 1)).await.unwrap();
+        s.try_lock("m.c", "p3", "live", 1, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut done = job("done", "m.d", 1);
+        done.status = "succeeded".into();
+        s.insert_job(&done).await.unwrap();
+
+        assert_eq!(s.fail_running_jobs(500, "gone").await.unwrap(), 2);
+        for (id, status) in [
+            ("expired", "failed"),
+            ("taken-over", "failed"),
+            ("live", "running"),
+            ("done", "succeeded"),
+        ] {
+            let j = s.job(id).await.unwrap().unwrap();
+            assert_eq!(j.status, status, "{id}");
+        }
+        let j = s.job("expired").await.unwrap().unwrap();
+        assert_eq!(
+            (j.finished_ms, j.error.as_deref()),
+            (Some(500), Some("gone"))
+        );
+        // Idempotent.
+        assert_eq!(s.fail_running_jobs(600, "gone").await.unwrap(), 0);
     }
 
     #[tokio::test]

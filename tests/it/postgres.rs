@@ -1,8 +1,8 @@
 //! The state store on a real PostgreSQL server (what several icemaint replicas share): the
 //! migrations, job history, property changes and the per-table lease lock through the library,
 //! including a race for one lock between two connection pools; and two daemons on one Postgres
-//! store, where a compaction running on one makes the other answer 409 and both serve the same
-//! job history.
+//! store, where a compaction running on one makes the other answer 409, both serve the same job
+//! history, and the job of a replica that crashed is marked failed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -102,9 +102,17 @@ async fn store_on_postgres_keeps_jobs_changes_and_locks() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(b.fail_running_jobs(500, "owner gone").await.unwrap(), 1);
-    assert_eq!(a.job("dead").await.unwrap().unwrap().status, "failed");
-    assert_eq!(a.job("alive").await.unwrap().unwrap().status, "running");
+    // j2 and j3 never held a lease (inserted as `running` above): dead as well.
+    assert_eq!(b.fail_running_jobs(500, "owner gone").await.unwrap(), 3);
+    for (id, status) in [
+        ("dead", "failed"),
+        ("j2", "failed"),
+        ("j3", "failed"),
+        ("alive", "running"),
+        ("j1", "succeeded"),
+    ] {
+        assert_eq!(a.job(id).await.unwrap().unwrap().status, status, "{id}");
+    }
 
     // A race: 16 contenders from two pools at the same instant; exactly one holds the lock.
     let stores = [Arc::new(a), Arc::new(b)];
@@ -140,6 +148,9 @@ async fn store_on_postgres_keeps_jobs_changes_and_locks() {
     );
 }
 
+/// The id of a job whose process crashed (job ids are UUIDs).
+const CRASHED: &str = "01a21010-0000-7000-8000-00000000dead";
+
 /// Two daemons (replicas) sharing one Postgres store and one catalog: a job running on one
 /// makes the other refuse the table with 409, and either serves the job's history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,8 +178,29 @@ async fn two_daemons_share_one_postgres_store() {
     let config = write_config(&dir, &spec, &policies, "");
     let url = pg.url();
     let env = [("ICEMAINT__STORE__URL", url.as_str())];
+    // A job of a replica that crashed a while ago: running, its lease long expired.
+    {
+        let store = Store::connect(&url).await.unwrap();
+        store
+            .insert_job(&job(CRASHED, "metrics.other", 1))
+            .await
+            .unwrap();
+        store
+            .try_lock("metrics.other", "dead-replica", CRASHED, 1, 2)
+            .await
+            .unwrap()
+            .unwrap();
+    }
     let a = Daemon::start(&config, &env);
     let b = Daemon::start(&config, &env);
+    let crashed = a
+        .wait_for(
+            &format!("/api/v1/jobs/{CRASHED}"),
+            "the crashed job to be failed",
+            |s, v| s == 200 && v["status"] == "failed",
+        )
+        .await;
+    assert_eq!(crashed["error"], icemaint::jobs::ABANDONED, "{crashed}");
 
     let path = format!("/api/v1/tables/{t}/compact");
     let body = json!({"min-input-files": 2, "max-concurrent-file-group-rewrites": 1});
