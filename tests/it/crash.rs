@@ -5,7 +5,8 @@
 //! landed; later runs (with a fresh state store, as after the crashed run's lock lease expired)
 //! finish the work, and orphan removal leaves exactly the live data files on disk.
 //!
-//! The sequence on one table (SQL catalog, local warehouse, 20 partitions x 2 files):
+//! The sequence on one table (20 partitions x 2 files; a SQL catalog and the REST catalog, both
+//! with a local warehouse):
 //! compaction crashed after rewriting, before the catalog commit and after it; a normal run is
 //! then a no-op; expiry crashed after its commit (files not deleted); orphan removal crashed
 //! after its first deletion; orphan removal again.
@@ -18,7 +19,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::daemon::write_config;
-use crate::harness::{CatalogSpec, TestDir, Verify, make_table, table_info, verify};
+use crate::harness::{
+    CatalogSpec, RestCatalogServer, TestDir, Verify, make_table, table_info, verify,
+};
 
 const T: &str = "db.crash";
 
@@ -42,6 +45,7 @@ struct Fx {
     spec: CatalogSpec,
     policies: PathBuf,
     runs: usize,
+    _rest: Option<RestCatalogServer>,
 }
 
 impl Fx {
@@ -148,9 +152,22 @@ fn assert_same_rows(before: &Verify, after: &Verify, step: &str) {
 }
 
 #[test]
-fn a_crash_between_any_two_steps_loses_nothing() {
-    let dir = TestDir::new("crash");
+fn a_crash_between_any_two_steps_loses_nothing_sql_catalog() {
+    let dir = TestDir::new("crash-sql");
     let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    crash_sequence(dir, spec, None);
+}
+
+#[test]
+fn a_crash_between_any_two_steps_loses_nothing_rest_catalog() {
+    let dir = TestDir::new("crash-rest");
+    let rest = RestCatalogServer::start(&dir.join("warehouse"));
+    let spec = CatalogSpec::rest(rest.uri());
+    crash_sequence(dir, spec, Some(rest));
+}
+
+/// The whole sequence on `spec`, whose warehouse is `dir/warehouse`.
+fn crash_sequence(dir: TestDir, spec: CatalogSpec, rest: Option<RestCatalogServer>) {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::write(policies.join("crash-it.toml"), POLICY).unwrap();
@@ -159,6 +176,7 @@ fn a_crash_between_any_two_steps_loses_nothing() {
         spec,
         policies,
         runs: 0,
+        _rest: rest,
     };
     make_table(&fx.spec, T, &["--appends", "40", "--rows", "1000"]);
     let rows = fx.verify();
