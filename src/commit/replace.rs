@@ -5,18 +5,31 @@
 //! 1. `main`'s history since the starting snapshot is walked (the start must be an ancestor);
 //! 2. every path to delete must still be live (else "missing required files to delete");
 //! 3. no delete file added after the start may apply to a replaced file (position deletes always
-//!    conflict; equality deletes do not, because the new files keep the starting snapshot's data
-//!    sequence number and so stay subject to them — Java's rule for this mode);
+//!    conflict; equality deletes do not when the new files keep the starting snapshot's data
+//!    sequence number, the default, because they stay subject to them — Java's rule for this
+//!    mode; with `use_starting_sequence_number` off they do);
 //! 4. manifests: the new files in a new manifest (ADDED, data sequence number = starting
-//!    snapshot's), each data manifest holding a replaced file rewritten with that entry DELETED and
+//!    snapshot's, or the new snapshot's), each data manifest holding a replaced file rewritten with that entry DELETED and
 //!    the rest EXISTING, every other manifest (concurrent appends, delete manifests) carried as is,
-//!    manifests left without live files dropped (Java's `shouldKeep`).
+//!    manifests left without live files dropped (Java's `shouldKeep`);
+//! 5. with `remove_dangling_deletes` (Spark's `remove-dangling-deletes`), delete files that can no
+//!    longer apply to any data file of the snapshot being committed are marked DELETED in the same
+//!    snapshot. Dangling is decided per attempt on exactly the manifests being committed, after
+//!    the replacement: per (spec, partition) the smallest data sequence number of a live data
+//!    file; a position delete below it, an equality delete at or below it, or any delete in a
+//!    partition without live data, applies to nothing (Java's rule in
+//!    `RemoveDanglingDeletesSparkAction`). A delete file of an unpartitioned spec is compared with
+//!    every live data file, since it may apply across partitions. A concurrent writer that adds
+//!    older-sequence data (another compaction) changes the manifests, so the next attempt sees it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestFile, Operation};
+use iceberg::spec::{
+    DataContentType, DataFile, ManifestContentType, ManifestFile, Operation, PrimitiveLiteral,
+    Struct,
+};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 
@@ -31,7 +44,7 @@ use crate::catalog::CommitBackend;
 const MANIFEST_READ_CONCURRENCY: usize = 8;
 
 /// Replace data files with rewritten ones (compaction's output for one or more file groups).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReplaceDataFiles {
     /// The snapshot the rewrite read from: validation covers everything committed after it, and
     /// the new files get its data sequence number.
@@ -42,6 +55,26 @@ pub struct ReplaceDataFiles {
     pub add: Vec<DataFile>,
     /// Extra snapshot summary entries, e.g. `icemaint.job-id`.
     pub summary_properties: HashMap<String, String>,
+    /// Also remove delete files that apply to no live data file after the replacement.
+    pub remove_dangling_deletes: bool,
+    /// Spark's `use-starting-sequence-number` (default true): the new files get the starting
+    /// snapshot's data sequence number, so equality deletes committed during the rewrite still
+    /// apply to them. With false they get the new snapshot's, and such a delete is a conflict
+    /// (it would no longer apply to the rows it was meant for).
+    pub use_starting_sequence_number: bool,
+}
+
+impl Default for ReplaceDataFiles {
+    fn default() -> Self {
+        Self {
+            starting_snapshot_id: 0,
+            delete_paths: Vec::new(),
+            add: Vec::new(),
+            summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
+        }
+    }
 }
 
 /// Commits `change` as one `replace` snapshot on `main`; see the module documentation for the
@@ -133,6 +166,65 @@ enum Plan {
     Rewrite(ManifestFile),
 }
 
+/// The live data files the new snapshot will have: the smallest data sequence number per
+/// (partition spec, partition) and over all of them, and the paths of those that existed before
+/// (position deletes name the files they apply to; new files have no deletes yet).
+#[derive(Debug, Default)]
+struct LiveSequences {
+    by_partition: HashMap<(i32, Struct), i64>,
+    overall: Option<i64>,
+    paths: HashSet<String>,
+}
+
+impl LiveSequences {
+    fn add(&mut self, spec_id: i32, partition: &Struct, seq: i64) {
+        self.by_partition
+            .entry((spec_id, partition.clone()))
+            .and_modify(|s| *s = (*s).min(seq))
+            .or_insert(seq);
+        self.overall = Some(self.overall.map_or(seq, |s| s.min(seq)));
+    }
+
+    fn add_existing(&mut self, spec_id: i32, partition: &Struct, seq: i64, path: &str) {
+        self.add(spec_id, partition, seq);
+        self.paths.insert(path.to_string());
+    }
+
+    /// Whether a delete file can apply to none of the live data files: Java's sequence number
+    /// rule, and for a position delete file that names the one data file it applies to
+    /// (`referenced`), that file being gone (Java does the same for deletion vectors).
+    fn is_dangling(
+        &self,
+        spec_id: i32,
+        unpartitioned: bool,
+        partition: &Struct,
+        content: DataContentType,
+        delete_seq: i64,
+        referenced: Option<&str>,
+    ) -> bool {
+        if content == DataContentType::PositionDeletes
+            && referenced.is_some_and(|p| !self.paths.contains(p))
+        {
+            return true;
+        }
+        let min = if unpartitioned {
+            self.overall
+        } else {
+            self.by_partition
+                .get(&(spec_id, partition.clone()))
+                .copied()
+        };
+        match (min, content) {
+            (None, _) => true,
+            // Position deletes apply to data files with data sequence number <= theirs.
+            (Some(min), DataContentType::PositionDeletes) => delete_seq < min,
+            // Equality deletes apply to data files with data sequence number < theirs.
+            (Some(min), DataContentType::EqualityDeletes) => delete_seq <= min,
+            (Some(_), DataContentType::Data) => false,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl SnapshotChange for ReplaceOp<'_> {
     fn describe(&self) -> String {
@@ -187,7 +279,7 @@ impl SnapshotChange for ReplaceOp<'_> {
         }
 
         let manifest_list = table.manifest_list_reader(parent).load().await?;
-        let (plans, found) = self
+        let (plans, found, mut live_seqs) = self
             .scan_data_manifests(table, manifest_list.entries())
             .await?;
 
@@ -203,7 +295,14 @@ impl SnapshotChange for ReplaceOp<'_> {
             .iter()
             .filter_map(|p| found.get(p).cloned())
             .collect();
-        check_new_deletes(table, &history, starting_seq, &replaced).await?;
+        let use_starting = self.change.use_starting_sequence_number;
+        check_new_deletes(table, &history, starting_seq, &replaced, use_starting).await?;
+        // The data sequence number the new files will read as.
+        let added_seq = if use_starting {
+            starting_seq
+        } else {
+            producer.sequence_number()
+        };
 
         tracing::debug!(
             table = %table.identifier(),
@@ -212,6 +311,23 @@ impl SnapshotChange for ReplaceOp<'_> {
             manifests_carried = plans.iter().filter(|p| matches!(p, Plan::Carry(_))).count(),
             "replace validated"
         );
+
+        let (delete_plans, dangling) = if self.change.remove_dangling_deletes {
+            let default_spec = md.default_partition_spec_id();
+            for f in &self.change.add {
+                live_seqs.add(default_spec, f.partition(), added_seq);
+            }
+            self.scan_delete_manifests(table, manifest_list.entries(), &live_seqs)
+                .await?
+        } else {
+            let carried = manifest_list
+                .entries()
+                .iter()
+                .filter(|m| m.content == ManifestContentType::Deletes && has_live_files(m))
+                .map(|m| Plan::Carry(m.clone()))
+                .collect();
+            (carried, HashSet::new())
+        };
 
         // Everything is valid: write the new snapshot's manifests.
         let mut delta = SummaryDelta::default();
@@ -233,8 +349,9 @@ impl SnapshotChange for ReplaceOp<'_> {
                 // The starting snapshot's data sequence number: equality deletes committed after
                 // the start must still apply to the rewritten rows, older ones must not (they
                 // were applied while rewriting). The file sequence number is inherited from the
-                // new snapshot.
-                writer.add_file(f.clone(), starting_seq)?;
+                // new snapshot; without `use-starting-sequence-number` the data sequence number
+                // is too (a negative one is left unset).
+                writer.add_file(f.clone(), if use_starting { starting_seq } else { -1 })?;
             }
             manifests.push(writer.write_manifest_file().await?);
         }
@@ -242,17 +359,27 @@ impl SnapshotChange for ReplaceOp<'_> {
             match plan {
                 Plan::Carry(m) => manifests.push(m),
                 Plan::Rewrite(m) => {
-                    manifests.push(self.rewrite_manifest(producer, &m, &mut delta).await?);
+                    let removed = |p: &str| self.delete_set.contains(p);
+                    manifests.push(rewrite_manifest(producer, &m, &removed, &mut delta).await?);
                 }
             }
         }
-        manifests.extend(
-            manifest_list
-                .entries()
-                .iter()
-                .filter(|m| m.content == ManifestContentType::Deletes && has_live_files(m))
-                .cloned(),
-        );
+        for plan in delete_plans {
+            match plan {
+                Plan::Carry(m) => manifests.push(m),
+                Plan::Rewrite(m) => {
+                    let removed = |p: &str| dangling.contains(p);
+                    manifests.push(rewrite_manifest(producer, &m, &removed, &mut delta).await?);
+                }
+            }
+        }
+        if !dangling.is_empty() {
+            tracing::info!(
+                table = %table.identifier(),
+                delete_files = dangling.len(),
+                "removing dangling delete files"
+            );
+        }
 
         let summary = build_summary(
             &delta,
@@ -275,7 +402,7 @@ impl ReplaceOp<'_> {
         &self,
         table: &Table,
         manifests: &[ManifestFile],
-    ) -> Result<(Vec<Plan>, HashMap<String, ReplacedFile>), ReplaceError> {
+    ) -> Result<(Vec<Plan>, HashMap<String, ReplacedFile>, LiveSequences), ReplaceError> {
         let io = table.file_io().clone();
         let data: Vec<ManifestFile> = manifests
             .iter()
@@ -293,6 +420,7 @@ impl ReplaceOp<'_> {
 
         let mut plans = Vec::new();
         let mut found: HashMap<String, ReplacedFile> = HashMap::new();
+        let mut live = LiveSequences::default();
         while let Some((m, manifest)) = scans.try_next().await? {
             let mut hit = false;
             for e in manifest.entries().iter().filter(|e| e.is_alive()) {
@@ -301,6 +429,10 @@ impl ReplaceOp<'_> {
                     return Err(ReplaceError::InvalidChange(format!(
                         "file to add {path} is already in the table"
                     )));
+                }
+                if self.change.remove_dangling_deletes && !self.delete_set.contains(path) {
+                    let seq = e.sequence_number().unwrap_or(m.sequence_number);
+                    live.add_existing(m.partition_spec_id, e.data_file().partition(), seq, path);
                 }
                 if self.delete_set.contains(path) {
                     hit = true;
@@ -319,55 +451,142 @@ impl ReplaceOp<'_> {
                 Plan::Carry(m)
             });
         }
-        Ok((plans, found))
+        Ok((plans, found, live))
     }
 
-    /// Writes a copy of `m` owned by the new snapshot: replaced entries DELETED, the other live
-    /// entries EXISTING, both with their original snapshot id and sequence numbers; entries that
-    /// were already DELETED are dropped (they belong to the snapshot that deleted them).
-    async fn rewrite_manifest(
+    /// Reads the parent's live delete manifests and decides, per manifest, whether it is carried
+    /// as is or rewritten without its dangling delete files (returned as paths).
+    async fn scan_delete_manifests(
         &self,
-        producer: &mut SnapshotProducer<'_>,
-        m: &ManifestFile,
-        delta: &mut SummaryDelta,
-    ) -> Result<ManifestFile, ReplaceError> {
-        let manifest = m.load_manifest(producer.table().file_io()).await?;
-        let (entries, meta) = manifest.into_parts();
-        let mut writer = producer.new_manifest_writer(
-            ManifestContentType::Data,
-            meta.schema().clone(),
-            meta.partition_spec().clone(),
-        )?;
-        for entry in entries {
-            if !entry.is_alive() {
-                continue;
+        table: &Table,
+        manifests: &[ManifestFile],
+        live: &LiveSequences,
+    ) -> Result<(Vec<Plan>, HashSet<String>), ReplaceError> {
+        let md = table.metadata();
+        let io = table.file_io().clone();
+        let deletes: Vec<ManifestFile> = manifests
+            .iter()
+            .filter(|m| m.content == ManifestContentType::Deletes && has_live_files(m))
+            .cloned()
+            .collect();
+        let mut scans = futures::stream::iter(deletes.into_iter().map(|m| {
+            let io = io.clone();
+            async move {
+                let manifest = m.load_manifest(&io).await?;
+                Ok::<_, iceberg::Error>((m, manifest))
             }
-            let entry = Arc::unwrap_or_clone(entry);
-            let seq = entry.sequence_number.ok_or_else(|| {
-                ReplaceError::InvalidChange(format!(
-                    "manifest {} has an entry without a data sequence number for {}",
-                    m.manifest_path,
-                    entry.file_path()
-                ))
-            })?;
-            // Writers before the file sequence number existed left it out of EXISTING entries;
-            // the data sequence number is the best lower bound and only informational.
-            let file_seq = entry.file_sequence_number.or(Some(seq));
-            if self.delete_set.contains(entry.file_path()) {
-                let f = entry.data_file();
-                delta.remove_data_file(
+        }))
+        .buffered(MANIFEST_READ_CONCURRENCY);
+        let mut plans = Vec::new();
+        let mut dangling = HashSet::new();
+        while let Some((m, manifest)) = scans.try_next().await? {
+            let unpartitioned = md
+                .partition_spec_by_id(m.partition_spec_id)
+                .map(|s| s.is_unpartitioned())
+                .unwrap_or_else(|| manifest.metadata().partition_spec().is_unpartitioned());
+            let mut hit = false;
+            for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+                let f = e.data_file();
+                let seq = e.sequence_number().unwrap_or(m.sequence_number);
+                let referenced = referenced_data_file(f);
+                if live.is_dangling(
+                    m.partition_spec_id,
+                    unpartitioned,
+                    f.partition(),
+                    f.content_type(),
+                    seq,
+                    referenced.as_deref(),
+                ) {
+                    hit = true;
+                    dangling.insert(f.file_path().to_string());
+                }
+            }
+            plans.push(if hit {
+                Plan::Rewrite(m)
+            } else {
+                Plan::Carry(m)
+            });
+        }
+        Ok((plans, dangling))
+    }
+}
+
+/// Writes a copy of `m` owned by the new snapshot: entries whose path `removed` accepts become
+/// DELETED, the other live entries EXISTING, both with their original snapshot id and sequence
+/// numbers; entries that were already DELETED are dropped (they belong to the snapshot that
+/// deleted them). Works for data and delete manifests alike.
+async fn rewrite_manifest(
+    producer: &mut SnapshotProducer<'_>,
+    m: &ManifestFile,
+    removed: &(dyn Fn(&str) -> bool + Sync),
+    delta: &mut SummaryDelta,
+) -> Result<ManifestFile, ReplaceError> {
+    let manifest = m.load_manifest(producer.table().file_io()).await?;
+    let (entries, meta) = manifest.into_parts();
+    let mut writer = producer.new_manifest_writer(
+        m.content,
+        meta.schema().clone(),
+        meta.partition_spec().clone(),
+    )?;
+    for entry in entries {
+        if !entry.is_alive() {
+            continue;
+        }
+        let entry = Arc::unwrap_or_clone(entry);
+        let seq = entry.sequence_number.ok_or_else(|| {
+            ReplaceError::InvalidChange(format!(
+                "manifest {} has an entry without a data sequence number for {}",
+                m.manifest_path,
+                entry.file_path()
+            ))
+        })?;
+        // Writers before the file sequence number existed left it out of EXISTING entries;
+        // the data sequence number is the best lower bound and only informational.
+        let file_seq = entry.file_sequence_number.or(Some(seq));
+        if removed(entry.file_path()) {
+            let f = entry.data_file();
+            match f.content_type() {
+                DataContentType::Data => delta.remove_data_file(
                     m.partition_spec_id,
                     f.partition(),
                     f.record_count(),
                     f.file_size_in_bytes(),
-                );
-                writer.add_delete_file(entry.data_file, seq, file_seq)?;
-            } else {
-                let snapshot_id = entry.snapshot_id.unwrap_or(m.added_snapshot_id);
-                writer.add_existing_file(entry.data_file, snapshot_id, seq, file_seq)?;
+                ),
+                kind => delta.remove_delete_file(
+                    m.partition_spec_id,
+                    f.partition(),
+                    kind == DataContentType::EqualityDeletes,
+                    f.record_count(),
+                    f.file_size_in_bytes(),
+                ),
             }
+            writer.add_delete_file(entry.data_file, seq, file_seq)?;
+        } else {
+            let snapshot_id = entry.snapshot_id.unwrap_or(m.added_snapshot_id);
+            writer.add_existing_file(entry.data_file, snapshot_id, seq, file_seq)?;
         }
-        Ok(writer.write_manifest_file().await?)
+    }
+    Ok(writer.write_manifest_file().await?)
+}
+
+/// The `file_path` field of position delete files (reserved field id).
+const DELETE_FILE_PATH_FIELD_ID: i32 = 2_147_483_546;
+
+/// The one data file a position delete file applies to, when it says so: `referenced_data_file`,
+/// or equal lower and upper `file_path` bounds (Java `ContentFileUtil.referencedDataFile`; a
+/// truncated bound pair is never equal, the upper one is incremented).
+fn referenced_data_file(f: &DataFile) -> Option<String> {
+    if f.content_type() != DataContentType::PositionDeletes {
+        return None;
+    }
+    if let Some(p) = f.referenced_data_file() {
+        return Some(p);
+    }
+    let lower = f.lower_bounds().get(&DELETE_FILE_PATH_FIELD_ID)?;
+    let upper = f.upper_bounds().get(&DELETE_FILE_PATH_FIELD_ID)?;
+    match (lower.literal(), upper.literal()) {
+        (PrimitiveLiteral::String(l), PrimitiveLiteral::String(u)) if l == u => Some(l.clone()),
+        _ => None,
     }
 }
 
@@ -378,7 +597,7 @@ fn has_live_files(m: &ManifestFile) -> bool {
 }
 
 /// Fails when a delete file added after the starting snapshot applies to a replaced file (Java
-/// `validateNoNewDeletesForDataFiles` with `ignoreEqualityDeletes`, since icemaint always keeps the
+/// `validateNoNewDeletesForDataFiles`, with `ignoreEqualityDeletes` when the new files keep the
 /// starting sequence number). Like Java it looks only at delete manifests written by the new
 /// snapshots themselves; unlike Java (which checks `overwrite` and `delete` snapshots) it checks
 /// every operation except `replace`, which costs nothing on well-formed tables and also catches a
@@ -388,13 +607,14 @@ async fn check_new_deletes(
     history: &[i64],
     starting_seq: i64,
     replaced: &[ReplacedFile],
+    ignore_equality_deletes: bool,
 ) -> Result<(), ReplaceError> {
     if replaced.is_empty() || history.is_empty() {
         return Ok(());
     }
     let md = table.metadata();
     let io = table.file_io();
-    let index = ConflictIndex::new(replaced, starting_seq, true);
+    let index = ConflictIndex::new(replaced, starting_seq, ignore_equality_deletes);
     for &snapshot_id in history {
         let Some(snapshot) = md.snapshot_by_id(snapshot_id) else {
             continue;
@@ -431,4 +651,60 @@ async fn check_new_deletes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod dangling_tests {
+    use iceberg::spec::Literal;
+
+    use super::*;
+
+    fn part(v: i32) -> Struct {
+        Struct::from_iter([Some(Literal::int(v))])
+    }
+
+    #[test]
+    fn dangling_follows_sequence_numbers_partitions_and_kinds() {
+        use DataContentType::{EqualityDeletes as Eq, PositionDeletes as Pos};
+        let mut live = LiveSequences::default();
+        live.add_existing(0, &part(1), 7, "a");
+        live.add_existing(0, &part(1), 5, "b"); // the smallest counts
+        live.add(0, &part(2), 9); // a new file: no delete names it
+        live.add_existing(1, &part(1), 3, "c"); // another spec, same tuple: its own key
+        // (spec, unpartitioned, partition, kind, delete seq, dangling)
+        let cases = [
+            (0, false, 1, Pos, 4, true),
+            (0, false, 1, Pos, 5, false), // may delete rows of the seq-5 file
+            (0, false, 1, Eq, 5, true),   // applies only below its own seq
+            (0, false, 1, Eq, 6, false),
+            (0, false, 2, Eq, 9, true),
+            (0, false, 2, Pos, 9, false),
+            (0, false, 3, Pos, 100, true), // no live data in the partition
+            (1, false, 1, Eq, 4, false),
+            (1, false, 1, Eq, 3, true),
+            // Unpartitioned deletes are compared with every live file (smallest: 3).
+            (2, true, 0, Eq, 3, true),
+            (2, true, 0, Eq, 4, false),
+            (2, true, 0, Pos, 2, true),
+            (2, true, 0, Pos, 3, false),
+        ];
+        for (i, (spec, unpart, p, kind, seq, want)) in cases.into_iter().enumerate() {
+            let got = live.is_dangling(spec, unpart, &part(p), kind, seq, None);
+            assert_eq!(
+                got, want,
+                "case {i}: spec {spec} part {p} {kind:?} seq {seq}"
+            );
+        }
+        // A position delete naming its data file dangles once that file is gone, whatever the
+        // sequence numbers; naming a live file, the sequence rule decides.
+        assert!(live.is_dangling(0, false, &part(1), Pos, 9, Some("gone")));
+        assert!(!live.is_dangling(0, false, &part(1), Pos, 9, Some("a")));
+        assert!(live.is_dangling(0, false, &part(1), Pos, 4, Some("a")));
+        // Equality deletes name no file.
+        assert!(!live.is_dangling(0, false, &part(1), Eq, 6, Some("gone")));
+        // A table without live data: every delete file is dangling.
+        let empty = LiveSequences::default();
+        assert!(empty.is_dangling(0, true, &Struct::empty(), Eq, 1, None));
+        assert!(empty.is_dangling(0, false, &part(1), Pos, 1, None));
+    }
 }

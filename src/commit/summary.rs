@@ -16,6 +16,8 @@ pub const ADDED_FILES_SIZE: &str = "added-files-size";
 pub const REMOVED_FILES_SIZE: &str = "removed-files-size";
 pub const ADDED_DELETE_FILES: &str = "added-delete-files";
 pub const REMOVED_DELETE_FILES: &str = "removed-delete-files";
+pub const REMOVED_POSITION_DELETE_FILES: &str = "removed-position-delete-files";
+pub const REMOVED_EQUALITY_DELETE_FILES: &str = "removed-equality-delete-files";
 pub const ADDED_POSITION_DELETES: &str = "added-position-deletes";
 pub const REMOVED_POSITION_DELETES: &str = "removed-position-deletes";
 pub const ADDED_EQUALITY_DELETES: &str = "added-equality-deletes";
@@ -55,6 +57,11 @@ pub struct SummaryDelta {
     pub deleted_records: u64,
     pub added_files_size: u64,
     pub removed_files_size: u64,
+    pub removed_position_delete_files: u64,
+    pub removed_equality_delete_files: u64,
+    /// Rows of the removed delete files (positions, resp. equality keys).
+    pub removed_position_deletes: u64,
+    pub removed_equality_deletes: u64,
     /// Partitions touched, as (partition spec id, partition tuple).
     pub changed_partitions: HashSet<(i32, Struct)>,
 }
@@ -76,6 +83,31 @@ impl SummaryDelta {
         self.changed_partitions.insert((spec_id, partition.clone()));
     }
 
+    /// Counts a delete file removed (marked DELETED) by this commit; `equality` tells the kind.
+    pub fn remove_delete_file(
+        &mut self,
+        spec_id: i32,
+        partition: &Struct,
+        equality: bool,
+        records: u64,
+        size: u64,
+    ) {
+        if equality {
+            self.removed_equality_delete_files += 1;
+            self.removed_equality_deletes += records;
+        } else {
+            self.removed_position_delete_files += 1;
+            self.removed_position_deletes += records;
+        }
+        self.removed_files_size += size;
+        self.changed_partitions.insert((spec_id, partition.clone()));
+    }
+
+    /// Delete files removed by this commit.
+    pub fn removed_delete_files(&self) -> u64 {
+        self.removed_position_delete_files + self.removed_equality_delete_files
+    }
+
     /// The commit's own summary entries (Java `SnapshotSummary.Builder.build()`): counts only
     /// when positive, `changed-partition-count` always.
     pub fn properties(&self) -> HashMap<String, String> {
@@ -91,6 +123,17 @@ impl SummaryDelta {
         set_if_positive(REMOVED_FILES_SIZE, self.removed_files_size);
         set_if_positive(ADDED_RECORDS, self.added_records);
         set_if_positive(DELETED_RECORDS, self.deleted_records);
+        set_if_positive(REMOVED_DELETE_FILES, self.removed_delete_files());
+        set_if_positive(
+            REMOVED_POSITION_DELETE_FILES,
+            self.removed_position_delete_files,
+        );
+        set_if_positive(
+            REMOVED_EQUALITY_DELETE_FILES,
+            self.removed_equality_delete_files,
+        );
+        set_if_positive(REMOVED_POSITION_DELETES, self.removed_position_deletes);
+        set_if_positive(REMOVED_EQUALITY_DELETES, self.removed_equality_deletes);
         out.insert(
             CHANGED_PARTITION_COUNT.to_string(),
             self.changed_partitions.len().to_string(),

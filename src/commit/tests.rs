@@ -268,6 +268,7 @@ async fn write_position_delete(
     w.write(&pk, &batch).await.unwrap();
     let mut b = w.close().await.unwrap().remove(0);
     b.content(DataContentType::PositionDeletes)
+        .referenced_data_file(Some(target.to_string()))
         .partition(pk.as_ref().unwrap().data().clone())
         .partition_spec_id(table.metadata().default_partition_spec_id());
     b.build().unwrap()
@@ -456,6 +457,8 @@ async fn replace_merges_small_files_into_one() {
         delete_paths: paths(&small),
         add: vec![merged.clone()],
         summary_properties: job_props(),
+        remove_dangling_deletes: false,
+        use_starting_sequence_number: true,
     };
     let out = env.replace(&change).await.unwrap();
     assert_eq!(out.attempts, 1);
@@ -543,6 +546,8 @@ async fn replace_merges_small_files_into_one() {
             delete_paths: vec![merged.file_path().to_string()],
             add: vec![merged2],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap();
@@ -609,6 +614,8 @@ async fn concurrent_append_survives_a_conflict_and_retry() {
         delete_paths: paths(&[a, b]),
         add: vec![merged.clone()],
         summary_properties: job_props(),
+        remove_dangling_deletes: false,
+        use_starting_sequence_number: true,
     };
     let out = commit_replace(&*env.catalog, &backend, &env.ident, &change, &fast_retry())
         .await
@@ -657,6 +664,8 @@ async fn file_removed_after_start_fails_validation_and_leaves_table_unchanged() 
         delete_paths: vec![a.file_path().to_string()],
         add: vec![a2.clone()],
         summary_properties: HashMap::new(),
+        remove_dangling_deletes: false,
+        use_starting_sequence_number: true,
     })
     .await
     .unwrap();
@@ -669,6 +678,8 @@ async fn file_removed_after_start_fails_validation_and_leaves_table_unchanged() 
             delete_paths: paths(&[a.clone(), b]),
             add: vec![merged],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap_err();
@@ -710,6 +721,8 @@ async fn position_delete_after_start_on_a_replaced_file_is_a_conflict() {
             delete_paths: paths(&[a.clone(), b.clone()]),
             add: vec![merged.clone()],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap();
@@ -739,6 +752,8 @@ async fn position_delete_after_start_on_a_replaced_file_is_a_conflict() {
             delete_paths: vec![merged.file_path().to_string()],
             add: vec![merged2],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap_err();
@@ -789,6 +804,8 @@ async fn equality_delete_after_start_is_no_conflict_and_still_applies() {
             delete_paths: paths(&[a, b]),
             add: vec![merged],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap();
@@ -934,6 +951,8 @@ async fn unknown_state_is_resolved_by_looking_for_the_snapshot() {
         delete_paths: paths(&[a, b]),
         add: vec![env.write(1, &[(1, "a"), (2, "b")]).await],
         summary_properties: HashMap::new(),
+        remove_dangling_deletes: false,
+        use_starting_sequence_number: true,
     };
 
     // Not committed: the error says so, and the written manifests stay (they might be live).
@@ -1004,6 +1023,8 @@ async fn conflicts_stop_at_the_retry_budget_and_clean_up() {
             delete_paths: paths(&[a]),
             add: vec![env.write(1, &[(1, "a")]).await],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         },
         &fast_retry(),
     )
@@ -1036,6 +1057,8 @@ async fn starting_snapshot_must_be_an_ancestor() {
             delete_paths: paths(&[a]),
             add: vec![],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap_err();
@@ -1057,6 +1080,8 @@ async fn replace_without_added_files_removes_the_files() {
             delete_paths: paths(&[a]),
             add: vec![],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap();
@@ -1080,6 +1105,8 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
             delete_paths: vec![],
             add: vec![a.clone()],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap_err();
@@ -1094,6 +1121,8 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
             delete_paths: paths(&[b]),
             add: vec![a],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap_err();
@@ -1111,6 +1140,8 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
             delete_paths: paths(&[f]),
             add: vec![v1.write(1, &[(1, "a")]).await],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap_err();
@@ -1155,6 +1186,8 @@ async fn retention_of_main_is_kept() {
             delete_paths: paths(&[a]),
             add: vec![env.write(1, &[(1, "a")]).await],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         })
         .await
         .unwrap();
@@ -1163,4 +1196,191 @@ async fn retention_of_main_is_kept() {
     assert_eq!(json["refs"]["main"]["snapshot-id"], out.snapshot_id);
     assert_eq!(json["refs"]["main"]["min-snapshots-to-keep"], 7);
     let _ = t;
+}
+
+/// Paths of the live delete files of the current snapshot, and the paths its delete manifests
+/// mark DELETED.
+async fn delete_files(table: &Table) -> (HashSet<String>, HashSet<String>) {
+    let snap = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(snap).load().await.unwrap();
+    let (mut live, mut deleted) = (HashSet::new(), HashSet::new());
+    for m in list
+        .entries()
+        .iter()
+        .filter(|m| m.content == ManifestContentType::Deletes)
+    {
+        let manifest = m.load_manifest(table.file_io()).await.unwrap();
+        for e in manifest.entries() {
+            let path = e.file_path().to_string();
+            match e.status() {
+                ManifestStatus::Deleted => deleted.insert(path),
+                _ => live.insert(path),
+            };
+        }
+    }
+    (live, deleted)
+}
+
+#[tokio::test]
+async fn dangling_deletes_are_removed_in_the_same_snapshot() {
+    let env = Env::new().await;
+    let a = env.write(1, &[(1, "a"), (2, "b")]).await;
+    let b = env.write(1, &[(3, "c"), (4, "d")]).await;
+    let c = env.write(2, &[(10, "x"), (11, "y")]).await;
+    let appended = env.append(vec![a.clone(), b.clone(), c.clone()]).await;
+
+    // Before the rewrite starts: an equality delete and a position delete in partition 1 (the
+    // rewrite applies them), an equality delete in partition 2 (not rewritten: still needed).
+    // The position delete is the starting snapshot itself: its sequence number equals the
+    // rewritten files', so only its naming a replaced file makes it dangle.
+    let eq_1 = write_equality_delete(&appended, 1, &[1]).await;
+    add_deletes(&env, vec![eq_1.clone()]).await;
+    let eq_2 = write_equality_delete(&appended, 2, &[10]).await;
+    add_deletes(&env, vec![eq_2.clone()]).await;
+    let pos_1 = write_position_delete(&appended, 1, a.file_path(), &[1]).await;
+    let start = add_deletes(&env, vec![pos_1.clone()]).await;
+    assert_eq!(
+        rows(&start.table).await,
+        expected(&[(3, "c"), (4, "d"), (11, "y")])
+    );
+
+    // While rewriting, a writer deletes id 3: its delete is newer than the rewritten rows and
+    // must stay.
+    let merged = env.write(1, &[(3, "c"), (4, "d")]).await;
+    let eq_new = write_equality_delete(&start.table, 1, &[3]).await;
+    add_deletes(&env, vec![eq_new.clone()]).await;
+
+    let out = env
+        .replace(&ReplaceDataFiles {
+            starting_snapshot_id: start.snapshot_id,
+            delete_paths: paths(&[a, b]),
+            add: vec![merged],
+            summary_properties: HashMap::new(),
+            remove_dangling_deletes: true,
+            use_starting_sequence_number: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&out.table).await, expected(&[(4, "d"), (11, "y")]));
+    let (live, deleted) = delete_files(&out.table).await;
+    assert_eq!(live, paths(&[eq_2, eq_new]).into_iter().collect());
+    assert_eq!(deleted, paths(&[eq_1, pos_1]).into_iter().collect());
+
+    let sum = &out.summary;
+    for (key, value) in [
+        (s::DELETED_DATA_FILES, "2"),
+        (s::REMOVED_DELETE_FILES, "2"),
+        (s::REMOVED_POSITION_DELETE_FILES, "1"),
+        (s::REMOVED_EQUALITY_DELETE_FILES, "1"),
+        (s::REMOVED_POSITION_DELETES, "1"),
+        (s::REMOVED_EQUALITY_DELETES, "1"),
+    ] {
+        assert_eq!(
+            sum.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {sum:?}"
+        );
+    }
+    assert!(unreferenced_metadata_files(&out.table).await.is_empty());
+}
+
+#[tokio::test]
+async fn without_the_option_every_delete_file_is_carried() {
+    let env = Env::new().await;
+    let a = env.write(1, &[(1, "a"), (2, "b")]).await;
+    let b = env.write(1, &[(3, "c")]).await;
+    let appended = env.append(vec![a.clone(), b.clone()]).await;
+    let eq = write_equality_delete(&appended, 1, &[1]).await;
+    let start = add_deletes(&env, vec![eq.clone()]).await;
+    let merged = env.write(1, &[(2, "b"), (3, "c")]).await;
+    let out = env
+        .replace(&ReplaceDataFiles {
+            starting_snapshot_id: start.snapshot_id,
+            delete_paths: paths(&[a, b]),
+            add: vec![merged],
+            summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
+        })
+        .await
+        .unwrap();
+    let (live, deleted) = delete_files(&out.table).await;
+    assert_eq!(live, paths(&[eq]).into_iter().collect());
+    assert!(deleted.is_empty());
+    assert!(!out.summary.contains_key(s::REMOVED_DELETE_FILES));
+    assert_eq!(rows(&out.table).await, expected(&[(2, "b"), (3, "c")]));
+}
+
+#[tokio::test]
+async fn without_starting_sequence_number_a_new_equality_delete_conflicts() {
+    let env = Env::new().await;
+    let a = env.write(1, &[(1, "a"), (2, "b")]).await;
+    let b = env.write(1, &[(3, "c")]).await;
+    let start = env.append(vec![a.clone(), b.clone()]).await;
+    let start_id = start.metadata().current_snapshot_id().unwrap();
+    let replace = |add: DataFile| ReplaceDataFiles {
+        starting_snapshot_id: start_id,
+        delete_paths: paths(&[a.clone(), b.clone()]),
+        add: vec![add],
+        use_starting_sequence_number: false,
+        ..Default::default()
+    };
+
+    // An equality delete on the rewritten partition after the start: the new files would carry
+    // a newer sequence number than the delete, so it would stop applying. Refused.
+    let eq = write_equality_delete(&start, 1, &[3]).await;
+    add_deletes(&env, vec![eq]).await;
+    let merged = env.write(1, &[(1, "a"), (2, "b"), (3, "c")]).await;
+    match env.replace(&replace(merged)).await.unwrap_err() {
+        ReplaceError::Validation(m) => {
+            assert!(
+                m.starts_with("found new delete for replaced data file"),
+                "{m}"
+            );
+            assert!(m.contains("equality"), "{m}");
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    assert_eq!(
+        rows(&env.table().await).await,
+        expected(&[(1, "a"), (2, "b")])
+    );
+
+    // Without a concurrent delete it lands, and the new files read at the new sequence number.
+    let env = Env::new().await;
+    let a = env.write(1, &[(1, "a")]).await;
+    let b = env.write(1, &[(2, "b")]).await;
+    let start = env.append(vec![a.clone(), b.clone()]).await;
+    let merged = env.write(1, &[(1, "a"), (2, "b")]).await;
+    let out = env
+        .replace(&ReplaceDataFiles {
+            starting_snapshot_id: start.metadata().current_snapshot_id().unwrap(),
+            delete_paths: paths(&[a, b]),
+            add: vec![merged.clone()],
+            use_starting_sequence_number: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let snap = out.table.metadata().current_snapshot().unwrap();
+    let list = out.table.manifest_list_reader(snap).load().await.unwrap();
+    let mut seqs = Vec::new();
+    for m in list.entries() {
+        let manifest = m.load_manifest(out.table.file_io()).await.unwrap();
+        for e in manifest.entries() {
+            if e.file_path() == merged.file_path() {
+                seqs.push(e.sequence_number());
+            }
+        }
+    }
+    assert_eq!(seqs, vec![Some(snap.sequence_number())]);
+    assert!(
+        snap.sequence_number()
+            > start
+                .metadata()
+                .current_snapshot()
+                .unwrap()
+                .sequence_number()
+    );
+    assert_eq!(rows(&out.table).await, expected(&[(1, "a"), (2, "b")]));
 }

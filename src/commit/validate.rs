@@ -162,7 +162,7 @@ impl AddedDelete {
 /// index built with `afterSequenceNumber(startingSequenceNumber)`).
 ///
 /// `ignore_equality_deletes` is Java's rule for rewrites whose new files keep the starting
-/// snapshot's data sequence number (`use-starting-sequence-number`, icemaint always does): an
+/// snapshot's data sequence number (`use-starting-sequence-number`, the default): an
 /// equality delete committed after the start has a higher sequence number than the new files, so
 /// it still applies to them and is no conflict. A position delete names the old file's path and
 /// positions, which die with it: always a conflict.

@@ -212,6 +212,8 @@ pub struct Report {
     pub files_written: u64,
     pub bytes_written: u64,
     pub snapshot_ids: Vec<i64>,
+    /// Dangling delete files removed (`remove-dangling-deletes`).
+    pub delete_files_removed: u64,
     pub commit_attempts: u32,
     pub errors: Vec<String>,
     pub seconds: f64,
@@ -227,6 +229,16 @@ pub struct Env<'a> {
     pub job_id: String,
     /// Called after each group and commit with the report so far.
     pub progress: Box<dyn Fn(&Report) + Send + Sync + 'a>,
+}
+
+/// How the groups are committed.
+struct CommitSettings {
+    retry: RetryPolicy,
+    /// Spark's `remove-dangling-deletes`: each replace snapshot also drops the delete files that
+    /// no longer apply to any live data file.
+    remove_dangling_deletes: bool,
+    /// Spark's `use-starting-sequence-number`.
+    use_starting_sequence_number: bool,
 }
 
 /// A rewritten group waiting for its commit.
@@ -274,7 +286,11 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
     let semaphore = Arc::new(Semaphore::new(
         opts.max_concurrent_file_group_rewrites.max(1),
     ));
-    let retry = RetryPolicy::from_table_properties(prepared.table.metadata().properties());
+    let commit = CommitSettings {
+        retry: RetryPolicy::from_table_properties(prepared.table.metadata().properties()),
+        remove_dangling_deletes: opts.remove_dangling_deletes,
+        use_starting_sequence_number: opts.use_starting_sequence_number,
+    };
     let batch_size = if opts.partial_progress_enabled {
         prepared
             .plan
@@ -350,7 +366,7 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
                 &prepared.table,
                 &candidates,
                 batch,
-                &retry,
+                &commit,
                 &mut report,
             )
             .await
@@ -385,7 +401,7 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
             &prepared.table,
             &candidates,
             pending,
-            &retry,
+            &commit,
             &mut report,
         )
         .await;
@@ -403,18 +419,18 @@ async fn commit_batch(
     table: &Table,
     candidates: &Candidates,
     batch: Vec<Rewritten>,
-    retry: &RetryPolicy,
+    commit: &CommitSettings,
     report: &mut Report,
 ) -> bool {
     crashpoint::reached(CrashPoint::CompactionRewritten);
-    match commit_groups(env, table, candidates, &batch, retry, report).await {
+    match commit_groups(env, table, candidates, &batch, commit, report).await {
         Ok(()) => true,
         Err(ReplaceError::Validation(msg)) if batch.len() > 1 => {
             tracing::warn!(table = report.table, groups = batch.len(), reason = %msg, "combined commit refused; committing groups one by one");
             let mut all = true;
             for one in batch {
                 let single = [one];
-                if let Err(e) = commit_groups(env, table, candidates, &single, retry, report).await
+                if let Err(e) = commit_groups(env, table, candidates, &single, commit, report).await
                 {
                     all = false;
                     record_failure(env, table, &single, e, report).await;
@@ -434,7 +450,7 @@ async fn commit_groups(
     table: &Table,
     candidates: &Candidates,
     groups: &[Rewritten],
-    retry: &RetryPolicy,
+    commit: &CommitSettings,
     report: &mut Report,
 ) -> Result<(), ReplaceError> {
     let change = ReplaceDataFiles {
@@ -448,15 +464,22 @@ async fn commit_groups(
             .flat_map(|g| g.files.iter().cloned())
             .collect(),
         summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
+        remove_dangling_deletes: commit.remove_dangling_deletes,
+        use_starting_sequence_number: commit.use_starting_sequence_number,
     };
     let outcome = commit_replace(
         env.catalog.catalog.as_ref(),
         env.backend.as_ref(),
         table.identifier(),
         &change,
-        retry,
+        &commit.retry,
     )
     .await?;
+    report.delete_files_removed += outcome
+        .summary
+        .get(crate::commit::summary::REMOVED_DELETE_FILES)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let label = [report.table.clone()];
     let written: u64 = change.add.iter().map(|f| f.file_size_in_bytes()).sum();
     report.groups_committed += groups.len();

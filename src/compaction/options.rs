@@ -478,13 +478,7 @@ pub fn resolve(
         out.output_spec_id = Some(v);
     }
     if let Ok(Some(v)) = p.bool(REMOVE_DANGLING_DELETES) {
-        if v {
-            p.error(
-                REMOVE_DANGLING_DELETES,
-                "true is not supported yet: icemaint cannot remove dangling delete files",
-            );
-        }
-        out.remove_dangling_deletes = false;
+        out.remove_dangling_deletes = v;
     }
     if let Some(raw) = options.get(WHERE) {
         let text = raw.trim();
@@ -611,6 +605,9 @@ mod tests {
             }),
             (&[(REMOVE_DANGLING_DELETES, "false")], &[], |o| {
                 !o.remove_dangling_deletes
+            }),
+            (&[(REMOVE_DANGLING_DELETES, "TRUE")], &[], |o| {
+                o.remove_dangling_deletes
             }),
             (&[(WHERE, " org_id = 3 ")], &[], |o| {
                 o.where_filter.as_deref() == Some("org_id = 3")
@@ -742,9 +739,9 @@ mod tests {
                 &[(OUTPUT_SPEC_ID, "expected a non-negative integer spec id")],
             ),
             (
-                &[(REMOVE_DANGLING_DELETES, "true")],
+                &[(REMOVE_DANGLING_DELETES, "maybe")],
                 &[],
-                &[(REMOVE_DANGLING_DELETES, "not supported yet")],
+                &[(REMOVE_DANGLING_DELETES, "expected true or false")],
             ),
             (
                 &[(WHERE, "org_id = ")],

@@ -234,6 +234,8 @@ async fn rest_replace_merges_files_and_keeps_rows() {
                 "icemaint.job-id".to_string(),
                 "rest-1".to_string(),
             )]),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         },
         &fast_retry(),
     )
@@ -317,6 +319,8 @@ async fn rest_conflict_is_retried_and_the_concurrent_append_survives() {
             delete_paths: paths(&[a, b]),
             add: vec![merged.clone()],
             summary_properties: HashMap::new(),
+            remove_dangling_deletes: false,
+            use_starting_sequence_number: true,
         },
         &fast_retry(),
     )
@@ -409,6 +413,8 @@ async fn rest_replace_of_a_removed_file_fails_validation() {
         delete_paths: delete,
         add: vec![add],
         summary_properties: HashMap::new(),
+        remove_dangling_deletes: false,
+        use_starting_sequence_number: true,
     };
     let a2 = env.write(1, &[(1, "a")]).await;
     commit_replace(

@@ -939,8 +939,9 @@ fn schema_evolution_keeps_nulls_for_old_rows_on_s3() {
 }
 
 /// Case 5 (position deletes) + 12: a table written by Spark with merge-on-read position deletes
-/// (REST catalog) compacts with the deletes applied; Spark then reads the compacted table through
-/// the catalog and appends to it, and every reader sees the union.
+/// (REST catalog) compacts with the deletes applied and, with `remove-dangling-deletes`, the
+/// delete files dropped in the same snapshot; Spark then reads the compacted table through the
+/// catalog and appends to it, and every reader sees the union.
 #[test]
 fn spark_position_deletes_applied_then_spark_reads_and_appends() {
     let fx = Fx::rest("compact-spark");
@@ -970,10 +971,29 @@ fn spark_position_deletes_applied_then_spark_reads_and_appends() {
         before_v: before,
         after,
         after_v,
+        out,
         ..
-    } = compact_and_check(&fx, t, MIN2, true);
+    } = compact_and_check(
+        &fx,
+        t,
+        &["min-input-files=2", "remove-dangling-deletes=true"],
+        true,
+    );
     assert!(before.delete_files > 0, "{made}");
     assert!(before.rows < 6000, "the delete removed rows: {made}");
+    // Every data file Spark's position deletes named was replaced: the deletes went with them.
+    assert_eq!(after_v.delete_files, 0, "{}", after_v.raw);
+    assert_eq!(
+        u(&out["result"]["delete_files_removed"]),
+        before.delete_files,
+        "{out}"
+    );
+    let snap = snapshot(&after, &after["current_snapshot_id"]);
+    assert_eq!(
+        u(&snap["summary"]["removed-delete-files"]),
+        before.delete_files,
+        "{snap}"
+    );
     // Deletes are applied in the output: the live data files hold exactly the visible rows.
     let records: u64 = files(&after).iter().map(|f| u(&f["records"])).sum();
     assert_eq!(records, before.rows);
