@@ -36,6 +36,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
@@ -110,6 +111,8 @@ pub enum RewriteError {
     InvalidSettings(String),
     #[error("read {read} rows but wrote {written}")]
     RowCountMismatch { read: u64, written: u64 },
+    #[error("the reader produced nothing for {seconds} s (stalled)")]
+    Stalled { seconds: u64 },
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
 }
@@ -122,6 +125,7 @@ impl RewriteError {
             RewriteError::Iceberg(e) => {
                 e.retryable() || matches!(e.kind(), iceberg::ErrorKind::Unexpected)
             }
+            RewriteError::Stalled { .. } => true,
             _ => false,
         }
     }
@@ -143,7 +147,23 @@ pub struct RewriteSettings {
     /// spec's partitions. Each holds up to one row group in memory; when the limit is reached
     /// the least recently used writer is closed (its partition may then get one more file).
     pub max_open_partition_writers: usize,
+    /// How long the reader may go without producing a batch before the attempt is abandoned
+    /// (its files removed) and the group read again; see [`READ_STALL_TIMEOUT`].
+    pub stall_timeout: Duration,
 }
+
+/// iceberg-rust 0.10.1's delete loading can lose a wake-up: a task that finds a delete file still
+/// loading reads the state, drops the lock, and only then creates its `Notify` future; when the
+/// loader finishes in between, `notify_waiters` wakes nobody and the read waits forever
+/// (`arrow/delete_filter.rs`, `get_equality_delete_predicate_for_delete_file_path`; the same
+/// pattern for position deletes in `caching_delete_file_loader.rs`). It needs a preemption in a
+/// window of a few instructions, so it is rare, but a daemon runs compactions for months and a
+/// hung job would hold its table's lease forever. A batch normally arrives within milliseconds;
+/// a minute without one is treated as this hang and the group is read again.
+pub const READ_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Attempts per group when the reader stalls.
+const STALL_ATTEMPTS: u32 = 3;
 
 impl RewriteSettings {
     pub fn new(target_file_size_bytes: u64, max_file_size_bytes: u64) -> Self {
@@ -154,6 +174,7 @@ impl RewriteSettings {
             batch_size: Some(READ_BATCH_ROWS),
             data_file_concurrency: 1,
             max_open_partition_writers: 16,
+            stall_timeout: READ_STALL_TIMEOUT,
         }
     }
 
@@ -896,7 +917,22 @@ pub async fn rewrite_planned_group(
             .saturating_sub(group.known_deleted_records),
         byte_cap: group.max_output_file_bytes,
     };
-    rewrite(table, group_tasks, target, opts).await
+    let mut attempt = 1;
+    loop {
+        match rewrite(table, group_tasks.clone(), target, opts).await {
+            Err(RewriteError::Stalled { seconds }) if attempt < STALL_ATTEMPTS => {
+                tracing::warn!(
+                    table = %table.identifier(),
+                    group = group.id,
+                    attempt,
+                    seconds,
+                    "reader stalled; the attempt's files are removed and the group is read again"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn rewrite(
@@ -1081,6 +1117,22 @@ fn writer_builder(
     Ok(DataFileWriterBuilder::new(rolling))
 }
 
+/// The reader's next batch, or [`RewriteError::Stalled`] when none comes within `stall`.
+async fn next_batch<S>(
+    batches: &mut S,
+    stall: Duration,
+) -> Result<Option<RecordBatch>, RewriteError>
+where
+    S: futures::Stream<Item = iceberg::Result<RecordBatch>> + Unpin,
+{
+    match tokio::time::timeout(stall, batches.try_next()).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(RewriteError::Stalled {
+            seconds: stall.as_secs(),
+        }),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
     table: &Table,
@@ -1106,13 +1158,14 @@ async fn write_all(
         Arc::new(iceberg::arrow::schema_to_arrow_schema(builder_schema)?);
     let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
     let mut batches = reader.build().read(task_stream)?.stream();
+    let stall = opts.stall_timeout;
 
     let mut out = Vec::new();
     let mut rows_read = 0u64;
     match (single_key, splitter) {
         (Some(key), _) => {
             let mut sink = PartitionSink::new(key, Some(output_files));
-            while let Some(batch) = batches.try_next().await? {
+            while let Some(batch) = next_batch(&mut batches, stall).await? {
                 let batch = to_writer_batch(batch, &arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
                 sink.write(builder, &batch, rows_per_file, &mut out).await?;
@@ -1122,7 +1175,7 @@ async fn write_all(
         (None, Some(splitter)) => {
             let mut sinks: HashMap<Struct, PartitionSink> = HashMap::new();
             let mut tick = 0u64;
-            while let Some(batch) = batches.try_next().await? {
+            while let Some(batch) = next_batch(&mut batches, stall).await? {
                 let batch = to_writer_batch(batch, &arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
                 for (key, part) in splitter.split(&batch)? {

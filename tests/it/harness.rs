@@ -16,7 +16,7 @@
 //!   [`pyiceberg_ops`], [`tool`].
 //! - [`TestDir`]: a per-test temporary directory, kept (and its path printed) when the test fails.
 //! - For Rust-side clients of the same catalog: [`CatalogSpec::config_toml`] (icemaint's
-//!   `[catalog]` section), [`CatalogSpec::sqlite_url`], [`S3Access::iceberg_props`].
+//!   `[catalog]` section), [`CatalogSpec::sql_url`], [`S3Access::iceberg_props`].
 //!
 //! Environment: `ICEBERG_PEERS` (install location), `ICEMAINT_PEERS_TIMEOUT_SECS` (per tool run,
 //! default 900), `ICEMAINT_KEEP_TEST_DIRS=1` (keep every test directory), `REST_CATALOG_JAVA_OPTS`.
@@ -908,13 +908,22 @@ fn run_ok(cmd: &mut Command) -> String {
 pub enum CatalogSpec {
     /// An Iceberg REST catalog (e.g. [`RestCatalogServer::uri`]).
     Rest { uri: String, s3: Option<S3Access> },
-    /// A SQL catalog in a SQLite file (PyIceberg SqlCatalog / iceberg-catalog-sql, catalog name
-    /// `default`); `warehouse` is a directory, `file:///dir` or `s3://bucket/prefix`.
+    /// A SQL catalog (PyIceberg SqlCatalog / iceberg-catalog-sql, catalog name `default`) in a
+    /// SQLite file or a PostgreSQL database; `warehouse` is a directory, `file:///dir` or
+    /// `s3://bucket/prefix`.
     Sql {
-        sqlite_path: PathBuf,
+        db: SqlDb,
         warehouse: String,
         s3: Option<S3Access>,
     },
+}
+
+/// Where a SQL catalog keeps its tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlDb {
+    Sqlite(PathBuf),
+    /// `postgres://user@host:port/db` (e.g. [`PostgresServer::url`]; not for the Spark tools).
+    Postgres(String),
 }
 
 impl CatalogSpec {
@@ -929,7 +938,16 @@ impl CatalogSpec {
     /// A SQLite SQL catalog; `warehouse` as in [`CatalogSpec::Sql`].
     pub fn sql(sqlite_path: impl Into<PathBuf>, warehouse: impl Into<String>) -> CatalogSpec {
         CatalogSpec::Sql {
-            sqlite_path: sqlite_path.into(),
+            db: SqlDb::Sqlite(sqlite_path.into()),
+            warehouse: warehouse.into(),
+            s3: None,
+        }
+    }
+
+    /// A SQL catalog in a PostgreSQL database (`postgres://...`).
+    pub fn sql_postgres(url: impl Into<String>, warehouse: impl Into<String>) -> CatalogSpec {
+        CatalogSpec::Sql {
+            db: SqlDb::Postgres(url.into()),
             warehouse: warehouse.into(),
             s3: None,
         }
@@ -967,13 +985,21 @@ impl CatalogSpec {
         }
     }
 
-    /// `sqlite://<abs path>` for iceberg-catalog-sql / sqlx (SQL catalogs only).
-    pub fn sqlite_url(&self) -> Option<String> {
+    /// The database URL for iceberg-catalog-sql / sqlx (SQL catalogs only): `sqlite://<abs
+    /// path>` or the Postgres URL.
+    pub fn sql_url(&self) -> Option<String> {
         match self {
-            CatalogSpec::Sql { sqlite_path, .. } => {
-                let abs = std::path::absolute(sqlite_path).expect("absolute sqlite path");
+            CatalogSpec::Sql {
+                db: SqlDb::Sqlite(path),
+                ..
+            } => {
+                let abs = std::path::absolute(path).expect("absolute sqlite path");
                 Some(format!("sqlite://{}", path_str(&abs)))
             }
+            CatalogSpec::Sql {
+                db: SqlDb::Postgres(url),
+                ..
+            } => Some(url.clone()),
             CatalogSpec::Rest { .. } => None,
         }
     }
@@ -985,7 +1011,7 @@ impl CatalogSpec {
     }
 
     /// The `[catalog]` section of an icemaint config file for this catalog: `type`, `uri`
-    /// (`sqlite://<abs path>` for SQL), `name = "default"` and `warehouse` for SQL, and
+    /// ([`CatalogSpec::sql_url`] for SQL), `name = "default"` and `warehouse` for SQL, and
     /// [`CatalogSpec::iceberg_props`] as `[catalog.properties]`.
     pub fn config_toml(&self) -> String {
         let mut cat = toml::Table::new();
@@ -996,7 +1022,7 @@ impl CatalogSpec {
             }
             CatalogSpec::Sql { .. } => {
                 cat.insert("type".into(), "sql".into());
-                cat.insert("uri".into(), self.sqlite_url().unwrap().into());
+                cat.insert("uri".into(), self.sql_url().unwrap().into());
                 cat.insert("name".into(), "default".into());
                 cat.insert("warehouse".into(), self.warehouse_uri().unwrap().into());
             }
@@ -1018,13 +1044,12 @@ impl CatalogSpec {
     pub fn args(&self) -> Vec<String> {
         let mut a = match self {
             CatalogSpec::Rest { uri, .. } => vec!["--catalog-uri".into(), uri.clone()],
-            CatalogSpec::Sql {
-                sqlite_path,
-                warehouse,
-                ..
-            } => vec![
+            CatalogSpec::Sql { db, warehouse, .. } => vec![
                 "--catalog-uri".into(),
-                path_str(sqlite_path).to_string(),
+                match db {
+                    SqlDb::Sqlite(path) => path_str(path).to_string(),
+                    SqlDb::Postgres(url) => url.clone(),
+                },
                 "--warehouse".into(),
                 warehouse.clone(),
             ],
@@ -1208,10 +1233,7 @@ fn harness_catalog_spec_flags_and_icemaint_config() {
             "us-east-1",
         ]
     );
-    assert_eq!(
-        sql.sqlite_url().as_deref(),
-        Some("sqlite:///tmp/x/catalog.db")
-    );
+    assert_eq!(sql.sql_url().as_deref(), Some("sqlite:///tmp/x/catalog.db"));
     assert_eq!(
         CatalogSpec::sql("/a/c.db", "/a/wh")
             .warehouse_uri()

@@ -1,8 +1,11 @@
-//! The state store on a real PostgreSQL server (what several icemaint replicas share): the
-//! migrations, job history, property changes and the per-table lease lock through the library,
-//! including a race for one lock between two connection pools; and two daemons on one Postgres
-//! store, where a compaction running on one makes the other answer 409, both serve the same job
-//! history, and the job of a replica that crashed is marked failed.
+//! PostgreSQL as the state store and as the SQL catalog's database.
+//!
+//! The state store (what several icemaint replicas share): migrations, job history, property
+//! changes and the per-table lease lock through the library, including a race for one lock
+//! between two connection pools; and two daemons on one store, where a compaction running on one
+//! makes the other answer 409, both serve the same job history, and the job of a replica that
+//! crashed is marked failed. The SQL catalog: PyIceberg and icemaint commit to the same
+//! Postgres-backed catalog.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,8 +13,8 @@ use std::sync::Arc;
 use icemaint::store::{JobRecord, PropertyChange, Store};
 use serde_json::json;
 
-use crate::daemon::{Daemon, write_config};
-use crate::harness::{CatalogSpec, PostgresServer, TestDir, make_table, verify};
+use crate::daemon::{Daemon, icemaint, write_config};
+use crate::harness::{CatalogSpec, PostgresServer, TestDir, make_table, pyiceberg_ops, verify};
 
 fn job(id: &str, table: &str, created: i64) -> JobRecord {
     JobRecord {
@@ -204,7 +207,17 @@ async fn two_daemons_share_one_postgres_store() {
 
     let path = format!("/api/v1/tables/{t}/compact");
     let body = json!({"min-input-files": 2, "max-concurrent-file-group-rewrites": 1});
-    let (s, v) = a.post(&path, Some(body.clone()), None).await;
+    // Each daemon's start-up reconcile holds the table's lease for a moment: until both are
+    // done, A may be refused too (bounded).
+    let mut attempts = 0;
+    let (s, v) = loop {
+        let (s, v) = a.post(&path, Some(body.clone()), None).await;
+        attempts += 1;
+        if s != 409 || attempts == 50 {
+            break (s, v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(s, 202, "{v}\n{}", a.log_text());
     let job_id = v["job_id"].as_str().unwrap().to_string();
     let (s, v) = b.post(&path, Some(body), None).await;
@@ -234,4 +247,123 @@ async fn two_daemons_share_one_postgres_store() {
     assert_eq!(after.data_files, 20);
     assert_eq!(a.stop(), 0);
     assert_eq!(b.stop(), 0);
+}
+
+/// A SQL catalog on PostgreSQL (the production SQL catalog): PyIceberg creates and fills the
+/// table, icemaint compacts it through its SQL commit backend (compare-and-swap on the catalog
+/// row, `$n` placeholders), PyIceberg appends on top of icemaint's commit and expiry prunes the
+/// history; PyIceberg and DuckDB read the same rows after each step. A commit based on a stale
+/// table is refused as a conflict and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_catalog_on_postgres_compacts_and_refuses_stale_commits() {
+    let pg = PostgresServer::start();
+    let dir = TestDir::new("pg-catalog");
+    let spec = CatalogSpec::sql_postgres(pg.url(), dir.uri("warehouse"));
+    let t = "metrics.pg";
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("pg.toml"),
+        "version = 1\nname = \"pg\"\ntables = [\"metrics.*\"]\n[compaction]\nschedule = \"0 0 0 1 1 *\"\n[expire]\n",
+    )
+    .unwrap();
+    let config = write_config(&dir, &spec, &policies, "");
+    let cfg = config.to_str().unwrap().to_string();
+
+    let s = spec.clone();
+    let before = tokio::task::spawn_blocking(move || {
+        make_table(&s, t, &["--appends", "40", "--rows", "500"]);
+        verify(&s, t, true, false)
+    })
+    .await
+    .unwrap();
+    assert!(before.agree, "{}", before.raw);
+    assert_eq!(before.data_files, 40);
+
+    let c = cfg.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        icemaint(&[
+            "compact",
+            t,
+            "--config",
+            &c,
+            "--json",
+            "--option",
+            "min-input-files=2",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["files_written"], 20, "{job}");
+
+    // A stale base: the table as loaded now, then moved on by PyIceberg.
+    #[derive(serde::Deserialize)]
+    struct Root {
+        catalog: icemaint::config::CatalogConfig,
+    }
+    let catalog_config = toml::from_str::<Root>(&spec.config_toml()).unwrap().catalog;
+    let handle = icemaint::catalog::CatalogHandle::connect(&catalog_config)
+        .await
+        .unwrap();
+    let stale = handle.load(t).await.unwrap();
+    let s = spec.clone();
+    let (after_compaction, appended) = tokio::task::spawn_blocking(move || {
+        let v = verify(&s, t, true, false);
+        let appended = pyiceberg_ops(&s, t, "append", &["--rows", "300", "--seed", "7"]);
+        (v, appended)
+    })
+    .await
+    .unwrap();
+    assert!(after_compaction.agree, "{}", after_compaction.raw);
+    assert_eq!(
+        (after_compaction.rows, &after_compaction.checksum),
+        (before.rows, &before.checksum)
+    );
+    assert_eq!(after_compaction.data_files, 20);
+    let moved = handle.load(t).await.unwrap();
+    assert_ne!(moved.metadata_location(), stale.metadata_location());
+
+    let backend = handle.committer().await.unwrap();
+    let update = iceberg::TableUpdate::SetProperties {
+        updates: [("icemaint.test".to_string(), "stale".to_string())].into(),
+    };
+    let refused = backend.commit(&stale, vec![], vec![update]).await;
+    assert!(
+        matches!(refused, Err(icemaint::catalog::CommitError::Conflict(_))),
+        "{refused:?}"
+    );
+    let now = handle.load(t).await.unwrap();
+    assert_eq!(now.metadata_location(), moved.metadata_location());
+    assert!(!now.metadata().properties().contains_key("icemaint.test"));
+
+    // Expiry over the same backend; the current rows stay.
+    let c = cfg.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        icemaint(&[
+            "expire",
+            t,
+            "--config",
+            &c,
+            "--json",
+            "--older-than",
+            "0s",
+            "--retain-last",
+            "1",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let s = spec.clone();
+    let last = tokio::task::spawn_blocking(move || verify(&s, t, true, false))
+        .await
+        .unwrap();
+    assert!(last.agree, "{}", last.raw);
+    assert_eq!(last.rows, before.rows + 300, "{appended}");
+    assert_eq!(last.snapshots, 1);
 }

@@ -1149,3 +1149,37 @@ async fn columns_the_input_stored_plain_are_written_plain() {
         Compression::ZSTD(ZstdLevel::try_new(3).unwrap())
     );
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_producing_is_a_retryable_stall() {
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "x",
+        arrow_schema::DataType::Int64,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
+    )
+    .unwrap();
+    let stall = Duration::from_millis(50);
+
+    // Batches, then the end of the stream: no stall.
+    let mut ok = futures::stream::iter(vec![Ok(batch.clone())]);
+    assert_eq!(
+        next_batch(&mut ok, stall)
+            .await
+            .unwrap()
+            .unwrap()
+            .num_rows(),
+        2
+    );
+    assert!(next_batch(&mut ok, stall).await.unwrap().is_none());
+
+    // A batch, then nothing ever again (iceberg's lost delete-loading wake-up looks like this).
+    let mut hung = futures::stream::iter(vec![Ok(batch)]).chain(futures::stream::pending());
+    assert!(next_batch(&mut hung, stall).await.unwrap().is_some());
+    let err = next_batch(&mut hung, stall).await.unwrap_err();
+    assert!(matches!(err, RewriteError::Stalled { .. }), "{err}");
+    assert!(err.is_retryable());
+}
