@@ -9,7 +9,8 @@
 # Options: --work DIR (keep everything there; default: a temp dir removed at exit), --keep,
 #          --out FILE (also write the results JSON there), --no-plan, --no-limit.
 # Environment: ICEMAINT_BIN (use this binary instead of `cargo build --release`), CARGO_TARGET_DIR.
-# Needs the peers (tests/peers/setup.sh) and GNU time (/usr/bin/time, Debian package `time`).
+# Installs what it needs when missing: the peers (tests/peers/setup.sh pyiceberg duckdb spark) and
+# GNU time (/usr/bin/time, Debian package `time`).
 # Exit status: 0 when every engine succeeded and every row checksum matches the input's, else 1.
 set -euo pipefail
 
@@ -43,9 +44,17 @@ else
 fi
 target=536870912 min_input_files=2
 
+# What a fresh clone lacks is installed here (each a no-op taking about a second when present).
+"$repo/tests/peers/setup.sh" pyiceberg duckdb spark >&2 || die "installing the Iceberg peers failed"
 . "$repo/tests/peers/env.sh"
 [ -x "$PEERS_PY" ] || die "the Iceberg peers are not installed: run tests/peers/setup.sh"
-[ -x /usr/bin/time ] || die "GNU time is missing: apt-get install time"
+if [ ! -x /usr/bin/time ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  echo "== installing GNU time (Debian package time)" >&2
+  { $sudo apt-get install -y -q time || { $sudo apt-get update -q && $sudo apt-get install -y -q time; }; } >&2 \
+    || die "GNU time is missing and could not be installed: apt-get install time"
+fi
 
 if [ -n "${ICEMAINT_BIN:-}" ]; then
   bin=$ICEMAINT_BIN
