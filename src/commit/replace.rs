@@ -663,6 +663,51 @@ mod dangling_tests {
         Struct::from_iter([Some(Literal::int(v))])
     }
 
+    fn pos_delete(referenced: Option<&str>, bounds: Option<(&str, &str)>) -> DataFile {
+        use iceberg::spec::{DataFileBuilder, DataFileFormat, Datum};
+        let mut b = DataFileBuilder::default();
+        b.content(DataContentType::PositionDeletes)
+            .file_path("s3://b/t/data/pos.parquet".to_string())
+            .file_format(DataFileFormat::Parquet)
+            .partition(Struct::empty())
+            .partition_spec_id(0)
+            .record_count(1)
+            .file_size_in_bytes(10)
+            .referenced_data_file(referenced.map(str::to_string));
+        if let Some((lo, hi)) = bounds {
+            b.lower_bounds(HashMap::from([(
+                DELETE_FILE_PATH_FIELD_ID,
+                Datum::string(lo),
+            )]))
+            .upper_bounds(HashMap::from([(
+                DELETE_FILE_PATH_FIELD_ID,
+                Datum::string(hi),
+            )]));
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn a_position_delete_names_its_file_by_field_or_equal_bounds() {
+        let f = "s3://b/t/data/a.parquet";
+        assert_eq!(
+            referenced_data_file(&pos_delete(Some(f), None)).as_deref(),
+            Some(f)
+        );
+        assert_eq!(
+            referenced_data_file(&pos_delete(None, Some((f, f)))).as_deref(),
+            Some(f)
+        );
+        // Two files, or truncated bounds (the upper one incremented): no single file.
+        let g = "s3://b/t/data/b.parquet";
+        assert_eq!(referenced_data_file(&pos_delete(None, Some((f, g)))), None);
+        assert_eq!(
+            referenced_data_file(&pos_delete(None, Some(("s3://b/t/d", "s3://b/t/e")))),
+            None
+        );
+        assert_eq!(referenced_data_file(&pos_delete(None, None)), None);
+    }
+
     #[test]
     fn dangling_follows_sequence_numbers_partitions_and_kinds() {
         use DataContentType::{EqualityDeletes as Eq, PositionDeletes as Pos};
