@@ -206,18 +206,7 @@ impl Jobs {
                 return Err(e.into());
             }
         }
-        let record = JobRecord {
-            id: id.clone(),
-            table: table.to_string(),
-            kind: kind.as_str().to_string(),
-            trigger: trigger.as_str().to_string(),
-            status: "running".to_string(),
-            created_ms: now,
-            started_ms: Some(now),
-            finished_ms: None,
-            detail: serde_json::json!({}),
-            error: None,
-        };
+        let record = JobRecord::running(&id, table, kind.as_str(), trigger.as_str(), now);
         if let Err(e) = self.store.insert_job(&record).await {
             let _ = self.store.unlock(table, &id).await;
             release_local();

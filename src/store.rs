@@ -49,6 +49,24 @@ pub struct JobRecord {
     pub error: Option<String>,
 }
 
+impl JobRecord {
+    /// A job that starts now (`now_ms`): `running`, no detail yet.
+    pub fn running(id: &str, table: &str, kind: &str, trigger: &str, now_ms: i64) -> Self {
+        JobRecord {
+            id: id.to_string(),
+            table: table.to_string(),
+            kind: kind.to_string(),
+            trigger: trigger.to_string(),
+            status: "running".to_string(),
+            created_ms: now_ms,
+            started_ms: Some(now_ms),
+            finished_ms: None,
+            detail: serde_json::json!({}),
+            error: None,
+        }
+    }
+}
+
 /// One recorded property change.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PropertyChange {
@@ -387,18 +405,7 @@ mod tests {
     }
 
     fn job(id: &str, table: &str, created: i64) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            table: table.into(),
-            kind: "compaction".into(),
-            trigger: "manual".into(),
-            status: "running".into(),
-            created_ms: created,
-            started_ms: Some(created),
-            finished_ms: None,
-            detail: serde_json::json!({"groups": 1}),
-            error: None,
-        }
+        JobRecord::running(id, table, "compaction", "manual", created)
     }
 
     #[tokio::test]

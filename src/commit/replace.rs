@@ -320,10 +320,7 @@ impl SnapshotChange for ReplaceOp<'_> {
             self.scan_delete_manifests(table, manifest_list.entries(), &live_seqs)
                 .await?
         } else {
-            let carried = manifest_list
-                .entries()
-                .iter()
-                .filter(|m| m.content == ManifestContentType::Deletes && has_live_files(m))
+            let carried = live_manifests(manifest_list.entries(), ManifestContentType::Deletes)
                 .map(|m| Plan::Carry(m.clone()))
                 .collect();
             (carried, HashSet::new())
@@ -403,20 +400,7 @@ impl ReplaceOp<'_> {
         table: &Table,
         manifests: &[ManifestFile],
     ) -> Result<(Vec<Plan>, HashMap<String, ReplacedFile>, LiveSequences), ReplaceError> {
-        let io = table.file_io().clone();
-        let data: Vec<ManifestFile> = manifests
-            .iter()
-            .filter(|m| m.content == ManifestContentType::Data && has_live_files(m))
-            .cloned()
-            .collect();
-        let mut scans = futures::stream::iter(data.into_iter().map(|m| {
-            let io = io.clone();
-            async move {
-                let manifest = m.load_manifest(&io).await?;
-                Ok::<_, iceberg::Error>((m, manifest))
-            }
-        }))
-        .buffered(MANIFEST_READ_CONCURRENCY);
+        let mut scans = load_live(table, manifests, ManifestContentType::Data);
 
         let mut plans = Vec::new();
         let mut found: HashMap<String, ReplacedFile> = HashMap::new();
@@ -463,20 +447,7 @@ impl ReplaceOp<'_> {
         live: &LiveSequences,
     ) -> Result<(Vec<Plan>, HashSet<String>), ReplaceError> {
         let md = table.metadata();
-        let io = table.file_io().clone();
-        let deletes: Vec<ManifestFile> = manifests
-            .iter()
-            .filter(|m| m.content == ManifestContentType::Deletes && has_live_files(m))
-            .cloned()
-            .collect();
-        let mut scans = futures::stream::iter(deletes.into_iter().map(|m| {
-            let io = io.clone();
-            async move {
-                let manifest = m.load_manifest(&io).await?;
-                Ok::<_, iceberg::Error>((m, manifest))
-            }
-        }))
-        .buffered(MANIFEST_READ_CONCURRENCY);
+        let mut scans = load_live(table, manifests, ManifestContentType::Deletes);
         let mut plans = Vec::new();
         let mut dangling = HashSet::new();
         while let Some((m, manifest)) = scans.try_next().await? {
@@ -588,6 +559,33 @@ fn referenced_data_file(f: &DataFile) -> Option<String> {
         (PrimitiveLiteral::String(l), PrimitiveLiteral::String(u)) if l == u => Some(l.clone()),
         _ => None,
     }
+}
+
+/// The manifests of `content` that still hold live files.
+fn live_manifests(
+    manifests: &[ManifestFile],
+    content: ManifestContentType,
+) -> impl Iterator<Item = &ManifestFile> {
+    manifests
+        .iter()
+        .filter(move |m| m.content == content && has_live_files(m))
+}
+
+/// The [`live_manifests`] of `content`, loaded [`MANIFEST_READ_CONCURRENCY`] at a time, in order.
+fn load_live<'a>(
+    table: &'a Table,
+    manifests: &'a [ManifestFile],
+    content: ManifestContentType,
+) -> impl futures::Stream<Item = iceberg::Result<(ManifestFile, iceberg::spec::Manifest)>> + 'a {
+    futures::stream::iter(
+        live_manifests(manifests, content)
+            .cloned()
+            .map(move |m| async move {
+                let manifest = m.load_manifest(table.file_io()).await?;
+                Ok((m, manifest))
+            }),
+    )
+    .buffered(MANIFEST_READ_CONCURRENCY)
 }
 
 /// Java's `shouldKeep`: a manifest without added or existing files only records deletions made by

@@ -155,6 +155,19 @@ impl Daemon {
         )
     }
 
+    /// POST like [`Daemon::post`] (no token), again while the table is busy (409): a start-up
+    /// reconciliation holds the table's lock for a moment. Panics after 20 s of 409s.
+    pub async fn post_when_free(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        for _ in 0..100 {
+            let (s, v) = self.post(path, body.clone(), None).await;
+            if s != 409 {
+                return (s, v);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{path}: still busy after 20 s")
+    }
+
     /// Polls `GET path` until `pred` holds (bounded).
     pub async fn wait_for(
         &self,

@@ -17,18 +17,7 @@ use crate::daemon::{Daemon, icemaint, write_config};
 use crate::harness::{CatalogSpec, PostgresServer, TestDir, make_table, pyiceberg_ops, verify};
 
 fn job(id: &str, table: &str, created: i64) -> JobRecord {
-    JobRecord {
-        id: id.into(),
-        table: table.into(),
-        kind: "compaction".into(),
-        trigger: "manual".into(),
-        status: "running".into(),
-        created_ms: created,
-        started_ms: Some(created),
-        finished_ms: None,
-        detail: json!({"groups": 1}),
-        error: None,
-    }
+    JobRecord::running(id, table, "compaction", "manual", created)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,16 +197,8 @@ async fn two_daemons_share_one_postgres_store() {
     let path = format!("/api/v1/tables/{t}/compact");
     let body = json!({"min-input-files": 2, "max-concurrent-file-group-rewrites": 1});
     // Each daemon's start-up reconcile holds the table's lease for a moment: until both are
-    // done, A may be refused too (bounded).
-    let mut attempts = 0;
-    let (s, v) = loop {
-        let (s, v) = a.post(&path, Some(body.clone()), None).await;
-        attempts += 1;
-        if s != 409 || attempts == 50 {
-            break (s, v);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    // done, A may be refused too.
+    let (s, v) = a.post_when_free(&path, Some(body.clone())).await;
     assert_eq!(s, 202, "{v}\n{}", a.log_text());
     let job_id = v["job_id"].as_str().unwrap().to_string();
     let (s, v) = b.post(&path, Some(body), None).await;

@@ -557,27 +557,15 @@ async fn http_endpoints_and_cli_errors() {
 
     let d = Daemon::start(&config, &[]);
     d.wait_for("/readyz", "readiness", |s, _| s == 200).await;
-    // The daemon's start-up reconciliation holds the table's lock for a moment: a 409 then is
-    // the lock working, so wait for that job and post again (bounded).
-    let post = |path: String, body: Option<Value>| {
-        let d = &d;
-        async move {
-            for _ in 0..100 {
-                let (s, v) = d.post(&path, body.clone(), None).await;
-                if s != 409 {
-                    return (s, v);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            panic!("{path}: still busy after 20 s")
-        }
-    };
+    // The daemon's start-up reconciliation holds the table's lock for a moment: post again on
+    // 409 (`post_when_free`).
     // Dry run through the API: planned, nothing committed.
-    let (s, v) = post(
-        format!("/api/v1/tables/{T}/expire"),
-        Some(serde_json::json!({"older-than": "0s", "retain-last": 1, "dry-run": true})),
-    )
-    .await;
+    let (s, v) = d
+        .post_when_free(
+            &format!("/api/v1/tables/{T}/expire"),
+            Some(serde_json::json!({"older-than": "0s", "retain-last": 1, "dry-run": true})),
+        )
+        .await;
     assert_eq!(s, 202, "{v}");
     let job = d.wait_job(v["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -591,11 +579,12 @@ async fn http_endpoints_and_cli_errors() {
     );
 
     // For real.
-    let (s, v) = post(
-        format!("/api/v1/tables/{T}/expire"),
-        Some(serde_json::json!({"older-than": "0s", "retain-last": 1})),
-    )
-    .await;
+    let (s, v) = d
+        .post_when_free(
+            &format!("/api/v1/tables/{T}/expire"),
+            Some(serde_json::json!({"older-than": "0s", "retain-last": 1})),
+        )
+        .await;
     assert_eq!(s, 202, "{v}");
     let job = d.wait_job(v["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -623,18 +612,20 @@ async fn http_endpoints_and_cli_errors() {
         assert!(text.contains(&needle), "missing {needle} in\n{text}");
     }
     // Orphans dry run (body overrides the policy's window: 1s needs force).
-    let (s, v) = post(
-        format!("/api/v1/tables/{T}/remove-orphans"),
-        Some(serde_json::json!({"dry-run": true, "older-than": "1s"})),
-    )
-    .await;
+    let (s, v) = d
+        .post_when_free(
+            &format!("/api/v1/tables/{T}/remove-orphans"),
+            Some(serde_json::json!({"dry-run": true, "older-than": "1s"})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("force"), "{v}");
-    let (s, v) = post(
-        format!("/api/v1/tables/{T}/remove-orphans"),
-        Some(serde_json::json!({"dry-run": true})),
-    )
-    .await;
+    let (s, v) = d
+        .post_when_free(
+            &format!("/api/v1/tables/{T}/remove-orphans"),
+            Some(serde_json::json!({"dry-run": true})),
+        )
+        .await;
     assert_eq!(s, 202, "{v}");
     let job = d.wait_job(v["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "skipped", "{job}");
@@ -661,7 +652,7 @@ async fn http_endpoints_and_cli_errors() {
         ("/api/v1/tables/db.nope/expire".to_string(), None, 404),
         ("/api/v1/tables/zzz.t/remove-orphans".to_string(), None, 404),
     ] {
-        let (s, v) = post(path.clone(), body).await;
+        let (s, v) = d.post_when_free(&path, body).await;
         assert_eq!(s, status, "{path}: {v}");
         assert!(v["error"].is_string(), "{path}: {v}");
     }
