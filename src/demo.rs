@@ -1,7 +1,8 @@
 //! `icemaint demo`: the embedded default. Creates (or reuses) a directory holding a SQLite SQL
 //! catalog and a `file://` warehouse with two tables shaped like the metrics platform's
 //! (`metrics.repartitioned_data`, `metrics.rollups_1m`), seeded with many small Parquet files over
-//! several snapshots, format v1 and none of the desired properties, then runs the daemon on them.
+//! several snapshots, format v1 and none of the desired properties. The CLI then runs the daemon on
+//! them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,6 +60,29 @@ pub fn metrics_spec() -> UnboundPartitionSpec {
         .build()
 }
 
+/// The platform's two policies (`policies/` in the repository), compiled in so that the demo runs
+/// from any directory and from the container image.
+pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
+    (
+        "repartitioned.toml",
+        include_str!("../policies/repartitioned.toml"),
+    ),
+    ("rollups.toml", include_str!("../policies/rollups.toml")),
+];
+
+/// Writes [`EMBEDDED_POLICIES`] into `dir` where a file of that name is missing.
+fn write_embedded_policies(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, text) in EMBEDDED_POLICIES {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// The config a demo directory runs with.
 pub fn demo_config(dir: &Path, listen: &str, policies: &Path) -> Config {
     let abs = |p: PathBuf| -> String { p.display().to_string() };
@@ -98,15 +122,20 @@ fn config_toml(c: &Config) -> String {
 }
 
 /// Creates the demo catalog and tables when missing; returns the config to run with.
-pub async fn setup(dir: &Path, listen: &str, policies: &Path) -> anyhow::Result<Config> {
+/// Without `policies`, the platform's policies compiled into the binary are written to
+/// `<dir>/policies/` (files already there are kept, so edits survive a restart).
+pub async fn setup(dir: &Path, listen: &str, policies: Option<&Path>) -> anyhow::Result<Config> {
     std::fs::create_dir_all(dir.join("warehouse"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let policies = policies
-        .canonicalize()
-        .with_context(|| format!("policy directory {} not found", policies.display()))?;
+    let policies = match policies {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("policy directory {} not found", p.display()))?,
+        None => write_embedded_policies(&dir.join("policies"))?,
+    };
     let db = dir.join("catalog.db");
     if !db.exists() {
         std::fs::File::create(&db).with_context(|| format!("cannot create {}", db.display()))?;
@@ -225,33 +254,4 @@ pub async fn append_batch(
     let tx = Transaction::new(table);
     let tx = tx.fast_append().add_data_files(files).apply(tx)?;
     Ok(tx.commit(catalog).await?)
-}
-
-/// `icemaint demo`.
-pub async fn run(
-    dir: &Path,
-    listen: &str,
-    policies: &Path,
-    setup_only: bool,
-) -> anyhow::Result<()> {
-    let config = setup(dir, listen, policies).await?;
-    let abs = dir.canonicalize()?;
-    let uri = config.catalog.uri.clone();
-    let warehouse = config.catalog.warehouse.clone().unwrap_or_default();
-    println!("icemaint demo in {}", abs.display());
-    println!("  config:     {}", abs.join("icemaint.toml").display());
-    println!("  catalog:    {uri} (SQL catalog 'default'), warehouse {warehouse}");
-    println!(
-        "  PyIceberg:  load_catalog('default', type='sql', uri='{}', warehouse='{}')",
-        uri.replacen("sqlite://", "sqlite:///", 1),
-        warehouse
-    );
-    if setup_only {
-        return Ok(());
-    }
-    let base = format!("http://{listen}");
-    println!("  status:     {base}/api/v1/tables   jobs: {base}/api/v1/jobs");
-    println!("  health:     {base}/healthz  {base}/readyz   metrics: {base}/metrics");
-    println!("  Ctrl-C stops it.");
-    crate::app::serve(config).await
 }

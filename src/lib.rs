@@ -1,22 +1,30 @@
 //! icemaint: an always-on Apache Iceberg table maintenance daemon.
 //!
-//! The binary (`src/main.rs`) only parses the command line and calls [`app`]. Everything else is
-//! organised by responsibility: configuration and policies, catalog access and commit backends, the
-//! shared `replace` commit, compaction (pure planning plus I/O rewriting), metadata maintenance,
-//! one job model with a per-table lock, the scheduler, the state store, and the HTTP server.
+//! The modules read top-down and import only downwards (ARCHITECTURE.md draws the map; the test
+//! `tests/it/layout.rs` checks it):
+//! the binary (`src/main.rs`, clap only) → [`cli`] → [`runtime`] → [`server`], [`scheduler`] →
+//! [`dispatch`] → [`daemon`] (shared state) → [`ops`] and [`inspect`] → [`compaction`],
+//! [`maintenance`] → [`commit`] → [`catalog`], [`jobs`], [`store`], [`telemetry`], [`policy`],
+//! [`config`] → [`util`].
 
-pub mod app;
 pub mod bench;
 pub mod catalog;
+pub mod cli;
 pub mod commit;
 pub mod compaction;
 pub mod config;
 pub mod crashpoint;
+pub mod daemon;
 pub mod demo;
+pub mod dispatch;
+pub mod inspect;
 pub mod jobs;
 pub mod maintenance;
+pub mod ops;
 pub mod policy;
+pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod util;

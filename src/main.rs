@@ -1,10 +1,11 @@
-//! The `icemaint` binary: parses the command line and hands over to [`icemaint::app`].
+//! The `icemaint` binary: the command-line definitions (clap) and nothing else; every command's
+//! body is in [`icemaint::cli`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use icemaint::jobs::{JobKind, JobStatus};
+use icemaint::cli;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -112,9 +113,10 @@ enum Command {
         /// HTTP listen address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: String,
-        /// Policy directory.
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
+        /// Policy directory (default: the platform's policies built into the binary, written to
+        /// DIR/policies).
+        #[arg(long)]
+        policies: Option<PathBuf>,
         /// Only create the demo tables and config, then exit.
         #[arg(long)]
         setup_only: bool,
@@ -186,18 +188,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Command::Check { config } = &cli.command {
-        return match icemaint::app::check(config) {
-            Ok(msg) => {
-                println!("{msg}");
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::from(2)
-            }
-        };
+        return cli::check(config);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -219,78 +210,20 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
-            let cfg = icemaint::config::Config::load(&config)?;
-            icemaint::app::serve(cfg).await
-        }
-        Command::Tables { config, json } => {
-            let tables = icemaint::app::tables(&config).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tables)?);
-            } else if tables.is_empty() {
-                println!("no watched tables (no catalog table matches a policy)");
-            } else {
-                for t in &tables {
-                    println!("{}", icemaint::app::format_table_line(t));
-                }
-            }
-            Ok(())
-        }
+        Command::Serve { config } => cli::serve(&config).await,
+        Command::Tables { config, json } => cli::tables(&config, json).await,
         Command::Compact {
             table,
             config,
             dry_run,
             options,
             json,
-        } => {
-            use std::io::IsTerminal;
-            let show = !json && std::io::stderr().is_terminal();
-            let (v, ok) =
-                icemaint::app::compact_once(&config, &table, dry_run, &options, show).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if dry_run {
-                print_plan(&v);
-            } else {
-                print_result(&v);
-            }
-            if ok {
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "compaction of {table} {}: {}",
-                    v["status"].as_str().unwrap_or("failed"),
-                    v["error"].as_str().unwrap_or("see the job detail")
-                )
-            }
-        }
+        } => cli::compact(&config, &table, dry_run, &options, json).await,
         Command::RewriteManifests {
             table,
             config,
             json,
-        } => {
-            let (v, ok) = icemaint::app::run_job_once(
-                &config,
-                &table,
-                icemaint::jobs::JobKind::RewriteManifests,
-                &Default::default(),
-            )
-            .await?;
-            print_job(&v, json)?;
-            if !ok {
-                anyhow::bail!(
-                    "rewrite-manifests of {table} failed: {}",
-                    v["error"].as_str().unwrap_or("see the job detail")
-                );
-            }
-            Ok(())
-        }
-        Command::Demo {
-            dir,
-            listen,
-            policies,
-            setup_only,
-        } => icemaint::demo::run(&dir, &listen, &policies, setup_only).await,
+        } => cli::rewrite_manifests(&config, &table, json).await,
         Command::Expire {
             table,
             config,
@@ -299,20 +232,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dry_run,
             json,
         } => {
-            let overrides = icemaint::maintenance::Overrides {
-                older_than: older_than.as_deref().map(duration_flag).transpose()?,
-                retain_last: retain_last
-                    .as_deref()
-                    .map(|v| {
-                        v.trim().parse::<u32>().map_err(|_| {
-                            anyhow::anyhow!("--retain-last '{v}': expected a positive integer")
-                        })
-                    })
-                    .transpose()?,
-                dry_run: Some(dry_run),
-                force: false,
-            };
-            pruning(&config, &table, JobKind::Expire, overrides, json).await
+            let (older, retain) = (older_than.as_deref(), retain_last.as_deref());
+            cli::expire(&config, &table, older, retain, dry_run, json).await
         }
         Command::RemoveOrphans {
             table,
@@ -322,178 +243,41 @@ async fn run(command: Command) -> anyhow::Result<()> {
             force,
             json,
         } => {
-            let overrides = icemaint::maintenance::Overrides {
-                older_than: older_than.as_deref().map(duration_flag).transpose()?,
-                retain_last: None,
-                // Without the flag, the policy's `dry-run` decides.
-                dry_run: dry_run.then_some(true),
-                force,
-            };
-            pruning(&config, &table, JobKind::RemoveOrphans, overrides, json).await
+            let older = older_than.as_deref();
+            cli::remove_orphans(&config, &table, dry_run, older, force, json).await
         }
-        Command::Bench(cmd) => bench(cmd).await,
-        Command::Check { .. } => unreachable!("handled before the runtime starts"),
-    }
-}
-
-async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
-    let report = match cmd {
-        BenchCommand::Limit {
+        Command::Demo {
+            dir,
+            listen,
+            policies,
+            setup_only,
+        } => cli::demo(&dir, &listen, policies.as_deref(), setup_only).await,
+        Command::Bench(BenchCommand::Limit {
             input,
             output,
             threads,
             batch_size,
             properties,
             dictionary,
-        } => {
-            let properties = properties
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                        .ok_or_else(|| anyhow::anyhow!("--property expects KEY=VALUE, got {kv:?}"))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let threads = threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            });
-            let opts = icemaint::bench::LimitOptions {
-                input,
-                output,
-                threads,
-                batch_size,
-                properties,
-                dictionary,
-            };
-            // CPU-bound and synchronous: off the async runtime's workers.
-            let r = tokio::task::spawn_blocking(move || icemaint::bench::limit(&opts)).await??;
-            serde_json::to_value(r)?
-        }
-        BenchCommand::Plan {
+        }) => cli::bench::limit(input, output, threads, batch_size, &properties, dictionary).await,
+        Command::Bench(BenchCommand::Plan {
             files,
             partitions,
             commits,
             dir,
             keep,
             plan_only,
-        } => serde_json::to_value(
-            icemaint::bench::plan(&icemaint::bench::PlanOptions {
+        }) => {
+            let opts = icemaint::bench::PlanOptions {
                 files,
                 partitions,
                 commits,
                 dir,
                 keep,
                 plan_only,
-            })
-            .await?,
-        )?,
-    };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
-}
-
-fn print_plan(v: &serde_json::Value) {
-    let p = &v["plan"];
-    println!(
-        "{}: {} data files, {} candidates, {} groups rewrite {} files ({} bytes) into ~{} files",
-        v["table"].as_str().unwrap_or_default(),
-        p["total_files"],
-        p["candidate_files"],
-        p["groups"].as_array().map_or(0, Vec::len),
-        p["rewrite_files"],
-        p["rewrite_bytes"],
-        p["expected_output_files"]
-    );
-    for g in p["groups"].as_array().into_iter().flatten() {
-        println!(
-            "  group {:>3}  {:<40} files={:<5} bytes={:<12} -> {} file(s)",
-            g["id"],
-            g["partition"].as_str().unwrap_or_default(),
-            g["files"].as_array().map_or(0, Vec::len),
-            g["input_bytes"],
-            g["expected_output_files"]
-        );
-    }
-}
-
-fn print_result(v: &serde_json::Value) {
-    let r = &v["result"];
-    if v["status"] == "skipped" {
-        println!(
-            "job {} skipped: {}",
-            v["job_id"].as_str().unwrap_or_default(),
-            r["reason"].as_str().unwrap_or("nothing to do")
-        );
-        return;
-    }
-    println!(
-        "job {} {}: groups {}/{} committed, {} conflicts, files {} -> {}, bytes {} -> {}, snapshots {}",
-        v["job_id"].as_str().unwrap_or_default(),
-        v["status"].as_str().unwrap_or_default(),
-        r["groups_committed"],
-        r["groups_planned"],
-        r["conflicts"],
-        r["files_read"],
-        r["files_written"],
-        r["bytes_read"],
-        r["bytes_written"],
-        r["snapshot_ids"]
-    );
-}
-
-/// Prints a finished job: JSON, or one line with its status and result.
-fn print_job(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
-    } else {
-        println!(
-            "job {} {} {}: {}",
-            v["job_id"].as_str().unwrap_or_default(),
-            v["kind"].as_str().unwrap_or_default(),
-            v["status"].as_str().unwrap_or_default(),
-            v["result"]
-        );
-    }
-    Ok(())
-}
-
-fn duration_flag(v: &str) -> anyhow::Result<std::time::Duration> {
-    icemaint::policy::parse_duration(v).map_err(|e| anyhow::anyhow!("--older-than: {e}"))
-}
-
-/// Runs one expiry or orphan-removal job and prints its result; a failed or partial job is an
-/// error (exit 1) after the result is printed.
-async fn pruning(
-    config: &std::path::Path,
-    table: &str,
-    kind: JobKind,
-    overrides: icemaint::maintenance::Overrides,
-    json: bool,
-) -> anyhow::Result<()> {
-    let (id, outcome) = icemaint::maintenance::one_shot(config, table, kind, overrides).await?;
-    if json {
-        let v = serde_json::json!({
-            "job_id": id,
-            "table": table,
-            "kind": kind.as_str(),
-            "status": outcome.status.as_str(),
-            "error": outcome.error,
-            "detail": outcome.detail,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{}",
-            icemaint::maintenance::summary_line(table, kind, &outcome)
-        );
-    }
-    match (outcome.status, outcome.error) {
-        (JobStatus::Failed | JobStatus::Partial, Some(e)) => Err(anyhow::anyhow!(e)),
-        (JobStatus::Failed | JobStatus::Partial, None) => Err(anyhow::anyhow!(
-            "{} {}",
-            kind.as_str(),
-            outcome.status.as_str()
-        )),
-        _ => Ok(()),
+            };
+            cli::bench::plan(opts).await
+        }
+        Command::Check { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::app::Context;
+use crate::daemon::Context;
+use crate::dispatch::{self, JobRequest};
 use crate::jobs::{JobKind, StartError, Trigger};
 use crate::policy::{Policy, Schedule};
 
@@ -109,7 +110,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 }
 
 async fn start(ctx: &Arc<Context>, table: &str, kind: JobKind, trigger: Trigger) {
-    match ctx.trigger(table, kind, trigger).await {
+    match dispatch::start(ctx, table, JobRequest::as_policy_says(kind), trigger).await {
         Ok(_) => {}
         Err(StartError::Busy { job_id, .. }) => {
             tracing::info!(

@@ -15,10 +15,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::app::Context;
 use crate::catalog::{CatalogError, parse_ident};
 use crate::compaction::CompactionError;
-use crate::jobs::{JobKind, StartError, Trigger};
+use crate::daemon::Context;
+use crate::dispatch::{self, JobRequest};
+use crate::jobs::{StartError, Trigger};
+use crate::ops;
 use crate::policy::Policy;
 
 /// Byte-wise comparison whose time does not depend on where the inputs differ.
@@ -180,8 +182,7 @@ pub async fn reconcile(
     let name = path_param(name)?;
     watched(&ctx, &name)?;
     Ok(started(
-        ctx.trigger(&name, JobKind::Reconcile, Trigger::Manual)
-            .await,
+        dispatch::start(&ctx, &name, JobRequest::Reconcile, Trigger::Manual).await,
     ))
 }
 
@@ -234,17 +235,11 @@ pub async fn compact(
     let overrides = overrides_from_body(&body)?;
     // Validate against the table now so bad input (including a `where` on an unknown column) is
     // a 400 and a missing table a 404, not a failed job.
-    crate::compaction::check_request(
-        &ctx.catalog,
-        &name,
-        &Context::compaction_options(&policy),
-        &overrides,
-    )
-    .await
-    .map_err(compaction_error)?;
+    ops::compact::check_request(&ctx.catalog, &name, &policy, &overrides)
+        .await
+        .map_err(compaction_error)?;
     Ok(started(
-        ctx.trigger_with(&name, JobKind::Compaction, Trigger::Manual, overrides)
-            .await,
+        dispatch::start(&ctx, &name, JobRequest::Compact(overrides), Trigger::Manual).await,
     ))
 }
 
@@ -257,8 +252,7 @@ pub async fn plan(
     let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
-    let prepared = ctx
-        .plan(&name, &policy, &overrides)
+    let prepared = ops::compact::plan(&ctx.catalog, &name, &policy, &overrides)
         .await
         .map_err(compaction_error)?;
     Ok(Json(
@@ -274,8 +268,7 @@ pub async fn rewrite_manifests(
     let name = path_param(name)?;
     watched(&ctx, &name)?;
     Ok(started(
-        ctx.trigger(&name, JobKind::RewriteManifests, Trigger::Manual)
-            .await,
+        dispatch::start(&ctx, &name, JobRequest::RewriteManifests, Trigger::Manual).await,
     ))
 }
 

@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use super::ApiError;
 use super::api::{catalog_error, path_param, started, watched};
-use crate::app::Context;
+use crate::daemon::Context;
+use crate::dispatch::{self, JobRequest};
 use crate::jobs::{JobKind, Trigger};
-use crate::maintenance::Overrides;
+use crate::ops::prune::Overrides;
 use crate::policy::parse_duration;
 
 /// The optional request body.
@@ -52,6 +53,7 @@ async fn start(
     ctx: Arc<Context>,
     name: String,
     kind: JobKind,
+    request: fn(Overrides) -> JobRequest,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     watched(&ctx, &name)?;
@@ -59,8 +61,7 @@ async fn start(
     // 404 for a table the policies select but the catalog does not have.
     ctx.catalog.load(&name).await.map_err(catalog_error)?;
     Ok(started(
-        ctx.trigger_maintenance(&name, kind, Trigger::Manual, o)
-            .await,
+        dispatch::start(&ctx, &name, request(o), Trigger::Manual).await,
     ))
 }
 
@@ -69,7 +70,14 @@ pub async fn expire(
     name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    start(ctx, path_param(name)?, JobKind::Expire, body).await
+    start(
+        ctx,
+        path_param(name)?,
+        JobKind::Expire,
+        JobRequest::Expire,
+        body,
+    )
+    .await
 }
 
 pub async fn remove_orphans(
@@ -77,7 +85,14 @@ pub async fn remove_orphans(
     name: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    start(ctx, path_param(name)?, JobKind::RemoveOrphans, body).await
+    start(
+        ctx,
+        path_param(name)?,
+        JobKind::RemoveOrphans,
+        JobRequest::RemoveOrphans,
+        body,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::app::Context;
+use crate::daemon::Context;
 
 pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     (

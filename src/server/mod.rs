@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
-use crate::app::Context;
+use crate::daemon::Context;
 
 pub mod api;
 pub mod health;

@@ -13,9 +13,11 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::{Context, TableStatus, human_bytes};
 use crate::catalog::stats::{SIZE_BUCKET_UPPER_BYTES, SIZE_BUCKETS};
+use crate::daemon::Context;
+use crate::inspect::TableStatus;
 use crate::store::JobRecord;
+use crate::util::human_bytes;
 
 /// How many jobs the page lists.
 const LAST_JOBS: i64 = 25;

@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod deploy;
 mod harness;
+mod layout;
 mod observe;
 mod ops_util;
 mod peers_smoke;

@@ -1,0 +1,182 @@
+//! What the daemon knows about one watched table: [`TableStatus`] (file counts and sizes, delete
+//! files, manifests, snapshots, property drift) computed by [`inspect`] from the table's current
+//! metadata and manifests.
+//!
+//! It only reads: the daemon caches the result for `GET /api/v1/tables`, the status page and the
+//! table gauges, and `icemaint tables` prints it.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::catalog::stats::{SIZE_BUCKETS, file_stats};
+use crate::catalog::{CatalogError, CatalogHandle};
+use crate::maintenance::properties::{self, format_version_number};
+use crate::policy::Policy;
+use crate::telemetry::Metrics;
+
+/// What `icemaint tables` and `GET /api/v1/tables` report for one watched table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableStatus {
+    pub table: String,
+    pub policy: String,
+    pub format_version: Option<u8>,
+    pub data_files: u64,
+    pub small_files: u64,
+    pub small_file_threshold_bytes: u64,
+    pub data_bytes: u64,
+    pub average_file_bytes: f64,
+    /// Live data files per size bucket (`catalog::stats::SIZE_BUCKET_UPPER_BYTES`).
+    pub file_size_buckets: [u64; SIZE_BUCKETS],
+    pub delete_files: u64,
+    pub manifests: u64,
+    pub snapshots: u64,
+    pub current_snapshot_id: Option<i64>,
+    pub properties_in_sync: bool,
+    pub drifted_keys: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl TableStatus {
+    /// The status of a table that could not be loaded: reported with its error, never fatal.
+    pub fn unavailable(table: &str, policy: &Policy, error: String) -> Self {
+        Self {
+            table: table.to_string(),
+            policy: policy.name.clone(),
+            format_version: None,
+            data_files: 0,
+            small_files: 0,
+            small_file_threshold_bytes: 0,
+            data_bytes: 0,
+            average_file_bytes: 0.0,
+            file_size_buckets: [0; SIZE_BUCKETS],
+            delete_files: 0,
+            manifests: 0,
+            snapshots: 0,
+            current_snapshot_id: None,
+            properties_in_sync: false,
+            drifted_keys: vec![],
+            error: Some(error),
+        }
+    }
+}
+
+/// The small-file threshold of a policy: `min-file-size-bytes`, else 75% of the target
+/// (`target-file-size-bytes`, else the table's `write.target-file-size-bytes`, else 512 MiB).
+pub fn small_file_threshold(policy: &Policy, table_props: &HashMap<String, String>) -> u64 {
+    let opts = policy.compaction.as_ref().map(|c| &c.options);
+    let get = |k: &str| {
+        opts.and_then(|o| o.get(k))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if let Some(min) = get("min-file-size-bytes") {
+        return min;
+    }
+    let target = get("target-file-size-bytes")
+        .or_else(|| {
+            table_props
+                .get("write.target-file-size-bytes")
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(536_870_912);
+    (target as f64 * 0.75) as u64
+}
+
+/// Loads `table` and computes its status against `policy`. A catalog failure other than "no such
+/// table" counts in `icemaint_catalog_request_errors_total`; unreadable manifests are reported in
+/// the status' `error`, not as an error.
+pub async fn inspect(
+    catalog: &CatalogHandle,
+    metrics: &Metrics,
+    table: &str,
+    policy: &Policy,
+) -> Result<TableStatus, CatalogError> {
+    let t = catalog.load(table).await.inspect_err(|e| {
+        if !matches!(e, CatalogError::TableNotFound(_)) {
+            metrics
+                .catalog_request_errors_total
+                .with_label_values(&["load_table"])
+                .inc();
+        }
+    })?;
+    let md = t.metadata();
+    let threshold = small_file_threshold(policy, md.properties());
+    let drift = properties::table_drift(&t, policy);
+    let (stats, error) = match file_stats(&t, threshold).await {
+        Ok(s) => (s, None),
+        Err(e) => (Default::default(), Some(format!("reading manifests: {e}"))),
+    };
+    Ok(TableStatus {
+        table: table.to_string(),
+        policy: policy.name.clone(),
+        format_version: Some(format_version_number(md.format_version())),
+        data_files: stats.data_files,
+        small_files: stats.small_files,
+        small_file_threshold_bytes: threshold,
+        data_bytes: stats.data_bytes,
+        average_file_bytes: stats.average_file_bytes,
+        file_size_buckets: stats.size_buckets,
+        delete_files: stats.delete_files,
+        manifests: stats.manifests,
+        snapshots: md.snapshots().count() as u64,
+        current_snapshot_id: md.current_snapshot_id(),
+        properties_in_sync: drift.is_empty(),
+        drifted_keys: drift.keys(),
+        error,
+    })
+}
+
+/// Sets the table gauges from a fresh status.
+pub fn publish(metrics: &Metrics, s: &TableStatus) {
+    let t = [s.table.as_str()];
+    let m = metrics;
+    m.init_table(&s.table);
+    m.table_data_files
+        .with_label_values(&t)
+        .set(s.data_files as i64);
+    m.table_small_files
+        .with_label_values(&t)
+        .set(s.small_files as i64);
+    m.table_delete_files
+        .with_label_values(&t)
+        .set(s.delete_files as i64);
+    m.table_snapshots
+        .with_label_values(&t)
+        .set(s.snapshots as i64);
+    m.table_data_bytes
+        .with_label_values(&t)
+        .set(s.data_bytes as i64);
+    m.table_average_file_bytes
+        .with_label_values(&t)
+        .set(s.average_file_bytes);
+    m.table_drifted_properties
+        .with_label_values(&t)
+        .set(s.drifted_keys.len() as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn threshold_follows_options_and_table() {
+        let mut p = crate::policy::parse_policy(
+            Path::new("p.toml"),
+            "version = 1\ntables = [\"a.b\"]\n[compaction]\ntarget-file-size-bytes = 1000\n",
+        )
+        .unwrap()
+        .0;
+        let none = HashMap::new();
+        assert_eq!(small_file_threshold(&p, &none), 750);
+        p.compaction = None;
+        assert_eq!(small_file_threshold(&p, &none), 402_653_184);
+        let props = [(
+            "write.target-file-size-bytes".to_string(),
+            "100".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(small_file_threshold(&p, &props), 75);
+    }
+}
