@@ -586,43 +586,40 @@ fn join(section: &str, key: &str) -> String {
     }
 }
 
-/// Parses `30s`, `15m`, `12h`, `5d`, `2w` (also combined: `1d12h`).
+/// Units named by humantime's calendar spans, which it counts as averages (a month is 30.44 days,
+/// a year 365.25 days): a retention window should not be off by hours from what its author meant,
+/// and `5M` (months) is one shift key away from `5m` (minutes), so these stay errors as before.
+const CALENDAR_UNITS: &[&str] = &["M", "month", "months", "y", "yr", "yrs", "year", "years"];
+
+/// Parses `30s`, `15m`, `12h`, `5d`, `2w` (also combined: `1d12h`, `1h 30m`).
+///
+/// The grammar is `humantime`'s: a widely used, well-tested crate that reports overflow instead of
+/// saturating and takes whitespace and spelled-out units (`30min`, `2 days`), which our own loop
+/// did not. Only the error texts are ours, and calendar units are refused (see
+/// [`CALENDAR_UNITS`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const UNITS: &str = "use s, m, h, d, w";
     let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
+    let d = humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::Empty => "empty duration".to_string(),
+        humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("invalid duration '{s}': missing unit after {value} ({UNITS})")
         }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => {
-                return Err(format!(
-                    "invalid duration '{s}': unknown unit '{c}' (use s, m, h, d, w)"
-                ));
-            }
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration '{s}': expected a number before '{c}'"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        num.clear();
-    }
-    if !num.is_empty() {
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("invalid duration '{s}': unknown unit '{unit}' ({UNITS})")
+        }
+        other => format!("invalid duration '{s}': {other}"),
+    })?;
+    // humantime takes the letters between numbers as the unit, so the same split finds them.
+    if let Some(unit) = s
+        .split(|c: char| !(c.is_ascii_alphabetic() || c == 'µ'))
+        .find(|u| CALENDAR_UNITS.contains(u))
+    {
         return Err(format!(
-            "invalid duration '{s}': missing unit after {num} (use s, m, h, d, w)"
+            "invalid duration '{s}': unit '{unit}' has no fixed length ({UNITS})"
         ));
     }
-    Ok(Duration::from_secs(total))
+    Ok(d)
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -677,8 +674,47 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
         idx: &idx,
         problems: Vec::new(),
     };
+    // The sections are checked in file-format order so problems come out in a stable order.
     cx.unknown_keys("", &doc, TOP_KEYS);
+    check_version(&mut cx, &doc);
+    let name = policy_name(&mut cx, &doc, path);
+    let tables = policy_tables(&mut cx, &doc);
+    let (properties, format_version) = policy_properties(&mut cx, &doc);
+    let reconcile_schedule = reconcile_schedule(&mut cx, &doc);
+    let compaction = cx
+        .section(&doc, "compaction")
+        .map(|t| compaction_policy(&mut cx, t));
+    let expire = cx
+        .section(&doc, "expire")
+        .map(|t| expire_policy(&mut cx, t));
+    let orphans = cx
+        .section(&doc, "orphans")
+        .map(|t| orphans_policy(&mut cx, t));
+    let manifests = cx
+        .section(&doc, "manifests")
+        .map(|t| manifests_policy(&mut cx, t));
 
+    let problems = cx.problems;
+    (
+        Some(Policy {
+            name,
+            file: path.to_path_buf(),
+            tables,
+            properties,
+            format_version,
+            reconcile_schedule,
+            compaction,
+            expire,
+            orphans,
+            manifests,
+        }),
+        idx,
+        problems,
+    )
+}
+
+/// Top-level `version`: must be [`POLICY_VERSION`].
+fn check_version(cx: &mut Ctx<'_>, doc: &toml::Table) {
     match doc.get("version") {
         Some(toml::Value::Integer(POLICY_VERSION)) => {}
         Some(v) => cx.err(
@@ -691,8 +727,11 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
             message: format!("missing 'version = {POLICY_VERSION}'"),
         }),
     }
+}
 
-    let name = match doc.get("name") {
+/// Top-level `name`, defaulting to the file's stem.
+fn policy_name(cx: &mut Ctx<'_>, doc: &toml::Table, path: &Path) -> String {
+    match doc.get("name") {
         Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(_) => {
             cx.err("name", "'name' must be a non-empty string");
@@ -702,8 +741,11 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default(),
-    };
+    }
+}
 
+/// Top-level `tables`: valid, distinct selectors, each problem on the line of its entry.
+fn policy_tables(cx: &mut Ctx<'_>, doc: &toml::Table) -> Vec<Selector> {
     let mut tables = Vec::new();
     match doc.get("tables") {
         Some(toml::Value::Array(items)) if !items.is_empty() => {
@@ -711,7 +753,7 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
             for item in items {
                 match item {
                     toml::Value::String(s) => {
-                        let line = idx.table_line(s);
+                        let line = cx.idx.table_line(s);
                         match validate_selector(s) {
                             Ok(()) if seen.insert(s.clone()) => tables.push(Selector(s.clone())),
                             Ok(()) => cx.problems.push(Problem {
@@ -743,10 +785,17 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
             message: "missing 'tables = [...]' (table names or globs this policy selects)".into(),
         }),
     }
+    tables
+}
 
+/// `[properties]`: desired table properties as strings, with `format-version` split off.
+fn policy_properties(
+    cx: &mut Ctx<'_>,
+    doc: &toml::Table,
+) -> (BTreeMap<String, String>, Option<u8>) {
     let mut properties = BTreeMap::new();
     let mut format_version = None;
-    if let Some(props) = cx.section(&doc, "properties") {
+    if let Some(props) = cx.section(doc, "properties") {
         for (k, v) in props {
             let path = format!("properties.{k}");
             let value = match v {
@@ -781,154 +830,156 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
             }
         }
     }
+    (properties, format_version)
+}
 
-    let reconcile_schedule = match cx.section(&doc, "reconcile") {
+/// `[reconcile]`: when property reconciliation runs.
+fn reconcile_schedule(cx: &mut Ctx<'_>, doc: &toml::Table) -> Schedule {
+    match cx.section(doc, "reconcile") {
         Some(t) => {
             cx.unknown_keys("reconcile", t, &["schedule"]);
             cx.schedule("reconcile", t, DEFAULT_RECONCILE)
         }
         None => Schedule::parse(DEFAULT_RECONCILE).expect("valid"),
-    };
+    }
+}
 
-    let compaction = cx.section(&doc, "compaction").map(|t| {
-        let enabled = cx.bool("compaction", t, "enabled", true);
-        let schedule = cx.schedule("compaction", t, DEFAULT_COMPACTION);
-        let strategy = match t.get("strategy") {
-            None => "binpack".to_string(),
-            Some(toml::Value::String(s)) if s == "binpack" => s.clone(),
-            Some(toml::Value::String(s)) => {
+/// `[compaction]`: every key besides `enabled`, `schedule` and `strategy` is a Spark option,
+/// checked by [`copts::resolve`] rather than against a fixed key list.
+fn compaction_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> CompactionPolicy {
+    let enabled = cx.bool("compaction", t, "enabled", true);
+    let schedule = cx.schedule("compaction", t, DEFAULT_COMPACTION);
+    let strategy = compaction_strategy(cx, t);
+    let mut options = BTreeMap::new();
+    for (k, v) in t {
+        if matches!(k.as_str(), "enabled" | "schedule" | "strategy") {
+            continue;
+        }
+        let path = format!("compaction.{k}");
+        let value = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
                 cx.err(
-                    "compaction.strategy",
-                    format!("unsupported strategy '{s}' (icemaint implements 'binpack')"),
+                    &path,
+                    format!("option '{k}' must be a scalar, not {}", other.type_str()),
                 );
-                s.clone()
-            }
-            Some(other) => {
-                cx.err(
-                    "compaction.strategy",
-                    format!(
-                        "'compaction.strategy' must be a string, not {}",
-                        other.type_str()
-                    ),
-                );
-                "binpack".to_string()
-            }
-        };
-        let mut options = BTreeMap::new();
-        for (k, v) in t {
-            if matches!(k.as_str(), "enabled" | "schedule" | "strategy") {
                 continue;
             }
-            let path = format!("compaction.{k}");
-            let value = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(n) => n.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                other => {
-                    cx.err(
-                        &path,
-                        format!("option '{k}' must be a scalar, not {}", other.type_str()),
-                    );
-                    continue;
-                }
-            };
-            options.insert(k.clone(), value);
+        };
+        options.insert(k.clone(), value);
+    }
+    if let Err(errors) = copts::resolve(&options, &HashMap::new()) {
+        for e in errors {
+            let path = format!("compaction.{}", e.key);
+            cx.err(&path, e.to_string());
         }
-        if let Err(errors) = copts::resolve(&options, &HashMap::new()) {
-            for e in errors {
-                let path = format!("compaction.{}", e.key);
-                cx.err(&path, e.to_string());
-            }
-        }
-        CompactionPolicy {
-            enabled,
-            schedule,
-            strategy,
-            options,
-        }
-    });
+    }
+    CompactionPolicy {
+        enabled,
+        schedule,
+        strategy,
+        options,
+    }
+}
 
-    let expire = cx.section(&doc, "expire").map(|t| {
-        cx.unknown_keys(
-            "expire",
-            t,
-            &[
-                "enabled",
-                "schedule",
-                "older-than",
-                "retain-last",
-                "max-concurrent-deletes",
-            ],
-        );
-        ExpirePolicy {
-            enabled: cx.bool("expire", t, "enabled", true),
-            schedule: cx.schedule("expire", t, DEFAULT_EXPIRE),
-            older_than: cx.duration("expire", t, "older-than"),
-            retain_last: cx.uint("expire", t, "retain-last", 1).map(|n| n as u32),
-            max_concurrent_deletes: cx
-                .uint("expire", t, "max-concurrent-deletes", 1)
-                .unwrap_or(16) as usize,
-        }
-    });
-
-    let orphans = cx.section(&doc, "orphans").map(|t| {
-        cx.unknown_keys(
-            "orphans",
-            t,
-            &["enabled", "schedule", "older-than", "dry-run", "max-concurrent-deletes"],
-        );
-        let older_than = cx.duration("orphans", t, "older-than");
-        if let Some(d) = older_than
-            && d < Duration::from_secs(86_400)
-        {
+/// `compaction.strategy`: only `binpack` is implemented.
+fn compaction_strategy(cx: &mut Ctx<'_>, t: &toml::Table) -> String {
+    match t.get("strategy") {
+        None => "binpack".to_string(),
+        Some(toml::Value::String(s)) if s == "binpack" => s.clone(),
+        Some(toml::Value::String(s)) => {
             cx.err(
-                "orphans.older-than",
-                "'orphans.older-than' under 1d could delete files of commits still in flight; use at least 1d",
+                "compaction.strategy",
+                format!("unsupported strategy '{s}' (icemaint implements 'binpack')"),
             );
+            s.clone()
         }
-        OrphansPolicy {
-            enabled: cx.bool("orphans", t, "enabled", true),
-            schedule: cx.schedule("orphans", t, DEFAULT_ORPHANS),
-            older_than,
-            dry_run: cx.bool("orphans", t, "dry-run", false),
-            max_concurrent_deletes: cx
-                .uint("orphans", t, "max-concurrent-deletes", 1)
-                .unwrap_or(16) as usize,
+        Some(other) => {
+            cx.err(
+                "compaction.strategy",
+                format!(
+                    "'compaction.strategy' must be a string, not {}",
+                    other.type_str()
+                ),
+            );
+            "binpack".to_string()
         }
-    });
+    }
+}
 
-    let manifests = cx.section(&doc, "manifests").map(|t| {
-        cx.unknown_keys(
-            "manifests",
-            t,
-            &["enabled", "schedule", "min-manifests", "target-size-bytes"],
+/// `[expire]`.
+fn expire_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ExpirePolicy {
+    cx.unknown_keys(
+        "expire",
+        t,
+        &[
+            "enabled",
+            "schedule",
+            "older-than",
+            "retain-last",
+            "max-concurrent-deletes",
+        ],
+    );
+    ExpirePolicy {
+        enabled: cx.bool("expire", t, "enabled", true),
+        schedule: cx.schedule("expire", t, DEFAULT_EXPIRE),
+        older_than: cx.duration("expire", t, "older-than"),
+        retain_last: cx.uint("expire", t, "retain-last", 1).map(|n| n as u32),
+        max_concurrent_deletes: cx
+            .uint("expire", t, "max-concurrent-deletes", 1)
+            .unwrap_or(16) as usize,
+    }
+}
+
+/// `[orphans]`.
+fn orphans_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> OrphansPolicy {
+    cx.unknown_keys(
+        "orphans",
+        t,
+        &[
+            "enabled",
+            "schedule",
+            "older-than",
+            "dry-run",
+            "max-concurrent-deletes",
+        ],
+    );
+    let older_than = cx.duration("orphans", t, "older-than");
+    if let Some(d) = older_than
+        && d < Duration::from_secs(86_400)
+    {
+        cx.err(
+            "orphans.older-than",
+            "'orphans.older-than' under 1d could delete files of commits still in flight; use at least 1d",
         );
-        ManifestsPolicy {
-            enabled: cx.bool("manifests", t, "enabled", true),
-            schedule: cx.schedule("manifests", t, DEFAULT_MANIFESTS),
-            min_manifests: cx.uint("manifests", t, "min-manifests", 2).unwrap_or(100) as usize,
-            target_size_bytes: cx.uint("manifests", t, "target-size-bytes", 1),
-        }
-    });
+    }
+    OrphansPolicy {
+        enabled: cx.bool("orphans", t, "enabled", true),
+        schedule: cx.schedule("orphans", t, DEFAULT_ORPHANS),
+        older_than,
+        dry_run: cx.bool("orphans", t, "dry-run", false),
+        max_concurrent_deletes: cx
+            .uint("orphans", t, "max-concurrent-deletes", 1)
+            .unwrap_or(16) as usize,
+    }
+}
 
-    let problems = cx.problems;
-    (
-        Some(Policy {
-            name,
-            file: path.to_path_buf(),
-            tables,
-            properties,
-            format_version,
-            reconcile_schedule,
-            compaction,
-            expire,
-            orphans,
-            manifests,
-        }),
-        idx,
-        problems,
-    )
+/// `[manifests]`.
+fn manifests_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ManifestsPolicy {
+    cx.unknown_keys(
+        "manifests",
+        t,
+        &["enabled", "schedule", "min-manifests", "target-size-bytes"],
+    );
+    ManifestsPolicy {
+        enabled: cx.bool("manifests", t, "enabled", true),
+        schedule: cx.schedule("manifests", t, DEFAULT_MANIFESTS),
+        min_manifests: cx.uint("manifests", t, "min-manifests", 2).unwrap_or(100) as usize,
+        target_size_bytes: cx.uint("manifests", t, "target-size-bytes", 1),
+    }
 }
 
 /// Folds a multi-line library message (e.g. the cron parser's caret diagram) into one line.
@@ -1220,6 +1271,55 @@ dry-run = true
         );
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    /// Every form the shipped policies, the docs and the CLI use, and the messages of the errors.
+    #[test]
+    fn duration_forms_and_errors() {
+        for (text, secs) in [
+            ("3d", 3 * 86_400),
+            ("90s", 90),
+            ("12h", 12 * 3600),
+            ("0s", 0),
+            ("1w", 604_800),
+            ("30m", 1800),
+            ("1h30m", 5400),
+            (" 2w ", 2 * 604_800),
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+        }
+        let err = |text: &str| parse_duration(text).unwrap_err();
+        assert_eq!(err(""), "empty duration");
+        assert_eq!(err("  "), "empty duration");
+        assert_eq!(
+            err("5"),
+            "invalid duration '5': missing unit after 5 (use s, m, h, d, w)"
+        );
+        assert_eq!(
+            err("5x"),
+            "invalid duration '5x': unknown unit 'x' (use s, m, h, d, w)"
+        );
+        assert_eq!(
+            err("5y"),
+            "invalid duration '5y': unit 'y' has no fixed length (use s, m, h, d, w)"
+        );
+        assert!(err("1d 2M").contains("unit 'M' has no fixed length"));
+        assert!(err("1 years").contains("unit 'years' has no fixed length"));
+        assert!(err("x").starts_with("invalid duration 'x': "));
+        assert!(err("-5d").starts_with("invalid duration '-5d': "));
+        assert!(err("99999999999999999999d").starts_with("invalid duration '"));
+        for text in ["", "5", "5x", "5y", "x", "-5d", "99999999999999999999d"] {
+            let e = err(text);
+            assert!(!e.contains('\n'), "{e}");
+            assert!(
+                !e.starts_with(|c: char| c.is_uppercase()),
+                "{e} starts lowercase"
+            );
+        }
     }
 
     #[test]

@@ -125,186 +125,323 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    pub fn new() -> Self {
-        let r = Registry::new();
-        let t = &["table"];
-        let m = Self {
-            table_data_files: gauge_vec(
-                &r,
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+    labels: &[&str],
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+/// Label set of the per-table families.
+const TABLE: &[&str] = &["table"];
+
+// The families below are registered by `Metrics::new` in the order they are declared there, one
+// function each, so every metric is still defined exactly once and each stays short to read.
+
+/// Gauges describing a watched table's current state, set by reconciliation.
+struct TableMetrics {
+    data_files: IntGaugeVec,
+    small_files: IntGaugeVec,
+    delete_files: IntGaugeVec,
+    snapshots: IntGaugeVec,
+    data_bytes: IntGaugeVec,
+    average_file_bytes: GaugeVec,
+    drifted_properties: IntGaugeVec,
+}
+
+impl TableMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+            data_files: gauge_vec(
+                r,
                 "icemaint_table_data_files",
                 "Live data files in the table's current snapshot.",
-                t,
+                TABLE,
             ),
-            table_small_files: gauge_vec(
-                &r,
+            small_files: gauge_vec(
+                r,
                 "icemaint_table_small_files",
                 "Live data files smaller than the policy's min-file-size-bytes.",
-                t,
+                TABLE,
             ),
-            table_delete_files: gauge_vec(
-                &r,
+            delete_files: gauge_vec(
+                r,
                 "icemaint_table_delete_files",
                 "Live delete files in the table's current snapshot.",
-                t,
+                TABLE,
             ),
-            table_snapshots: gauge_vec(
-                &r,
+            snapshots: gauge_vec(
+                r,
                 "icemaint_table_snapshots",
                 "Snapshots in the table's metadata.",
-                t,
+                TABLE,
             ),
-            table_data_bytes: gauge_vec(
-                &r,
+            data_bytes: gauge_vec(
+                r,
                 "icemaint_table_data_bytes",
                 "Bytes of live data files.",
-                t,
+                TABLE,
             ),
-            table_average_file_bytes: fgauge_vec(
-                &r,
+            average_file_bytes: fgauge_vec(
+                r,
                 "icemaint_table_average_file_bytes",
                 "Average size of live data files.",
-                t,
+                TABLE,
             ),
-            table_drifted_properties: gauge_vec(
-                &r,
+            drifted_properties: gauge_vec(
+                r,
                 "icemaint_table_drifted_properties",
                 "Desired properties (and format version) the table does not have right now.",
-                t,
+                TABLE,
             ),
-            drift_detected_total: counter_vec(
-                &r,
+        }
+    }
+}
+
+/// Property drift found and corrected by reconciliation.
+struct DriftMetrics {
+    detected_total: IntCounterVec,
+    corrected_total: IntCounterVec,
+}
+
+impl DriftMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+            detected_total: counter_vec(
+                r,
                 "icemaint_property_drift_detected_total",
                 "Property differences found between a table and its policy.",
-                t,
+                TABLE,
             ),
-            drift_corrected_total: counter_vec(
-                &r,
+            corrected_total: counter_vec(
+                r,
                 "icemaint_property_drift_corrected_total",
                 "Property differences committed to the table.",
-                t,
+                TABLE,
             ),
+        }
+    }
+}
+
+/// Maintenance job outcomes and timings.
+struct JobMetrics {
+    jobs_total: IntCounterVec,
+    job_duration_seconds: HistogramVec,
+    last_success_timestamp_seconds: GaugeVec,
+}
+
+impl JobMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
             jobs_total: counter_vec(
-                &r,
+                r,
                 "icemaint_jobs_total",
                 "Finished maintenance jobs.",
                 &["kind", "outcome"],
             ),
-            job_duration_seconds: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "icemaint_job_duration_seconds",
-                        "Duration of maintenance jobs.",
-                    )
-                    .buckets(vec![
-                        0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
-                    ]),
-                    &["kind"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(h.clone()))
-                    .expect("metric registered once");
-                h
-            },
+            job_duration_seconds: histogram_vec(
+                r,
+                "icemaint_job_duration_seconds",
+                "Duration of maintenance jobs.",
+                vec![
+                    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+                ],
+                &["kind"],
+            ),
             last_success_timestamp_seconds: fgauge_vec(
-                &r,
+                r,
                 "icemaint_last_success_timestamp_seconds",
                 "Unix time of the last successful job per table and kind.",
                 &["table", "kind"],
             ),
+        }
+    }
+}
+
+/// Health of the daemon's dependencies (catalog, state store) and the size of its watch list.
+struct HealthMetrics {
+    catalog_request_errors_total: IntCounterVec,
+    catalog_up: IntGauge,
+    store_up: IntGauge,
+    watched_tables: IntGauge,
+}
+
+impl HealthMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
             catalog_request_errors_total: counter_vec(
-                &r,
+                r,
                 "icemaint_catalog_request_errors_total",
                 "Failed catalog requests.",
                 &["operation"],
             ),
             catalog_up: gauge(
-                &r,
+                r,
                 "icemaint_catalog_up",
                 "1 when the last catalog check answered.",
             ),
             store_up: gauge(
-                &r,
+                r,
                 "icemaint_store_up",
                 "1 when the last state store check answered.",
             ),
-            watched_tables: gauge(
-                &r,
-                "icemaint_watched_tables",
-                "Tables selected by a policy.",
-            ),
-            compaction_bytes_read_total: counter_vec(
-                &r,
+            watched_tables: gauge(r, "icemaint_watched_tables", "Tables selected by a policy."),
+        }
+    }
+}
+
+/// Work done by compaction, and the commit conflicts and retries it (mostly) runs into.
+struct CompactionMetrics {
+    bytes_read_total: IntCounterVec,
+    bytes_written_total: IntCounterVec,
+    files_read_total: IntCounterVec,
+    files_written_total: IntCounterVec,
+    groups_total: IntCounterVec,
+    commit_conflicts_total: IntCounterVec,
+    commit_retries_total: IntCounterVec,
+}
+
+impl CompactionMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+            bytes_read_total: counter_vec(
+                r,
                 "icemaint_compaction_bytes_read_total",
                 "Bytes of data files read by compaction.",
-                t,
+                TABLE,
             ),
-            compaction_bytes_written_total: counter_vec(
-                &r,
+            bytes_written_total: counter_vec(
+                r,
                 "icemaint_compaction_bytes_written_total",
                 "Bytes of data files written by compaction.",
-                t,
+                TABLE,
             ),
-            compaction_files_read_total: counter_vec(
-                &r,
+            files_read_total: counter_vec(
+                r,
                 "icemaint_compaction_files_read_total",
                 "Data files rewritten by compaction.",
-                t,
+                TABLE,
             ),
-            compaction_files_written_total: counter_vec(
-                &r,
+            files_written_total: counter_vec(
+                r,
                 "icemaint_compaction_files_written_total",
                 "Data files written by compaction.",
-                t,
+                TABLE,
             ),
-            compaction_groups_total: counter_vec(
-                &r,
+            groups_total: counter_vec(
+                r,
                 "icemaint_compaction_groups_total",
                 "File groups by outcome (planned, committed, failed, conflict).",
                 &["table", "outcome"],
             ),
             commit_conflicts_total: counter_vec(
-                &r,
+                r,
                 "icemaint_commit_conflicts_total",
                 "Commits refused by validation against concurrent changes.",
-                t,
+                TABLE,
             ),
             commit_retries_total: counter_vec(
-                &r,
+                r,
                 "icemaint_commit_retries_total",
                 "Commit attempts retried after a catalog conflict.",
-                t,
+                TABLE,
             ),
+        }
+    }
+}
+
+/// What snapshot expiry, orphan removal and manifest rewrite removed or replaced.
+struct PruningMetrics {
+    snapshots_expired_total: IntCounterVec,
+    files_deleted_total: IntCounterVec,
+    deleted_bytes_total: IntCounterVec,
+    orphan_files_found_total: IntCounterVec,
+    manifests_rewritten_total: IntCounterVec,
+}
+
+impl PruningMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
             snapshots_expired_total: counter_vec(
-                &r,
+                r,
                 "icemaint_snapshots_expired_total",
                 "Snapshots removed by expiry.",
-                t,
+                TABLE,
             ),
             files_deleted_total: counter_vec(
-                &r,
+                r,
                 "icemaint_files_deleted_total",
                 "Files deleted by maintenance, by kind (data, delete, manifest, manifest_list, metadata, orphan).",
                 &["file_kind"],
             ),
             deleted_bytes_total: counter_vec(
-                &r,
+                r,
                 "icemaint_deleted_bytes_total",
                 "Bytes deleted by maintenance, by kind.",
                 &["file_kind"],
             ),
             orphan_files_found_total: counter_vec(
-                &r,
+                r,
                 "icemaint_orphan_files_found_total",
                 "Files under a table location that no snapshot or metadata references.",
-                t,
+                TABLE,
             ),
             manifests_rewritten_total: counter_vec(
-                &r,
+                r,
                 "icemaint_manifests_rewritten_total",
                 "Manifests replaced by manifest rewrite.",
-                t,
+                TABLE,
             ),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        // Sequential `let`s keep the registration order of the families.
+        let table = TableMetrics::register(&r);
+        let drift = DriftMetrics::register(&r);
+        let jobs = JobMetrics::register(&r);
+        let health = HealthMetrics::register(&r);
+        let compaction = CompactionMetrics::register(&r);
+        let pruning = PruningMetrics::register(&r);
+        let m = Self {
+            table_data_files: table.data_files,
+            table_small_files: table.small_files,
+            table_delete_files: table.delete_files,
+            table_snapshots: table.snapshots,
+            table_data_bytes: table.data_bytes,
+            table_average_file_bytes: table.average_file_bytes,
+            table_drifted_properties: table.drifted_properties,
+            drift_detected_total: drift.detected_total,
+            drift_corrected_total: drift.corrected_total,
+            jobs_total: jobs.jobs_total,
+            job_duration_seconds: jobs.job_duration_seconds,
+            last_success_timestamp_seconds: jobs.last_success_timestamp_seconds,
+            catalog_request_errors_total: health.catalog_request_errors_total,
+            catalog_up: health.catalog_up,
+            store_up: health.store_up,
+            watched_tables: health.watched_tables,
+            compaction_bytes_read_total: compaction.bytes_read_total,
+            compaction_bytes_written_total: compaction.bytes_written_total,
+            compaction_files_read_total: compaction.files_read_total,
+            compaction_files_written_total: compaction.files_written_total,
+            compaction_groups_total: compaction.groups_total,
+            commit_conflicts_total: compaction.commit_conflicts_total,
+            commit_retries_total: compaction.commit_retries_total,
+            snapshots_expired_total: pruning.snapshots_expired_total,
+            files_deleted_total: pruning.files_deleted_total,
+            deleted_bytes_total: pruning.deleted_bytes_total,
+            orphan_files_found_total: pruning.orphan_files_found_total,
+            manifests_rewritten_total: pruning.manifests_rewritten_total,
             registry: r,
         };
         let build = gauge_vec(
