@@ -13,7 +13,8 @@ use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest, ProgressObserver};
 use crate::jobs::{JobKind, JobOutcome, JobStatus, StartError, Trigger};
 use crate::ops::{self, prune::Overrides};
-use crate::policy::{Policy, parse_duration};
+use crate::policy::Policy;
+use crate::util::parse_duration;
 
 use super::{parse_key_values, print};
 

@@ -15,7 +15,7 @@ use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest};
 use crate::jobs::{JobKind, Trigger};
 use crate::ops::prune::Overrides;
-use crate::policy::parse_duration;
+use crate::util::parse_duration;
 
 /// The optional request body.
 #[derive(Debug, Default, Deserialize)]
