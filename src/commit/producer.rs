@@ -68,6 +68,28 @@ struct CommitIdentity {
     next_manifest: u64,
 }
 
+impl CommitIdentity {
+    /// The identity for the next attempt on `table`: the one kept in `slot`, with a new snapshot
+    /// id when `table` already has a snapshot with its id, or a new one stored in `slot`.
+    fn for_attempt<'s>(slot: &'s mut Option<CommitIdentity>, table: &Table) -> &'s mut Self {
+        match slot {
+            Some(id) => {
+                // Earlier attempts definitely failed, so their id is free unless someone else
+                // drew the same one meanwhile.
+                if table.metadata().snapshot_by_id(id.snapshot_id).is_some() {
+                    id.snapshot_id = new_snapshot_id(table);
+                }
+                id
+            }
+            None => slot.insert(CommitIdentity {
+                snapshot_id: new_snapshot_id(table),
+                commit_uuid: Uuid::new_v4(),
+                next_manifest: 0,
+            }),
+        }
+    }
+}
+
 /// Writes the files of one attempt and builds its snapshot. Handed to [`SnapshotChange::build`].
 #[derive(Debug)]
 pub struct SnapshotProducer<'a> {
@@ -137,6 +159,22 @@ impl<'a> SnapshotProducer<'a> {
             ManifestContentType::Data => builder.build_v2_data(),
             ManifestContentType::Deletes => builder.build_v2_deletes(),
         })
+    }
+
+    /// Builds `change` on this attempt's table and writes its manifest list; on failure deletes
+    /// every file the attempt wrote.
+    async fn prepare(
+        &mut self,
+        change: &dyn SnapshotChange,
+    ) -> Result<PreparedCommit, ReplaceError> {
+        let prepared = match change.build(self).await {
+            Ok(built) => self.finish(built).await,
+            Err(e) => Err(e),
+        };
+        if prepared.is_err() {
+            self.cleanup().await;
+        }
+        prepared
     }
 
     /// Deletes every file this attempt wrote (best effort: a leftover is an orphan, not an error).
@@ -286,34 +324,11 @@ pub async fn commit_change(
             .await
             .map_err(ReplaceError::Catalog)?;
         check_format_version(&table)?;
-        let identity = match identity.as_mut() {
-            // Earlier attempts definitely failed, so their id is free unless someone else drew
-            // the same one meanwhile.
-            Some(id) if table.metadata().snapshot_by_id(id.snapshot_id).is_none() => id,
-            Some(id) => {
-                id.snapshot_id = new_snapshot_id(&table);
-                id
-            }
-            None => identity.insert(CommitIdentity {
-                snapshot_id: new_snapshot_id(&table),
-                commit_uuid: Uuid::new_v4(),
-                next_manifest: 0,
-            }),
-        };
+        let identity = CommitIdentity::for_attempt(&mut identity, &table);
         let snapshot_id = identity.snapshot_id;
         let mut producer = SnapshotProducer::new(&table, identity, attempt);
 
-        let prepared = match change.build(&mut producer).await {
-            Ok(built) => producer.finish(built).await,
-            Err(e) => Err(e),
-        };
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                producer.cleanup().await;
-                return Err(e);
-            }
-        };
+        let prepared = producer.prepare(change).await?;
 
         let summary = prepared.summary;
         crashpoint::reached(CrashPoint::CommitBeforeCatalog);

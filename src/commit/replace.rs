@@ -28,7 +28,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
     DataContentType, DataFile, ManifestContentType, ManifestFile, Operation, PrimitiveLiteral,
-    Struct,
+    SnapshotRef, Struct, TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
@@ -242,8 +242,83 @@ impl SnapshotChange for ReplaceOp<'_> {
     ) -> Result<BuiltSnapshot, ReplaceError> {
         let table = producer.table();
         let md = table.metadata();
-        let start = self.change.starting_snapshot_id;
+        let start = self.start_point(md)?;
+        self.check_added_partitions(md)?;
 
+        let manifest_list = table.manifest_list_reader(start.parent).load().await?;
+        let (plans, found, live_seqs) = self
+            .scan_data_manifests(table, manifest_list.entries())
+            .await?;
+        let replaced = self.replaced_files(&found)?;
+        let use_starting = self.change.use_starting_sequence_number;
+        check_new_deletes(table, &start.history, start.seq, &replaced, use_starting).await?;
+        // The data sequence number the new files will read as.
+        let added_seq = if use_starting {
+            start.seq
+        } else {
+            producer.sequence_number()
+        };
+
+        tracing::debug!(
+            table = %table.identifier(),
+            snapshots_since_start = start.history.len(),
+            manifests_rewritten = plans.iter().filter(|p| matches!(p, Plan::Rewrite(_))).count(),
+            manifests_carried = plans.iter().filter(|p| matches!(p, Plan::Carry(_))).count(),
+            "replace validated"
+        );
+
+        let (delete_plans, dangling) = self
+            .plan_delete_manifests(table, manifest_list.entries(), live_seqs, added_seq)
+            .await?;
+
+        // Everything is valid: write the new snapshot's manifests.
+        let mut delta = SummaryDelta::default();
+        let mut manifests = Vec::new();
+        if !self.change.add.is_empty() {
+            manifests.push(
+                self.write_added_manifest(producer, start.seq, &mut delta)
+                    .await?,
+            );
+        }
+        let replaced_path = |p: &str| self.delete_set.contains(p);
+        manifests.extend(apply_plans(producer, plans, &replaced_path, &mut delta).await?);
+        let dangling_path = |p: &str| dangling.contains(p);
+        manifests.extend(apply_plans(producer, delete_plans, &dangling_path, &mut delta).await?);
+        if !dangling.is_empty() {
+            tracing::info!(
+                table = %table.identifier(),
+                delete_files = dangling.len(),
+                "removing dangling delete files"
+            );
+        }
+
+        let summary = build_summary(
+            &delta,
+            Some(&start.parent.summary().additional_properties),
+            &self.change.summary_properties,
+        );
+        Ok(BuiltSnapshot {
+            operation: Operation::Replace,
+            manifests,
+            summary,
+        })
+    }
+}
+
+/// Where the rewrite started, seen from the table of one attempt.
+struct StartPoint<'t> {
+    /// `main`'s current snapshot: the new snapshot's parent.
+    parent: &'t SnapshotRef,
+    /// The snapshots committed on `main` since the start.
+    history: Vec<i64>,
+    /// The starting snapshot's sequence number.
+    seq: i64,
+}
+
+impl ReplaceOp<'_> {
+    /// Checks that the starting snapshot is still known and an ancestor of `main`'s current one.
+    fn start_point<'t>(&self, md: &'t TableMetadata) -> Result<StartPoint<'t>, ReplaceError> {
+        let start = self.change.starting_snapshot_id;
         let parent = md.current_snapshot().ok_or_else(|| {
             ReplaceError::Validation(format!(
                 "table has no current snapshot; starting snapshot {start} is not an ancestor of main"
@@ -253,7 +328,7 @@ impl SnapshotChange for ReplaceOp<'_> {
             md.snapshot_by_id(id).map(|s| s.parent_snapshot_id())
         })
         .map_err(ReplaceError::Validation)?;
-        let starting_seq = md
+        let seq = md
             .snapshot_by_id(start)
             .map(|s| s.sequence_number())
             .ok_or_else(|| {
@@ -261,7 +336,15 @@ impl SnapshotChange for ReplaceOp<'_> {
                     "starting snapshot {start} has expired; its sequence number is unknown"
                 ))
             })?;
+        Ok(StartPoint {
+            parent,
+            history,
+            seq,
+        })
+    }
 
+    /// Checks that every file to add has a partition tuple of the default spec's arity.
+    fn check_added_partitions(&self, md: &TableMetadata) -> Result<(), ReplaceError> {
         let partition_arity = md.default_partition_type().fields().len();
         if let Some(f) = self
             .change
@@ -277,12 +360,15 @@ impl SnapshotChange for ReplaceOp<'_> {
                 partition_arity
             )));
         }
+        Ok(())
+    }
 
-        let manifest_list = table.manifest_list_reader(parent).load().await?;
-        let (plans, found, mut live_seqs) = self
-            .scan_data_manifests(table, manifest_list.entries())
-            .await?;
-
+    /// The files to replace as found live in the parent (in request order); an error naming
+    /// those that are not.
+    fn replaced_files(
+        &self,
+        found: &HashMap<String, ReplacedFile>,
+    ) -> Result<Vec<ReplacedFile>, ReplaceError> {
         let live: HashSet<String> = found.keys().cloned().collect();
         let missing = validate::missing_paths(&self.delete_paths, &live);
         if !missing.is_empty() {
@@ -290,108 +376,70 @@ impl SnapshotChange for ReplaceOp<'_> {
                 &missing,
             )));
         }
-        let replaced: Vec<ReplacedFile> = self
+        Ok(self
             .delete_paths
             .iter()
             .filter_map(|p| found.get(p).cloned())
-            .collect();
-        let use_starting = self.change.use_starting_sequence_number;
-        check_new_deletes(table, &history, starting_seq, &replaced, use_starting).await?;
-        // The data sequence number the new files will read as.
-        let added_seq = if use_starting {
-            starting_seq
-        } else {
-            producer.sequence_number()
-        };
+            .collect())
+    }
 
-        tracing::debug!(
-            table = %table.identifier(),
-            snapshots_since_start = history.len(),
-            manifests_rewritten = plans.iter().filter(|p| matches!(p, Plan::Rewrite(_))).count(),
-            manifests_carried = plans.iter().filter(|p| matches!(p, Plan::Carry(_))).count(),
-            "replace validated"
-        );
-
-        let (delete_plans, dangling) = if self.change.remove_dangling_deletes {
-            let default_spec = md.default_partition_spec_id();
-            for f in &self.change.add {
-                live_seqs.add(default_spec, f.partition(), added_seq);
-            }
-            self.scan_delete_manifests(table, manifest_list.entries(), &live_seqs)
-                .await?
-        } else {
-            let carried = live_manifests(manifest_list.entries(), ManifestContentType::Deletes)
+    /// What to do with the parent's delete manifests: with `remove_dangling_deletes`, rewrite
+    /// those holding delete files that apply to no live data file once the new files (at
+    /// `added_seq`) are in, and return those files' paths; otherwise carry every live one.
+    async fn plan_delete_manifests(
+        &self,
+        table: &Table,
+        manifests: &[ManifestFile],
+        mut live_seqs: LiveSequences,
+        added_seq: i64,
+    ) -> Result<(Vec<Plan>, HashSet<String>), ReplaceError> {
+        if !self.change.remove_dangling_deletes {
+            let carried = live_manifests(manifests, ManifestContentType::Deletes)
                 .map(|m| Plan::Carry(m.clone()))
                 .collect();
-            (carried, HashSet::new())
-        };
-
-        // Everything is valid: write the new snapshot's manifests.
-        let mut delta = SummaryDelta::default();
-        let mut manifests = Vec::new();
-        if !self.change.add.is_empty() {
-            let spec = md.default_partition_spec();
-            let mut writer = producer.new_manifest_writer(
-                ManifestContentType::Data,
-                md.current_schema().clone(),
-                spec.as_ref().clone(),
-            )?;
-            for f in &self.change.add {
-                delta.add_data_file(
-                    spec.spec_id(),
-                    f.partition(),
-                    f.record_count(),
-                    f.file_size_in_bytes(),
-                );
-                // The starting snapshot's data sequence number: equality deletes committed after
-                // the start must still apply to the rewritten rows, older ones must not (they
-                // were applied while rewriting). The file sequence number is inherited from the
-                // new snapshot; without `use-starting-sequence-number` the data sequence number
-                // is too (a negative one is left unset).
-                writer.add_file(f.clone(), if use_starting { starting_seq } else { -1 })?;
-            }
-            manifests.push(writer.write_manifest_file().await?);
+            return Ok((carried, HashSet::new()));
         }
-        for plan in plans {
-            match plan {
-                Plan::Carry(m) => manifests.push(m),
-                Plan::Rewrite(m) => {
-                    let removed = |p: &str| self.delete_set.contains(p);
-                    manifests.push(rewrite_manifest(producer, &m, &removed, &mut delta).await?);
-                }
-            }
+        let default_spec = table.metadata().default_partition_spec_id();
+        for f in &self.change.add {
+            live_seqs.add(default_spec, f.partition(), added_seq);
         }
-        for plan in delete_plans {
-            match plan {
-                Plan::Carry(m) => manifests.push(m),
-                Plan::Rewrite(m) => {
-                    let removed = |p: &str| dangling.contains(p);
-                    manifests.push(rewrite_manifest(producer, &m, &removed, &mut delta).await?);
-                }
-            }
-        }
-        if !dangling.is_empty() {
-            tracing::info!(
-                table = %table.identifier(),
-                delete_files = dangling.len(),
-                "removing dangling delete files"
-            );
-        }
-
-        let summary = build_summary(
-            &delta,
-            Some(&parent.summary().additional_properties),
-            &self.change.summary_properties,
-        );
-        Ok(BuiltSnapshot {
-            operation: Operation::Replace,
-            manifests,
-            summary,
-        })
+        self.scan_delete_manifests(table, manifests, &live_seqs)
+            .await
     }
-}
 
-impl ReplaceOp<'_> {
+    /// Writes the manifest of the added files, owned by the new snapshot, and counts them in
+    /// `delta`.
+    async fn write_added_manifest(
+        &self,
+        producer: &mut SnapshotProducer<'_>,
+        starting_seq: i64,
+        delta: &mut SummaryDelta,
+    ) -> Result<ManifestFile, ReplaceError> {
+        let md = producer.table().metadata();
+        let spec = md.default_partition_spec();
+        let mut writer = producer.new_manifest_writer(
+            ManifestContentType::Data,
+            md.current_schema().clone(),
+            spec.as_ref().clone(),
+        )?;
+        let use_starting = self.change.use_starting_sequence_number;
+        for f in &self.change.add {
+            delta.add_data_file(
+                spec.spec_id(),
+                f.partition(),
+                f.record_count(),
+                f.file_size_in_bytes(),
+            );
+            // The starting snapshot's data sequence number: equality deletes committed after
+            // the start must still apply to the rewritten rows, older ones must not (they
+            // were applied while rewriting). The file sequence number is inherited from the
+            // new snapshot; without `use-starting-sequence-number` the data sequence number
+            // is too (a negative one is left unset).
+            writer.add_file(f.clone(), if use_starting { starting_seq } else { -1 })?;
+        }
+        Ok(writer.write_manifest_file().await?)
+    }
+
     /// Reads the parent's data manifests and decides, per manifest, whether it is carried as is,
     /// rewritten (it holds a replaced file) or dropped (no live files). Only the decision is kept,
     /// not the manifests' contents, so memory stays bounded by the read concurrency.
@@ -480,6 +528,26 @@ impl ReplaceOp<'_> {
         }
         Ok((plans, dangling))
     }
+}
+
+/// The manifests `plans` leave: carried ones as they are, the others rewritten without the
+/// entries whose path `removed` accepts.
+async fn apply_plans(
+    producer: &mut SnapshotProducer<'_>,
+    plans: Vec<Plan>,
+    removed: &(dyn Fn(&str) -> bool + Sync),
+    delta: &mut SummaryDelta,
+) -> Result<Vec<ManifestFile>, ReplaceError> {
+    let mut manifests = Vec::with_capacity(plans.len());
+    for plan in plans {
+        match plan {
+            Plan::Carry(m) => manifests.push(m),
+            Plan::Rewrite(m) => {
+                manifests.push(rewrite_manifest(producer, &m, removed, delta).await?)
+            }
+        }
+    }
+    Ok(manifests)
 }
 
 /// Writes a copy of `m` owned by the new snapshot: entries whose path `removed` accepts become

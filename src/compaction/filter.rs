@@ -162,161 +162,13 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        let c = chars[i];
-        let pos = i + 1;
-        if c.is_whitespace() {
+        if chars[i].is_whitespace() {
             i += 1;
             continue;
         }
-        let push = |out: &mut Vec<Token>, tok: Tok| {
-            out.push(Token {
-                tok,
-                pos,
-                quoted: false,
-            })
-        };
-        match c {
-            '(' => {
-                push(&mut out, Tok::LParen);
-                i += 1;
-            }
-            ')' => {
-                push(&mut out, Tok::RParen);
-                i += 1;
-            }
-            ',' => {
-                push(&mut out, Tok::Comma);
-                i += 1;
-            }
-            '=' => {
-                // `=` and `==` mean the same.
-                i += if chars.get(i + 1) == Some(&'=') { 2 } else { 1 };
-                push(&mut out, Tok::Op(CmpOp::Eq));
-            }
-            '!' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    push(&mut out, Tok::Op(CmpOp::NotEq));
-                    i += 2;
-                } else {
-                    return Err(syntax(pos, "expected '!='; use NOT for negation"));
-                }
-            }
-            '<' => match chars.get(i + 1) {
-                Some('=') => {
-                    push(&mut out, Tok::Op(CmpOp::LtEq));
-                    i += 2;
-                }
-                Some('>') => {
-                    push(&mut out, Tok::Op(CmpOp::NotEq));
-                    i += 2;
-                }
-                _ => {
-                    push(&mut out, Tok::Op(CmpOp::Lt));
-                    i += 1;
-                }
-            },
-            '>' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    push(&mut out, Tok::Op(CmpOp::GtEq));
-                    i += 2;
-                } else {
-                    push(&mut out, Tok::Op(CmpOp::Gt));
-                    i += 1;
-                }
-            }
-            '\'' => {
-                // SQL string: '' is an escaped quote.
-                let mut s = String::new();
-                let mut j = i + 1;
-                loop {
-                    match chars.get(j) {
-                        None => return Err(syntax(pos, "unterminated string literal")),
-                        Some('\'') if chars.get(j + 1) == Some(&'\'') => {
-                            s.push('\'');
-                            j += 2;
-                        }
-                        Some('\'') => {
-                            j += 1;
-                            break;
-                        }
-                        Some(ch) => {
-                            s.push(*ch);
-                            j += 1;
-                        }
-                    }
-                }
-                push(&mut out, Tok::Str(s));
-                i = j;
-            }
-            '`' => {
-                let mut s = String::new();
-                let mut j = i + 1;
-                loop {
-                    match chars.get(j) {
-                        None => return Err(syntax(pos, "unterminated quoted identifier")),
-                        Some('`') if chars.get(j + 1) == Some(&'`') => {
-                            s.push('`');
-                            j += 2;
-                        }
-                        Some('`') => {
-                            j += 1;
-                            break;
-                        }
-                        Some(ch) => {
-                            s.push(*ch);
-                            j += 1;
-                        }
-                    }
-                }
-                if s.is_empty() {
-                    return Err(syntax(pos, "empty quoted identifier"));
-                }
-                // A dotted continuation after a quoted part joins it: `a b`.c
-                out.push(Token {
-                    tok: Tok::Ident(s),
-                    pos,
-                    quoted: true,
-                });
-                i = j;
-            }
-            c if c.is_ascii_digit()
-                || ((c == '-' || c == '+' || c == '.')
-                    && chars
-                        .get(i + 1)
-                        .is_some_and(|n| n.is_ascii_digit() || *n == '.')) =>
-            {
-                let mut j = i + 1;
-                while j < chars.len()
-                    && (chars[j].is_ascii_alphanumeric()
-                        || chars[j] == '.'
-                        || ((chars[j] == '-' || chars[j] == '+')
-                            && matches!(chars[j - 1], 'e' | 'E')))
-                {
-                    j += 1;
-                }
-                let s: String = chars[i..j].iter().collect();
-                if !is_number(&s) {
-                    return Err(syntax(pos, format!("invalid number '{s}'")));
-                }
-                push(&mut out, Tok::Num(s));
-                i = j;
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let mut j = i + 1;
-                while j < chars.len()
-                    && (chars[j].is_alphanumeric() || chars[j] == '_' || chars[j] == '.')
-                {
-                    j += 1;
-                }
-                let s: String = chars[i..j].iter().collect();
-                if s.ends_with('.') || s.contains("..") {
-                    return Err(syntax(pos, format!("invalid column name '{s}'")));
-                }
-                push(&mut out, Tok::Ident(s));
-                i = j;
-            }
-            other => return Err(syntax(pos, format!("unexpected character '{other}'"))),
-        }
+        let (token, next) = next_token(&chars, i)?;
+        out.push(token);
+        i = next;
     }
     out.push(Token {
         tok: Tok::End,
@@ -324,6 +176,126 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
         quoted: false,
     });
     Ok(out)
+}
+
+/// Reads the token that starts at `chars[i]` (not whitespace); returns it with the index just
+/// after it.
+fn next_token(chars: &[char], i: usize) -> Result<(Token, usize), FilterError> {
+    let pos = i + 1;
+    let plain = |tok: Tok, len: usize| -> Result<(Token, usize), FilterError> {
+        let token = Token {
+            tok,
+            pos,
+            quoted: false,
+        };
+        Ok((token, i + len))
+    };
+    let next_is = |c: char| chars.get(i + 1) == Some(&c);
+    match chars[i] {
+        '(' => plain(Tok::LParen, 1),
+        ')' => plain(Tok::RParen, 1),
+        ',' => plain(Tok::Comma, 1),
+        // `=` and `==` mean the same.
+        '=' => plain(Tok::Op(CmpOp::Eq), if next_is('=') { 2 } else { 1 }),
+        '!' if next_is('=') => plain(Tok::Op(CmpOp::NotEq), 2),
+        '!' => Err(syntax(pos, "expected '!='; use NOT for negation")),
+        '<' if next_is('=') => plain(Tok::Op(CmpOp::LtEq), 2),
+        '<' if next_is('>') => plain(Tok::Op(CmpOp::NotEq), 2),
+        '<' => plain(Tok::Op(CmpOp::Lt), 1),
+        '>' if next_is('=') => plain(Tok::Op(CmpOp::GtEq), 2),
+        '>' => plain(Tok::Op(CmpOp::Gt), 1),
+        '\'' => {
+            // SQL string: '' is an escaped quote.
+            let (s, next) = read_quoted(chars, i, "unterminated string literal")?;
+            plain(Tok::Str(s), next - i)
+        }
+        '`' => {
+            let (s, next) = read_quoted(chars, i, "unterminated quoted identifier")?;
+            if s.is_empty() {
+                return Err(syntax(pos, "empty quoted identifier"));
+            }
+            // A dotted continuation after a quoted part joins it: `a b`.c
+            let token = Token {
+                tok: Tok::Ident(s),
+                pos,
+                quoted: true,
+            };
+            Ok((token, next))
+        }
+        _ if starts_number(chars, i) => {
+            let next = number_end(chars, i);
+            let s: String = chars[i..next].iter().collect();
+            if !is_number(&s) {
+                return Err(syntax(pos, format!("invalid number '{s}'")));
+            }
+            plain(Tok::Num(s), next - i)
+        }
+        c if c.is_alphabetic() || c == '_' => {
+            let mut next = i + 1;
+            while next < chars.len()
+                && (chars[next].is_alphanumeric() || chars[next] == '_' || chars[next] == '.')
+            {
+                next += 1;
+            }
+            let s: String = chars[i..next].iter().collect();
+            if s.ends_with('.') || s.contains("..") {
+                return Err(syntax(pos, format!("invalid column name '{s}'")));
+            }
+            plain(Tok::Ident(s), next - i)
+        }
+        other => Err(syntax(pos, format!("unexpected character '{other}'"))),
+    }
+}
+
+/// Reads the text between the quote at `chars[start]` and its closing twin, where a doubled quote
+/// stands for one; returns the text and the index after the closing quote.
+fn read_quoted(
+    chars: &[char],
+    start: usize,
+    unterminated: &str,
+) -> Result<(String, usize), FilterError> {
+    let quote = chars[start];
+    let mut s = String::new();
+    let mut j = start + 1;
+    loop {
+        match chars.get(j) {
+            None => return Err(syntax(start + 1, unterminated)),
+            Some(&c) if c == quote && chars.get(j + 1) == Some(&quote) => {
+                s.push(quote);
+                j += 2;
+            }
+            Some(&c) if c == quote => return Ok((s, j + 1)),
+            Some(&c) => {
+                s.push(c);
+                j += 1;
+            }
+        }
+    }
+}
+
+/// Whether a number starts at `chars[i]`: a digit, or a sign or point followed by a digit or
+/// point.
+fn starts_number(chars: &[char], i: usize) -> bool {
+    let c = chars[i];
+    c.is_ascii_digit()
+        || ((c == '-' || c == '+' || c == '.')
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| n.is_ascii_digit() || *n == '.'))
+}
+
+/// The index after the number-like run starting at `chars[i]` (letters and digits, points, and a
+/// sign right after an exponent marker); [`is_number`] then decides whether it is a number.
+fn number_end(chars: &[char], i: usize) -> usize {
+    let mut j = i + 1;
+    while j < chars.len()
+        && (chars[j].is_ascii_alphanumeric()
+            || chars[j] == '.'
+            || ((chars[j] == '-' || chars[j] == '+') && matches!(chars[j - 1], 'e' | 'E')))
+    {
+        j += 1;
+    }
+    j
 }
 
 fn is_number(s: &str) -> bool {
@@ -468,92 +440,9 @@ impl ParserState {
                 let op = *op;
                 self.next();
                 let right = self.operand()?;
-                match (left, right) {
-                    (Operand::Col(column), Operand::Lit(value, _)) => {
-                        Ok(Expr::Compare { column, op, value })
-                    }
-                    (Operand::Lit(value, _), Operand::Col(column)) => Ok(Expr::Compare {
-                        column,
-                        op: op.flipped(),
-                        value,
-                    }),
-                    (Operand::Col(_), Operand::Col(c)) => Err(syntax(
-                        c.position,
-                        "comparing two columns is not supported; compare a column with a literal",
-                    )),
-                    (Operand::Lit(_, p), Operand::Lit(..)) => Err(syntax(
-                        p,
-                        "comparing two literals is not supported; compare a column with a literal",
-                    )),
-                }
+                comparison(left, op, right)
             }
-            (Tok::Ident(_), Operand::Col(column)) if !t.quoted => {
-                if self.eat_keyword("is") {
-                    let negated = self.eat_keyword("not");
-                    self.expect_keyword("null")?;
-                    return Ok(Expr::IsNull { column, negated });
-                }
-                let negated = self.eat_keyword("not");
-                if self.eat_keyword("in") {
-                    let open = self.next();
-                    if open.tok != Tok::LParen {
-                        return Err(syntax(
-                            open.pos,
-                            format!("expected '(' after IN, found {}", describe(&open)),
-                        ));
-                    }
-                    let mut values = vec![self.literal()?];
-                    loop {
-                        let t = self.next();
-                        match t.tok {
-                            Tok::Comma => values.push(self.literal()?),
-                            Tok::RParen => break,
-                            _ => {
-                                return Err(syntax(
-                                    t.pos,
-                                    format!("expected ',' or ')', found {}", describe(&t)),
-                                ));
-                            }
-                        }
-                    }
-                    return Ok(Expr::In {
-                        column,
-                        values,
-                        negated,
-                    });
-                }
-                if self.eat_keyword("between") {
-                    let low = self.literal()?;
-                    self.expect_keyword("and")?;
-                    let high = self.literal()?;
-                    let range = Expr::And(
-                        Box::new(Expr::Compare {
-                            column: column.clone(),
-                            op: CmpOp::GtEq,
-                            value: low,
-                        }),
-                        Box::new(Expr::Compare {
-                            column,
-                            op: CmpOp::LtEq,
-                            value: high,
-                        }),
-                    );
-                    return Ok(if negated {
-                        Expr::Not(Box::new(range))
-                    } else {
-                        range
-                    });
-                }
-                let t = self.peek();
-                Err(syntax(
-                    t.pos,
-                    format!(
-                        "expected a comparison, IN, BETWEEN or IS after column '{}', found {}",
-                        column.name,
-                        describe(t)
-                    ),
-                ))
-            }
+            (Tok::Ident(_), Operand::Col(column)) if !t.quoted => self.column_condition(column),
             (_, Operand::Col(column)) => Err(syntax(
                 t.pos,
                 format!(
@@ -564,6 +453,106 @@ impl ParserState {
             )),
             (_, Operand::Lit(_, p)) => Err(syntax(p, "a condition must start with a column")),
         }
+    }
+
+    /// The rest of a condition on `column` that starts with a keyword: `IS [NOT] NULL`,
+    /// `[NOT] IN (...)` or `[NOT] BETWEEN low AND high`.
+    fn column_condition(&mut self, column: ColumnRef) -> Result<Expr, FilterError> {
+        if self.eat_keyword("is") {
+            let negated = self.eat_keyword("not");
+            self.expect_keyword("null")?;
+            return Ok(Expr::IsNull { column, negated });
+        }
+        let negated = self.eat_keyword("not");
+        if self.eat_keyword("in") {
+            let values = self.in_list()?;
+            return Ok(Expr::In {
+                column,
+                values,
+                negated,
+            });
+        }
+        if self.eat_keyword("between") {
+            let range = self.between(column)?;
+            return Ok(if negated {
+                Expr::Not(Box::new(range))
+            } else {
+                range
+            });
+        }
+        let t = self.peek();
+        Err(syntax(
+            t.pos,
+            format!(
+                "expected a comparison, IN, BETWEEN or IS after column '{}', found {}",
+                column.name,
+                describe(t)
+            ),
+        ))
+    }
+
+    /// The parenthesized literal list after `IN`.
+    fn in_list(&mut self) -> Result<Vec<Literal>, FilterError> {
+        let open = self.next();
+        if open.tok != Tok::LParen {
+            return Err(syntax(
+                open.pos,
+                format!("expected '(' after IN, found {}", describe(&open)),
+            ));
+        }
+        let mut values = vec![self.literal()?];
+        loop {
+            let t = self.next();
+            match t.tok {
+                Tok::Comma => values.push(self.literal()?),
+                Tok::RParen => return Ok(values),
+                _ => {
+                    return Err(syntax(
+                        t.pos,
+                        format!("expected ',' or ')', found {}", describe(&t)),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// `low AND high` after `BETWEEN`, as `column >= low AND column <= high`.
+    fn between(&mut self, column: ColumnRef) -> Result<Expr, FilterError> {
+        let low = self.literal()?;
+        self.expect_keyword("and")?;
+        let high = self.literal()?;
+        Ok(Expr::And(
+            Box::new(Expr::Compare {
+                column: column.clone(),
+                op: CmpOp::GtEq,
+                value: low,
+            }),
+            Box::new(Expr::Compare {
+                column,
+                op: CmpOp::LtEq,
+                value: high,
+            }),
+        ))
+    }
+}
+
+/// A comparison between two operands, of which exactly one must be a column.
+fn comparison(left: Operand, op: CmpOp, right: Operand) -> Result<Expr, FilterError> {
+    match (left, right) {
+        (Operand::Col(column), Operand::Lit(value, _)) => Ok(Expr::Compare { column, op, value }),
+        (Operand::Lit(value, _), Operand::Col(column)) => Ok(Expr::Compare {
+            column,
+            op: op.flipped(),
+            value,
+        }),
+        (Operand::Col(_), Operand::Col(c)) => Err(syntax(
+            c.position,
+            "comparing two columns is not supported; compare a column with a literal",
+        )),
+        (Operand::Lit(_, p), Operand::Lit(..)) => Err(syntax(
+            p,
+            "comparing two literals is not supported; compare a column with a literal",
+        )),
     }
 }
 
@@ -721,46 +710,10 @@ fn to_datum(value: &Literal, column: &str, ty: &PrimitiveType) -> Result<Datum, 
             Literal::String(s) if s.eq_ignore_ascii_case("false") => Ok(Datum::bool(false)),
             _ => Err(err("expected true or false")),
         },
-        PrimitiveType::Int | PrimitiveType::Long => {
-            let text = match value {
-                Literal::Number(n) => n.as_str(),
-                // Spark casts a quoted number to the column type.
-                Literal::String(s) => s.trim(),
-                Literal::Bool(_) => return Err(err("expected an integer")),
-            };
-            let v: i64 = text
-                .parse()
-                .map_err(|_| err("expected an integer without a fraction or exponent"))?;
-            if *ty == PrimitiveType::Int {
-                let v = i32::try_from(v).map_err(|_| err("out of range for int"))?;
-                Ok(Datum::int(v))
-            } else {
-                Ok(Datum::long(v))
-            }
-        }
-        PrimitiveType::Float | PrimitiveType::Double => {
-            let text = match value {
-                Literal::Number(n) => n.as_str(),
-                Literal::String(s) => s.trim(),
-                Literal::Bool(_) => return Err(err("expected a number")),
-            };
-            let v: f64 = text
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .ok_or_else(|| err("expected a number"))?;
-            if *ty == PrimitiveType::Float {
-                Ok(Datum::float(v as f32))
-            } else {
-                Ok(Datum::double(v))
-            }
-        }
+        PrimitiveType::Int | PrimitiveType::Long => integer_datum(value, column, ty),
+        PrimitiveType::Float | PrimitiveType::Double => float_datum(value, column, ty),
         PrimitiveType::Decimal { precision, scale } => {
-            let text = match value {
-                Literal::Number(n) => n.as_str(),
-                Literal::String(s) => s.trim(),
-                Literal::Bool(_) => return Err(err("expected a decimal number")),
-            };
+            let text = numeric_text(value).ok_or_else(|| err("expected a decimal number"))?;
             let mantissa = decimal_mantissa(text, *precision, *scale).map_err(|r| err(&r))?;
             // The single-value serialization of a decimal is its unscaled value, big-endian
             // two's complement; it is the public way to build a decimal datum of a given scale.
@@ -777,63 +730,119 @@ fn to_datum(value: &Literal, column: &str, ty: &PrimitiveType) -> Result<Datum, 
             }
             _ => Err(err("expected a quoted UUID")),
         },
-        PrimitiveType::Date => match value {
-            Literal::String(s) => {
-                let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-                    .map_err(|_| err("expected a quoted date 'YYYY-MM-DD'"))?;
-                let days = d.signed_duration_since(epoch_date()).num_days();
-                let days = i32::try_from(days).map_err(|_| err("date out of range"))?;
-                Ok(Datum::date(days))
-            }
-            _ => Err(err("expected a quoted date 'YYYY-MM-DD'")),
-        },
-        PrimitiveType::Time => match value {
-            Literal::String(s) => {
-                let t = parse_time(s.trim())
-                    .ok_or_else(|| err("expected a quoted time 'HH:MM:SS[.ffffff]'"))?;
-                let micros = t.signed_duration_since(NaiveTime::MIN).num_microseconds();
-                let micros = micros.ok_or_else(|| err("time out of range"))?;
-                Datum::time_micros(micros).map_err(|e| err(&e.to_string()))
-            }
-            _ => Err(err("expected a quoted time 'HH:MM:SS[.ffffff]'")),
-        },
+        PrimitiveType::Date => date_datum(value, column, ty),
+        PrimitiveType::Time => time_datum(value, column, ty),
         PrimitiveType::Timestamp
         | PrimitiveType::Timestamptz
         | PrimitiveType::TimestampNs
-        | PrimitiveType::TimestamptzNs => {
-            let Literal::String(s) = value else {
-                return Err(err(
-                    "expected a quoted timestamp such as '2025-01-02' or '2025-01-02T03:04:05Z'",
-                ));
-            };
-            let utc = parse_timestamp(s.trim()).ok_or_else(|| {
-                err("expected a quoted timestamp such as '2025-01-02' or '2025-01-02T03:04:05Z'")
-            })?;
-            match ty {
-                PrimitiveType::Timestamp => {
-                    Ok(Datum::timestamp_micros(utc.and_utc().timestamp_micros()))
-                }
-                PrimitiveType::Timestamptz => {
-                    Ok(Datum::timestamptz_micros(utc.and_utc().timestamp_micros()))
-                }
-                PrimitiveType::TimestampNs => {
-                    let n = utc
-                        .and_utc()
-                        .timestamp_nanos_opt()
-                        .ok_or_else(|| err("out of range for nanosecond timestamps"))?;
-                    Ok(Datum::timestamp_nanos(n))
-                }
-                _ => {
-                    let n = utc
-                        .and_utc()
-                        .timestamp_nanos_opt()
-                        .ok_or_else(|| err("out of range for nanosecond timestamps"))?;
-                    Ok(Datum::timestamptz_nanos(n))
-                }
-            }
-        }
+        | PrimitiveType::TimestamptzNs => timestamp_datum(value, column, ty),
         PrimitiveType::Fixed(_) | PrimitiveType::Binary => {
             Err(err("binary columns cannot be filtered"))
+        }
+    }
+}
+
+/// The text of a literal written for a numeric column: a number, or a quoted one (Spark casts a
+/// quoted number to the column type). `None` for a boolean.
+fn numeric_text(value: &Literal) -> Option<&str> {
+    match value {
+        Literal::Number(n) => Some(n.as_str()),
+        Literal::String(s) => Some(s.trim()),
+        Literal::Bool(_) => None,
+    }
+}
+
+/// [`to_datum`] for `int` and `long` columns.
+fn integer_datum(value: &Literal, column: &str, ty: &PrimitiveType) -> Result<Datum, FilterError> {
+    let err = |reason: &str| bad(value, column, ty, reason);
+    let text = numeric_text(value).ok_or_else(|| err("expected an integer"))?;
+    let v: i64 = text
+        .parse()
+        .map_err(|_| err("expected an integer without a fraction or exponent"))?;
+    if *ty == PrimitiveType::Int {
+        let v = i32::try_from(v).map_err(|_| err("out of range for int"))?;
+        Ok(Datum::int(v))
+    } else {
+        Ok(Datum::long(v))
+    }
+}
+
+/// [`to_datum`] for `float` and `double` columns.
+fn float_datum(value: &Literal, column: &str, ty: &PrimitiveType) -> Result<Datum, FilterError> {
+    let err = |reason: &str| bad(value, column, ty, reason);
+    let text = numeric_text(value).ok_or_else(|| err("expected a number"))?;
+    let v: f64 = text
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+        .ok_or_else(|| err("expected a number"))?;
+    if *ty == PrimitiveType::Float {
+        Ok(Datum::float(v as f32))
+    } else {
+        Ok(Datum::double(v))
+    }
+}
+
+/// [`to_datum`] for `date` columns: a quoted `YYYY-MM-DD`.
+fn date_datum(value: &Literal, column: &str, ty: &PrimitiveType) -> Result<Datum, FilterError> {
+    let err = |reason: &str| bad(value, column, ty, reason);
+    let Literal::String(s) = value else {
+        return Err(err("expected a quoted date 'YYYY-MM-DD'"));
+    };
+    let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| err("expected a quoted date 'YYYY-MM-DD'"))?;
+    let days = d.signed_duration_since(epoch_date()).num_days();
+    let days = i32::try_from(days).map_err(|_| err("date out of range"))?;
+    Ok(Datum::date(days))
+}
+
+/// [`to_datum`] for `time` columns: a quoted `HH:MM:SS[.ffffff]` or `HH:MM`.
+fn time_datum(value: &Literal, column: &str, ty: &PrimitiveType) -> Result<Datum, FilterError> {
+    let err = |reason: &str| bad(value, column, ty, reason);
+    let Literal::String(s) = value else {
+        return Err(err("expected a quoted time 'HH:MM:SS[.ffffff]'"));
+    };
+    let t =
+        parse_time(s.trim()).ok_or_else(|| err("expected a quoted time 'HH:MM:SS[.ffffff]'"))?;
+    let micros = t.signed_duration_since(NaiveTime::MIN).num_microseconds();
+    let micros = micros.ok_or_else(|| err("time out of range"))?;
+    Datum::time_micros(micros).map_err(|e| err(&e.to_string()))
+}
+
+/// [`to_datum`] for the four timestamp types: a quoted date or date-time, see
+/// [`parse_timestamp`].
+fn timestamp_datum(
+    value: &Literal,
+    column: &str,
+    ty: &PrimitiveType,
+) -> Result<Datum, FilterError> {
+    let err = |reason: &str| bad(value, column, ty, reason);
+    let Literal::String(s) = value else {
+        return Err(err(
+            "expected a quoted timestamp such as '2025-01-02' or '2025-01-02T03:04:05Z'",
+        ));
+    };
+    let utc = parse_timestamp(s.trim()).ok_or_else(|| {
+        err("expected a quoted timestamp such as '2025-01-02' or '2025-01-02T03:04:05Z'")
+    })?;
+    match ty {
+        PrimitiveType::Timestamp => Ok(Datum::timestamp_micros(utc.and_utc().timestamp_micros())),
+        PrimitiveType::Timestamptz => {
+            Ok(Datum::timestamptz_micros(utc.and_utc().timestamp_micros()))
+        }
+        PrimitiveType::TimestampNs => {
+            let n = utc
+                .and_utc()
+                .timestamp_nanos_opt()
+                .ok_or_else(|| err("out of range for nanosecond timestamps"))?;
+            Ok(Datum::timestamp_nanos(n))
+        }
+        _ => {
+            let n = utc
+                .and_utc()
+                .timestamp_nanos_opt()
+                .ok_or_else(|| err("out of range for nanosecond timestamps"))?;
+            Ok(Datum::timestamptz_nanos(n))
         }
     }
 }

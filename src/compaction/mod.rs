@@ -247,104 +247,165 @@ struct Rewritten {
     files: Vec<DataFile>,
 }
 
+/// What a group task returns: `None` when it did not start because of cancellation.
+type GroupResult = Option<Result<Vec<DataFile>, RewriteError>>;
+
 /// Rewrites and commits the plan. Returns the report even when some groups failed; an error
 /// only when nothing could be attempted.
 pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, CompactionError> {
     let started = Instant::now();
-    let table_name = prepared.table_name.clone();
-    let label = [table_name.as_str()];
-    let mut report = Report {
-        table: table_name.clone(),
-        starting_snapshot_id: prepared.candidates.as_ref().map(|c| c.snapshot_id),
-        groups_planned: prepared.plan.groups.len(),
-        ..Default::default()
-    };
-    env.metrics
-        .compaction_groups_total
-        .with_label_values(&[&table_name, "planned"])
-        .inc_by(prepared.plan.groups.len() as u64);
+    let report = planned_report(env, &prepared);
     let Some(candidates) = prepared.candidates else {
         return Ok(report);
     };
     if prepared.plan.groups.is_empty() {
         return Ok(report);
     }
-    let version = crate::maintenance::properties::format_version_number(
-        prepared.table.metadata().format_version(),
-    );
+    check_format_version(&prepared.table, &report.table)?;
+
+    let opts = &prepared.options;
+    let mut run = Run {
+        env,
+        table: &prepared.table,
+        candidates: &candidates,
+        options: opts,
+        commit: CommitSettings {
+            retry: RetryPolicy::from_table_properties(prepared.table.metadata().properties()),
+            remove_dangling_deletes: opts.remove_dangling_deletes,
+            use_starting_sequence_number: opts.use_starting_sequence_number,
+        },
+        batch_size: batch_size(opts, prepared.plan.groups.len()),
+        report,
+        pending: Vec::new(),
+        partial_failures: 0,
+    };
+
+    let mut tasks = run.spawn_rewrites(&prepared.plan.groups, prepared.output_spec_id)?;
+    while let Some(joined) = tasks.join_next().await {
+        run.record_rewrite(joined);
+        (env.progress)(&run.report);
+        if run.pending.len() >= run.batch_size && !env.cancel.is_cancelled() {
+            run.commit_pending_batch().await;
+        }
+    }
+    run.finish(started).await
+}
+
+/// The report of a run before anything is rewritten; counts the planned groups in the metrics.
+fn planned_report(env: &Env<'_>, prepared: &Prepared) -> Report {
+    env.metrics
+        .compaction_groups_total
+        .with_label_values(&[&prepared.table_name, "planned"])
+        .inc_by(prepared.plan.groups.len() as u64);
+    Report {
+        table: prepared.table_name.clone(),
+        starting_snapshot_id: prepared.candidates.as_ref().map(|c| c.snapshot_id),
+        groups_planned: prepared.plan.groups.len(),
+        ..Default::default()
+    }
+}
+
+/// Refuses tables whose format version replace snapshots cannot be committed to.
+fn check_format_version(table: &Table, table_name: &str) -> Result<(), CompactionError> {
+    let version =
+        crate::maintenance::properties::format_version_number(table.metadata().format_version());
     if version != 2 {
         return Err(CompactionError::Unsupported {
-            table: table_name,
+            table: table_name.to_string(),
             reason: format!(
                 "format version {version}: icemaint commits replace snapshots to v2 tables only (set format-version = 2 in the policy to upgrade)"
             ),
         });
     }
+    Ok(())
+}
 
-    let opts = &prepared.options;
-    let settings = Arc::new(RewriteSettings::from_options(opts, prepared.output_spec_id));
-    let semaphore = Arc::new(Semaphore::new(
-        opts.max_concurrent_file_group_rewrites.max(1),
-    ));
-    let commit = CommitSettings {
-        retry: RetryPolicy::from_table_properties(prepared.table.metadata().properties()),
-        remove_dangling_deletes: opts.remove_dangling_deletes,
-        use_starting_sequence_number: opts.use_starting_sequence_number,
-    };
-    let batch_size = if opts.partial_progress_enabled {
-        prepared
-            .plan
-            .groups
-            .len()
-            .div_ceil(opts.partial_progress_max_commits.max(1))
+/// How many rewritten groups make one commit: all of them without partial progress, else
+/// enough to stay within `partial-progress.max-commits`.
+fn batch_size(opts: &CompactionOptions, groups: usize) -> usize {
+    if opts.partial_progress_enabled {
+        groups.div_ceil(opts.partial_progress_max_commits.max(1))
     } else {
         usize::MAX
-    };
+    }
+}
 
-    // `None`: not started because of cancellation.
-    type GroupResult = Option<Result<Vec<DataFile>, RewriteError>>;
-    let mut tasks: JoinSet<(FileGroup, GroupResult)> = JoinSet::new();
-    for group in prepared.plan.groups.iter().cloned() {
-        let group_tasks = candidates.tasks_for(&group)?;
-        let (table, settings, semaphore, cancel) = (
-            prepared.table.clone(),
-            Arc::clone(&settings),
-            Arc::clone(&semaphore),
-            env.cancel.clone(),
-        );
-        tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await.expect("never closed");
-            if cancel.is_cancelled() {
-                return (group, None);
-            }
-            let r = rewrite::rewrite_planned_group(&table, &group, group_tasks, &settings).await;
-            (group, Some(r))
-        });
+/// The state of one [`execute`] run once its groups are being rewritten.
+struct Run<'r, 'e> {
+    env: &'r Env<'e>,
+    table: &'r Table,
+    candidates: &'r Candidates,
+    options: &'r CompactionOptions,
+    commit: CommitSettings,
+    /// Rewritten groups per commit.
+    batch_size: usize,
+    report: Report,
+    /// Rewritten groups not committed yet.
+    pending: Vec<Rewritten>,
+    /// Batches that did not fully commit (partial progress).
+    partial_failures: usize,
+}
+
+impl Run<'_, '_> {
+    /// Starts one rewrite task per group, at most `max-concurrent-file-group-rewrites` at once;
+    /// a task that gets its turn after cancellation does nothing.
+    fn spawn_rewrites(
+        &self,
+        groups: &[FileGroup],
+        output_spec_id: i32,
+    ) -> Result<JoinSet<(FileGroup, GroupResult)>, CompactionError> {
+        let settings = Arc::new(RewriteSettings::from_options(self.options, output_spec_id));
+        let semaphore = Arc::new(Semaphore::new(
+            self.options.max_concurrent_file_group_rewrites.max(1),
+        ));
+        let mut tasks: JoinSet<(FileGroup, GroupResult)> = JoinSet::new();
+        for group in groups.iter().cloned() {
+            let group_tasks = self.candidates.tasks_for(&group)?;
+            let (table, settings, semaphore, cancel) = (
+                self.table.clone(),
+                Arc::clone(&settings),
+                Arc::clone(&semaphore),
+                self.env.cancel.clone(),
+            );
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await.expect("never closed");
+                if cancel.is_cancelled() {
+                    return (group, None);
+                }
+                let r =
+                    rewrite::rewrite_planned_group(&table, &group, group_tasks, &settings).await;
+                (group, Some(r))
+            });
+        }
+        Ok(tasks)
     }
 
-    let mut pending: Vec<Rewritten> = Vec::new();
-    let mut partial_failures = 0usize;
-    while let Some(joined) = tasks.join_next().await {
+    /// Records the outcome of one group task: a rewritten group joins `pending`, a failure goes
+    /// to the report, a group skipped because of cancellation is dropped.
+    fn record_rewrite(&mut self, joined: Result<(FileGroup, GroupResult), tokio::task::JoinError>) {
+        let report = &mut self.report;
         let (group, result) = match joined {
             Ok(r) => r,
             Err(e) => {
                 report.groups_failed += 1;
                 report.errors.push(format!("group task failed: {e}"));
-                continue;
+                return;
             }
         };
+        let metrics = self.env.metrics;
+        let label = [report.table.as_str()];
         match result {
             Some(Ok(files)) => {
                 report.groups_rewritten += 1;
-                env.metrics
+                metrics
                     .compaction_bytes_read_total
                     .with_label_values(&label)
                     .inc_by(group.input_bytes);
-                env.metrics
+                metrics
                     .compaction_files_read_total
                     .with_label_values(&label)
                     .inc_by(group.files.len() as u64);
-                pending.push(Rewritten { group, files });
+                self.pending.push(Rewritten { group, files });
             }
             None => {}
             Some(Err(e)) => {
@@ -352,63 +413,68 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
                 report
                     .errors
                     .push(format!("group {} ({}): {e}", group.id, group.partition));
-                env.metrics
+                metrics
                     .compaction_groups_total
-                    .with_label_values(&[&table_name, "failed"])
+                    .with_label_values(&[&report.table, "failed"])
                     .inc();
-            }
-        }
-        (env.progress)(&report);
-        if pending.len() >= batch_size && !env.cancel.is_cancelled() {
-            let batch = std::mem::take(&mut pending);
-            if !commit_batch(
-                env,
-                &prepared.table,
-                &candidates,
-                batch,
-                &commit,
-                &mut report,
-            )
-            .await
-            {
-                partial_failures += 1;
-            }
-            (env.progress)(&report);
-            if partial_failures >= opts.partial_progress_max_failed_commits.max(1)
-                && opts.partial_progress_enabled
-            {
-                report.errors.push(format!(
-                    "stopping after {partial_failures} failed commits (partial-progress.max-failed-commits)"
-                ));
-                env.cancel.cancel();
             }
         }
     }
 
-    if env.cancel.is_cancelled() {
-        // Shutdown (or too many failed commits) arrived while rewriting: nothing of the
-        // unfinished work is committed and its files are removed.
-        delete_written(&prepared.table, pending.iter().flat_map(|r| &r.files)).await;
-        report.seconds = started.elapsed().as_secs_f64();
-        if report.groups_committed == 0 && report.groups_rewritten > 0 {
-            return Err(CompactionError::Cancelled);
+    /// Commits the pending groups as one partial-progress batch; stops the run (through the
+    /// cancellation token) after `partial-progress.max-failed-commits` failed batches.
+    async fn commit_pending_batch(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        if !self.commit_batch(batch).await {
+            self.partial_failures += 1;
         }
-        return Ok(report);
+        (self.env.progress)(&self.report);
+        let opts = self.options;
+        if self.partial_failures >= opts.partial_progress_max_failed_commits.max(1)
+            && opts.partial_progress_enabled
+        {
+            self.report.errors.push(format!(
+                "stopping after {} failed commits (partial-progress.max-failed-commits)",
+                self.partial_failures
+            ));
+            self.env.cancel.cancel();
+        }
     }
-    if !pending.is_empty() {
+
+    /// [`commit_batch`] with this run's table, candidates and settings.
+    async fn commit_batch(&mut self, batch: Vec<Rewritten>) -> bool {
         commit_batch(
-            env,
-            &prepared.table,
-            &candidates,
-            pending,
-            &commit,
-            &mut report,
+            self.env,
+            self.table,
+            self.candidates,
+            batch,
+            &self.commit,
+            &mut self.report,
         )
-        .await;
+        .await
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    (env.progress)(&report);
-    Ok(report)
+
+    /// Ends the run once every group task is done: after cancellation the pending groups' files
+    /// are deleted, otherwise the pending groups are committed.
+    async fn finish(mut self, started: Instant) -> Result<Report, CompactionError> {
+        if self.env.cancel.is_cancelled() {
+            // Shutdown (or too many failed commits) arrived while rewriting: nothing of the
+            // unfinished work is committed and its files are removed.
+            delete_written(self.table, self.pending.iter().flat_map(|r| &r.files)).await;
+            self.report.seconds = started.elapsed().as_secs_f64();
+            if self.report.groups_committed == 0 && self.report.groups_rewritten > 0 {
+                return Err(CompactionError::Cancelled);
+            }
+            return Ok(self.report);
+        }
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.commit_batch(batch).await;
+        }
+        self.report.seconds = started.elapsed().as_secs_f64();
+        (self.env.progress)(&self.report);
+        Ok(self.report)
+    }
 }
 
 /// Commits `batch` as one snapshot; when validation refuses it and it holds several groups,

@@ -330,43 +330,49 @@ pub fn resolve(
     };
     let mut out = CompactionOptions::default();
 
-    for key in options.keys() {
-        if !KNOWN_OPTIONS.contains(&key.as_str()) {
-            p.error(key, "unknown option");
+    p.reject_unknown();
+    p.file_sizes(table_properties, &mut out);
+    p.group_selection(&mut out);
+    p.delete_thresholds(&mut out);
+    p.partial_progress(&mut out);
+    p.execution(&mut out);
+    p.where_filter(&mut out);
+
+    if p.errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(p.errors)
+    }
+}
+
+/// The option families [`resolve`] reads, in the order their problems are reported.
+impl Parser<'_> {
+    /// Records every key that is not a known option.
+    fn reject_unknown(&mut self) {
+        let options = self.options;
+        for key in options.keys() {
+            if !KNOWN_OPTIONS.contains(&key.as_str()) {
+                self.error(key, "unknown option");
+            }
         }
     }
 
-    // Target: the option, else the table property, else 512 MiB. Remember whether each size was
-    // given explicitly so a cross-check failure names the key the user actually wrote.
-    let target_from_table = match table_properties.get(WRITE_TARGET_FILE_SIZE_BYTES) {
-        None => Ok(DEFAULT_TARGET_FILE_SIZE_BYTES),
-        Some(raw) => match raw.trim().parse::<u64>() {
-            Ok(v) if v > 0 => Ok(v),
-            _ => Err(raw.clone()),
-        },
-    };
-    let target = match p.u64(TARGET_FILE_SIZE_BYTES) {
-        Ok(Some(0)) => {
-            p.error(TARGET_FILE_SIZE_BYTES, "must be > 0");
-            None
-        }
-        Ok(Some(v)) => Some(v),
-        Ok(None) => match target_from_table {
-            Ok(v) => Some(v),
-            Err(raw) => {
-                p.error(
-                    WRITE_TARGET_FILE_SIZE_BYTES,
-                    format!("table property: expected a positive integer, got '{raw}'"),
-                );
-                None
-            }
-        },
-        Err(()) => None,
-    };
-    let min = p.u64(MIN_FILE_SIZE_BYTES);
-    let max = p.u64(MAX_FILE_SIZE_BYTES);
-    if let Some(target) = target {
+    /// `target-file-size-bytes` (else the table property), `min-file-size-bytes` and
+    /// `max-file-size-bytes`, with min < target < max.
+    fn file_sizes(
+        &mut self,
+        table_properties: &HashMap<String, String>,
+        out: &mut CompactionOptions,
+    ) {
+        let target = self.target_file_size(table_properties);
+        let min = self.u64(MIN_FILE_SIZE_BYTES);
+        let max = self.u64(MAX_FILE_SIZE_BYTES);
+        let Some(target) = target else {
+            return;
+        };
         out.target_file_size_bytes = target;
+        // Whether each size was given explicitly, so a cross-check failure names the key the
+        // user actually wrote.
         let min_given = matches!(min, Ok(Some(_)));
         let max_given = matches!(max, Ok(Some(_)));
         let min_v = match min {
@@ -385,7 +391,7 @@ pub fn resolve(
                 } else {
                     TARGET_FILE_SIZE_BYTES
                 };
-                p.error(
+                self.error(
                     key,
                     format!(
                         "{MIN_FILE_SIZE_BYTES} ({min_v}) must be < {TARGET_FILE_SIZE_BYTES} \
@@ -402,7 +408,7 @@ pub fn resolve(
                 } else {
                     TARGET_FILE_SIZE_BYTES
                 };
-                p.error(
+                self.error(
                     key,
                     format!(
                         "{MAX_FILE_SIZE_BYTES} ({max_v}) must be > {TARGET_FILE_SIZE_BYTES} \
@@ -413,88 +419,136 @@ pub fn resolve(
         }
     }
 
-    match p.usize(MIN_INPUT_FILES) {
-        Ok(Some(0)) => p.error(MIN_INPUT_FILES, "must be > 0"),
-        Ok(Some(v)) => out.min_input_files = v,
-        _ => {}
-    }
-    if let Ok(Some(v)) = p.bool(REWRITE_ALL) {
-        out.rewrite_all = v;
-    }
-    match p.u64(MAX_FILE_GROUP_SIZE_BYTES) {
-        Ok(Some(0)) => p.error(MAX_FILE_GROUP_SIZE_BYTES, "must be > 0"),
-        Ok(Some(v)) => out.max_file_group_size_bytes = v,
-        _ => {}
-    }
-    if let Ok(Some(v)) = p.usize(DELETE_FILE_THRESHOLD) {
-        // Java's default Integer.MAX_VALUE means "never"; keep an explicit value as given.
-        out.delete_file_threshold = Some(v);
-    }
-    match p.f64(DELETE_RATIO_THRESHOLD) {
-        Ok(Some(v)) if v <= 0.0 || v > 1.0 => p.error(
-            DELETE_RATIO_THRESHOLD,
-            format!("must be in (0, 1], got {v}"),
-        ),
-        Ok(Some(v)) => out.delete_ratio_threshold = v,
-        _ => {}
-    }
-    let partial = p.bool(PARTIAL_PROGRESS_ENABLED);
-    if let Ok(Some(v)) = partial {
-        out.partial_progress_enabled = v;
-    }
-    let max_commits = p.usize(PARTIAL_PROGRESS_MAX_COMMITS);
-    if let Ok(Some(v)) = max_commits {
-        out.partial_progress_max_commits = v;
-        if v == 0 && out.partial_progress_enabled {
-            p.error(
-                PARTIAL_PROGRESS_MAX_COMMITS,
-                format!("must be > 0 when {PARTIAL_PROGRESS_ENABLED} is true"),
-            );
-        }
-    }
-    // Java: max-failed-commits defaults to max-commits.
-    out.partial_progress_max_failed_commits = out.partial_progress_max_commits;
-    if let Ok(Some(v)) = p.usize(PARTIAL_PROGRESS_MAX_FAILED_COMMITS) {
-        out.partial_progress_max_failed_commits = v;
-    }
-    match p.usize(MAX_CONCURRENT_FILE_GROUP_REWRITES) {
-        Ok(Some(0)) => p.error(MAX_CONCURRENT_FILE_GROUP_REWRITES, "must be > 0"),
-        Ok(Some(v)) => out.max_concurrent_file_group_rewrites = v,
-        _ => {}
-    }
-    if let Ok(Some(v)) = p.parse(
-        REWRITE_JOB_ORDER,
-        "one of none, bytes-asc, bytes-desc, files-asc, files-desc",
-        RewriteJobOrder::parse,
-    ) {
-        out.rewrite_job_order = v;
-    }
-    if let Ok(Some(v)) = p.bool(USE_STARTING_SEQUENCE_NUMBER) {
-        out.use_starting_sequence_number = v;
-    }
-    if let Ok(Some(v)) = p.parse(OUTPUT_SPEC_ID, "a non-negative integer spec id", |s| {
-        s.parse::<i32>().ok().filter(|v| *v >= 0)
-    }) {
-        out.output_spec_id = Some(v);
-    }
-    if let Ok(Some(v)) = p.bool(REMOVE_DANGLING_DELETES) {
-        out.remove_dangling_deletes = v;
-    }
-    if let Some(raw) = options.get(WHERE) {
-        let text = raw.trim();
-        if text.is_empty() {
-            p.error(WHERE, "expected a predicate, got an empty string");
-        } else if let Err(e) = filter::parse_expr(text) {
-            p.error(WHERE, e.to_string());
-        } else {
-            out.where_filter = Some(text.to_string());
+    /// The target file size: the option, else the table property, else 512 MiB. `None` when the
+    /// value that applies is invalid (already recorded).
+    fn target_file_size(&mut self, table_properties: &HashMap<String, String>) -> Option<u64> {
+        let target_from_table = match table_properties.get(WRITE_TARGET_FILE_SIZE_BYTES) {
+            None => Ok(DEFAULT_TARGET_FILE_SIZE_BYTES),
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(raw.clone()),
+            },
+        };
+        match self.u64(TARGET_FILE_SIZE_BYTES) {
+            Ok(Some(0)) => {
+                self.error(TARGET_FILE_SIZE_BYTES, "must be > 0");
+                None
+            }
+            Ok(Some(v)) => Some(v),
+            Ok(None) => match target_from_table {
+                Ok(v) => Some(v),
+                Err(raw) => {
+                    self.error(
+                        WRITE_TARGET_FILE_SIZE_BYTES,
+                        format!("table property: expected a positive integer, got '{raw}'"),
+                    );
+                    None
+                }
+            },
+            Err(()) => None,
         }
     }
 
-    if p.errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(p.errors)
+    /// Which files and groups are planned: `min-input-files`, `rewrite-all` and
+    /// `max-file-group-size-bytes`.
+    fn group_selection(&mut self, out: &mut CompactionOptions) {
+        match self.usize(MIN_INPUT_FILES) {
+            Ok(Some(0)) => self.error(MIN_INPUT_FILES, "must be > 0"),
+            Ok(Some(v)) => out.min_input_files = v,
+            _ => {}
+        }
+        if let Ok(Some(v)) = self.bool(REWRITE_ALL) {
+            out.rewrite_all = v;
+        }
+        match self.u64(MAX_FILE_GROUP_SIZE_BYTES) {
+            Ok(Some(0)) => self.error(MAX_FILE_GROUP_SIZE_BYTES, "must be > 0"),
+            Ok(Some(v)) => out.max_file_group_size_bytes = v,
+            _ => {}
+        }
+    }
+
+    /// When delete files make a file a candidate: `delete-file-threshold` and
+    /// `delete-ratio-threshold`.
+    fn delete_thresholds(&mut self, out: &mut CompactionOptions) {
+        if let Ok(Some(v)) = self.usize(DELETE_FILE_THRESHOLD) {
+            // Java's default Integer.MAX_VALUE means "never"; keep an explicit value as given.
+            out.delete_file_threshold = Some(v);
+        }
+        match self.f64(DELETE_RATIO_THRESHOLD) {
+            Ok(Some(v)) if v <= 0.0 || v > 1.0 => self.error(
+                DELETE_RATIO_THRESHOLD,
+                format!("must be in (0, 1], got {v}"),
+            ),
+            Ok(Some(v)) => out.delete_ratio_threshold = v,
+            _ => {}
+        }
+    }
+
+    /// `partial-progress.enabled`, `partial-progress.max-commits` and
+    /// `partial-progress.max-failed-commits`.
+    fn partial_progress(&mut self, out: &mut CompactionOptions) {
+        if let Ok(Some(v)) = self.bool(PARTIAL_PROGRESS_ENABLED) {
+            out.partial_progress_enabled = v;
+        }
+        if let Ok(Some(v)) = self.usize(PARTIAL_PROGRESS_MAX_COMMITS) {
+            out.partial_progress_max_commits = v;
+            if v == 0 && out.partial_progress_enabled {
+                self.error(
+                    PARTIAL_PROGRESS_MAX_COMMITS,
+                    format!("must be > 0 when {PARTIAL_PROGRESS_ENABLED} is true"),
+                );
+            }
+        }
+        // Java: max-failed-commits defaults to max-commits.
+        out.partial_progress_max_failed_commits = out.partial_progress_max_commits;
+        if let Ok(Some(v)) = self.usize(PARTIAL_PROGRESS_MAX_FAILED_COMMITS) {
+            out.partial_progress_max_failed_commits = v;
+        }
+    }
+
+    /// How the groups are rewritten and committed: `max-concurrent-file-group-rewrites`,
+    /// `rewrite-job-order`, `use-starting-sequence-number`, `output-spec-id` and
+    /// `remove-dangling-deletes`.
+    fn execution(&mut self, out: &mut CompactionOptions) {
+        match self.usize(MAX_CONCURRENT_FILE_GROUP_REWRITES) {
+            Ok(Some(0)) => self.error(MAX_CONCURRENT_FILE_GROUP_REWRITES, "must be > 0"),
+            Ok(Some(v)) => out.max_concurrent_file_group_rewrites = v,
+            _ => {}
+        }
+        if let Ok(Some(v)) = self.parse(
+            REWRITE_JOB_ORDER,
+            "one of none, bytes-asc, bytes-desc, files-asc, files-desc",
+            RewriteJobOrder::parse,
+        ) {
+            out.rewrite_job_order = v;
+        }
+        if let Ok(Some(v)) = self.bool(USE_STARTING_SEQUENCE_NUMBER) {
+            out.use_starting_sequence_number = v;
+        }
+        if let Ok(Some(v)) = self.parse(OUTPUT_SPEC_ID, "a non-negative integer spec id", |s| {
+            s.parse::<i32>().ok().filter(|v| *v >= 0)
+        }) {
+            out.output_spec_id = Some(v);
+        }
+        if let Ok(Some(v)) = self.bool(REMOVE_DANGLING_DELETES) {
+            out.remove_dangling_deletes = v;
+        }
+    }
+
+    /// `where`: syntax-checked only; the schema is not known here.
+    fn where_filter(&mut self, out: &mut CompactionOptions) {
+        let options = self.options;
+        let Some(raw) = options.get(WHERE) else {
+            return;
+        };
+        let text = raw.trim();
+        if text.is_empty() {
+            self.error(WHERE, "expected a predicate, got an empty string");
+        } else if let Err(e) = filter::parse_expr(text) {
+            self.error(WHERE, e.to_string());
+        } else {
+            out.where_filter = Some(text.to_string());
+        }
     }
 }
 

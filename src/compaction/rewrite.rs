@@ -969,30 +969,7 @@ async fn rewrite(
         task.predicate = None;
     }
 
-    // One output partition when the output spec is unpartitioned, or when every file is already
-    // in the output spec and in the same partition (the planner groups by partition; checking
-    // the tuples themselves guards against two tuples that render alike).
-    let single_key = if spec.is_unpartitioned() {
-        let nulls = Struct::from_iter(spec.fields().iter().map(|_| None::<Literal>));
-        Some(PartitionKey::new(
-            spec.as_ref().clone(),
-            schema.clone(),
-            nulls,
-        ))
-    } else {
-        let first = tasks[0].partition.clone();
-        let same = tasks.iter().all(|t| {
-            t.partition_spec
-                .as_ref()
-                .is_some_and(|s| s.spec_id() == spec.spec_id())
-                && t.partition.is_some()
-                && t.partition == first
-        });
-        match (same, first) {
-            (true, Some(p)) => Some(PartitionKey::new(spec.as_ref().clone(), schema.clone(), p)),
-            _ => None,
-        }
-    };
+    let single_key = single_output_partition(&tasks, &spec, &schema);
     let splitter = match single_key {
         Some(_) => None,
         None => Some(RecordBatchPartitionSplitter::try_new_with_computed_values(
@@ -1035,6 +1012,37 @@ async fn rewrite(
             guard.cleanup().await;
             Err(e)
         }
+    }
+}
+
+/// The one output partition of `tasks` (non-empty), when there is one: the output spec is
+/// unpartitioned, or every file is already in the output spec and in the same partition (the
+/// planner groups by partition; checking the tuples themselves guards against two tuples that
+/// render alike). `None`: rows are split by partition while writing.
+fn single_output_partition(
+    tasks: &[FileScanTask],
+    spec: &PartitionSpecRef,
+    schema: &SchemaRef,
+) -> Option<PartitionKey> {
+    if spec.is_unpartitioned() {
+        let nulls = Struct::from_iter(spec.fields().iter().map(|_| None::<Literal>));
+        return Some(PartitionKey::new(
+            spec.as_ref().clone(),
+            schema.clone(),
+            nulls,
+        ));
+    }
+    let first = tasks[0].partition.clone();
+    let same = tasks.iter().all(|t| {
+        t.partition_spec
+            .as_ref()
+            .is_some_and(|s| s.spec_id() == spec.spec_id())
+            && t.partition.is_some()
+            && t.partition == first
+    });
+    match (same, first) {
+        (true, Some(p)) => Some(PartitionKey::new(spec.as_ref().clone(), schema.clone(), p)),
+        _ => None,
     }
 }
 

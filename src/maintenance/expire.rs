@@ -533,22 +533,20 @@ pub async fn expire_table(
     if opts.retain_last == Some(0) {
         return Err(ExpireError::RetainLastZero);
     }
+    let run = ExpireRun {
+        catalog,
+        name,
+        opts,
+        metrics,
+    };
     let before = catalog.load(name).await?;
     if !gc_enabled(&before) {
         return Err(ExpireError::GcDisabled(name.to_string()));
     }
-    let cutoff_ms = opts.older_than.map(|d| {
-        chrono::Utc::now()
-            .timestamp_millis()
-            .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    });
-    let plan_err = |e: IcebergError| ExpireError::Plan {
-        table: name.to_string(),
-        message: e.to_string().lines().next().unwrap_or_default().to_string(),
-    };
+    let cutoff_ms = cutoff_ms(opts.older_than);
     let planned = plan_expiry(&before, cutoff_ms, opts.retain_last)
         .await
-        .map_err(plan_err)?;
+        .map_err(|e| run.plan_error(e))?;
     let before_ids = snapshot_ids(&before);
     let planned_ids = snapshot_ids(&planned);
     let mut report = ExpireReport {
@@ -581,51 +579,12 @@ pub async fn expire_table(
         // the planned copy (whose log already dropped its oldest entry).
         before.clone()
     } else {
-        let tx = transaction(&before, cutoff_ms, opts.retain_last).map_err(plan_err)?;
-        match tx.commit(catalog.catalog.as_ref()).await {
-            Ok(t) => {
-                crashpoint::reached(CrashPoint::ExpireAfterCommit);
-                t
-            }
-            Err(e) => {
-                let source = classify_commit_error(&e);
-                tracing::warn!(table = name, error = %source, "expire commit did not land; deleting nothing");
-                return Err(ExpireError::Commit {
-                    table: name.to_string(),
-                    source,
-                });
-            }
-        }
+        run.commit(&before, cutoff_ms).await?
     };
-    let after_ids = snapshot_ids(&after);
-    let mut expired_ids: Vec<i64> = before_ids.difference(&after_ids).copied().collect();
-    expired_ids.sort_unstable();
-    report.snapshots_after = after_ids.len();
-    report.snapshots_expired = expired_ids.len();
-    report.expired_snapshot_ids = expired_ids.iter().take(MAX_LISTED_IDS).copied().collect();
-    let after_refs: HashSet<String> = ref_names(after.metadata()).into_iter().collect();
-    report.refs_removed = before_refs
-        .into_iter()
-        .filter(|r| !after_refs.contains(r))
-        .collect();
-    if !opts.dry_run {
-        report.metadata_location = after.metadata_location().map(str::to_string);
-        metrics
-            .snapshots_expired_total
-            .with_label_values(&[name])
-            .inc_by(expired_ids.len() as u64);
-    }
-    tracing::info!(
-        table = name,
-        expired = expired_ids.len(),
-        remaining = after_ids.len(),
-        dry_run = opts.dry_run,
-        "snapshots expired"
-    );
+    let expired_set = run.record_expired(&mut report, &before_ids, before_refs, &after);
 
     // A concurrent expiry may have removed snapshots we did not read: their files stay (orphan
     // removal finds them); only what we read is planned.
-    let expired_set: HashSet<i64> = expired_ids.iter().copied().collect();
     let expired_reach: Vec<SnapshotReach> = expired_reach
         .into_iter()
         .filter(|s| expired_set.contains(&s.snapshot_id))
@@ -651,37 +610,134 @@ pub async fn expire_table(
     if opts.dry_run || plan.is_empty() {
         return Ok(report);
     }
-    // Snapshots committed since ours (built on what we kept) must keep what they reach: re-read
-    // the table right before deleting and drop anything a new snapshot reaches from the plan.
-    let plan = match catalog.load(name).await {
-        Ok(latest) => match protect_new_snapshots(&latest, &after, plan).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                report.cleanup_error = Some(e.to_string());
-                return Ok(report);
-            }
-        },
-        Err(e) => {
-            report.cleanup_error = Some(format!("re-reading the table before deleting: {e}"));
-            return Ok(report);
-        }
-    };
-    let remover = Arc::new(FileIoRemover(after.file_io().clone()));
-    let deleted = files::delete_files(
-        remover,
-        plan,
-        opts.max_concurrent_deletes.max(1),
-        RetryPolicy::default(),
-    )
-    .await;
-    deleted.publish(metrics);
-    report.files_deleted = deleted.files();
-    report.bytes_deleted = deleted.bytes();
-    report.deleted = deleted.deleted;
-    report.already_gone = deleted.already_gone;
-    report.delete_failures = deleted.failed;
-    report.delete_errors = deleted.failures;
+    run.delete_unreachable(&mut report, &after, plan).await;
     Ok(report)
+}
+
+/// The cutoff for `older_than` (ms since the epoch); `None` leaves the table's default.
+fn cutoff_ms(older_than: Option<Duration>) -> Option<i64> {
+    older_than.map(|d| {
+        chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    })
+}
+
+/// The inputs of one [`expire_table`] run.
+struct ExpireRun<'a> {
+    catalog: &'a CatalogHandle,
+    name: &'a str,
+    opts: &'a ExpireOptions,
+    metrics: &'a Metrics,
+}
+
+impl ExpireRun<'_> {
+    /// An error of iceberg's expire action, reduced to its first line.
+    fn plan_error(&self, e: IcebergError) -> ExpireError {
+        ExpireError::Plan {
+            table: self.name.to_string(),
+            message: e.to_string().lines().next().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Commits the expiry on `before`; an error when the commit did not land or its outcome is
+    /// unknown (then nothing may be deleted).
+    async fn commit(&self, before: &Table, cutoff_ms: Option<i64>) -> Result<Table, ExpireError> {
+        let tx = transaction(before, cutoff_ms, self.opts.retain_last)
+            .map_err(|e| self.plan_error(e))?;
+        match tx.commit(self.catalog.catalog.as_ref()).await {
+            Ok(t) => {
+                crashpoint::reached(CrashPoint::ExpireAfterCommit);
+                Ok(t)
+            }
+            Err(e) => {
+                let source = classify_commit_error(&e);
+                tracing::warn!(table = self.name, error = %source, "expire commit did not land; deleting nothing");
+                Err(ExpireError::Commit {
+                    table: self.name.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Records which snapshots (of `before_ids`) and refs (of `before_refs`) `after` no longer
+    /// has, in `report` and, unless a dry run, in the metrics; returns the expired snapshot ids.
+    fn record_expired(
+        &self,
+        report: &mut ExpireReport,
+        before_ids: &HashSet<i64>,
+        before_refs: Vec<String>,
+        after: &Table,
+    ) -> HashSet<i64> {
+        let after_ids = snapshot_ids(after);
+        let mut expired_ids: Vec<i64> = before_ids.difference(&after_ids).copied().collect();
+        expired_ids.sort_unstable();
+        report.snapshots_after = after_ids.len();
+        report.snapshots_expired = expired_ids.len();
+        report.expired_snapshot_ids = expired_ids.iter().take(MAX_LISTED_IDS).copied().collect();
+        let after_refs: HashSet<String> = ref_names(after.metadata()).into_iter().collect();
+        report.refs_removed = before_refs
+            .into_iter()
+            .filter(|r| !after_refs.contains(r))
+            .collect();
+        if !self.opts.dry_run {
+            report.metadata_location = after.metadata_location().map(str::to_string);
+            self.metrics
+                .snapshots_expired_total
+                .with_label_values(&[self.name])
+                .inc_by(expired_ids.len() as u64);
+        }
+        tracing::info!(
+            table = self.name,
+            expired = expired_ids.len(),
+            remaining = after_ids.len(),
+            dry_run = self.opts.dry_run,
+            "snapshots expired"
+        );
+        expired_ids.into_iter().collect()
+    }
+
+    /// Deletes the files of `plan` that no snapshot committed since `after` reaches, and records
+    /// the outcome in `report` (a failure to re-read the table as its `cleanup_error`).
+    async fn delete_unreachable(
+        &self,
+        report: &mut ExpireReport,
+        after: &Table,
+        plan: Vec<FileRef>,
+    ) {
+        // Snapshots committed since ours (built on what we kept) must keep what they reach:
+        // re-read the table right before deleting and drop anything a new snapshot reaches from
+        // the plan.
+        let plan = match self.catalog.load(self.name).await {
+            Ok(latest) => match protect_new_snapshots(&latest, after, plan).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    report.cleanup_error = Some(e.to_string());
+                    return;
+                }
+            },
+            Err(e) => {
+                report.cleanup_error = Some(format!("re-reading the table before deleting: {e}"));
+                return;
+            }
+        };
+        let remover = Arc::new(FileIoRemover(after.file_io().clone()));
+        let deleted = files::delete_files(
+            remover,
+            plan,
+            self.opts.max_concurrent_deletes.max(1),
+            RetryPolicy::default(),
+        )
+        .await;
+        deleted.publish(self.metrics);
+        report.files_deleted = deleted.files();
+        report.bytes_deleted = deleted.bytes();
+        report.deleted = deleted.deleted;
+        report.already_gone = deleted.already_gone;
+        report.delete_failures = deleted.failed;
+        report.delete_errors = deleted.failures;
+    }
 }
 
 /// Removes from `plan` every file that a snapshot of `latest` which `after` does not have

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{ManifestContentType, ManifestEntry, ManifestFile, Operation};
+use iceberg::spec::{Manifest, ManifestContentType, ManifestEntry, ManifestFile, Operation};
 use iceberg::table::Table;
 use serde::Serialize;
 
@@ -139,75 +139,20 @@ impl SnapshotChange for RewriteManifestsOp {
             .filter(|m| m.content != ManifestContentType::Data || live_data(m))
             .cloned()
             .partition(|m| live_data(m) && specs.contains(&m.partition_spec_id));
-        let io = table.file_io().clone();
-        let loaded: Vec<(ManifestFile, iceberg::spec::Manifest)> =
-            futures::stream::iter(chosen.iter().cloned().map(|m| {
-                let io = io.clone();
-                async move {
-                    let manifest = m.load_manifest(&io).await?;
-                    Ok::<_, iceberg::Error>((m, manifest))
-                }
-            }))
-            .buffered(MANIFEST_READ_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let loaded = load_manifests(table, &chosen).await?;
 
         let mut manifests = kept.clone();
         let mut created = 0usize;
         let mut entries_total = 0usize;
         for spec_id in &specs {
-            let group: Vec<&(ManifestFile, iceberg::spec::Manifest)> = loaded
+            let group: Vec<&(ManifestFile, Manifest)> = loaded
                 .iter()
                 .filter(|(m, _)| m.partition_spec_id == *spec_id)
                 .collect();
-            let Some((_, first)) = group.first() else {
-                continue;
-            };
-            let schema = first.metadata().schema().clone();
-            let spec = first.metadata().partition_spec().clone();
-            let total_length: u64 = group.iter().map(|(m, _)| m.manifest_length as u64).sum();
-            // (partition key, entry, snapshot id of the manifest for entries that lack one)
-            let mut entries: Vec<(String, ManifestEntry, i64)> = Vec::new();
-            for (m, manifest) in &group {
-                for e in manifest.entries().iter().filter(|e| e.is_alive()) {
-                    let entry: ManifestEntry = Arc::unwrap_or_clone(e.clone());
-                    let key = format!("{:?}", entry.data_file().partition());
-                    entries.push((key, entry, m.added_snapshot_id));
-                }
-            }
-            // Cluster by partition so readers prune whole manifests.
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            entries_total += entries.len();
-            let per = entries_per_manifest(
-                total_length,
-                entries.len() as u64,
-                self.settings.target_size_bytes,
-            );
-            for chunk in entries.chunks(per) {
-                let mut writer = producer.new_manifest_writer(
-                    ManifestContentType::Data,
-                    schema.clone(),
-                    spec.clone(),
-                )?;
-                for (_, entry, manifest_snapshot) in chunk {
-                    let seq = entry.sequence_number.ok_or_else(|| {
-                        ReplaceError::InvalidChange(format!(
-                            "an entry for {} has no data sequence number",
-                            entry.file_path()
-                        ))
-                    })?;
-                    let file_seq = entry.file_sequence_number.or(Some(seq));
-                    let snapshot_id = entry.snapshot_id.unwrap_or(*manifest_snapshot);
-                    writer.add_existing_file(
-                        entry.data_file().clone(),
-                        snapshot_id,
-                        seq,
-                        file_seq,
-                    )?;
-                }
-                manifests.push(writer.write_manifest_file().await?);
-                created += 1;
-            }
+            let (written, entries) = self.rewrite_spec(producer, &group).await?;
+            entries_total += entries;
+            created += written.len();
+            manifests.extend(written);
         }
         let mut user = self.summary_properties.clone();
         user.insert("manifests-created".into(), created.to_string());
@@ -225,6 +170,79 @@ impl SnapshotChange for RewriteManifestsOp {
             summary,
         })
     }
+}
+
+impl RewriteManifestsOp {
+    /// Rewrites the live entries of `group` (the chosen manifests of one partition spec) into
+    /// new manifests of about the target size, clustered by partition. Returns the new manifests
+    /// and the number of entries they hold.
+    async fn rewrite_spec(
+        &self,
+        producer: &mut SnapshotProducer<'_>,
+        group: &[&(ManifestFile, Manifest)],
+    ) -> Result<(Vec<ManifestFile>, usize), ReplaceError> {
+        let Some((_, first)) = group.first() else {
+            return Ok((Vec::new(), 0));
+        };
+        let schema = first.metadata().schema().clone();
+        let spec = first.metadata().partition_spec().clone();
+        let total_length: u64 = group.iter().map(|(m, _)| m.manifest_length as u64).sum();
+        // (partition key, entry, snapshot id of the manifest for entries that lack one)
+        let mut entries: Vec<(String, ManifestEntry, i64)> = Vec::new();
+        for (m, manifest) in group {
+            for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+                let entry: ManifestEntry = Arc::unwrap_or_clone(e.clone());
+                let key = format!("{:?}", entry.data_file().partition());
+                entries.push((key, entry, m.added_snapshot_id));
+            }
+        }
+        // Cluster by partition so readers prune whole manifests.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let per = entries_per_manifest(
+            total_length,
+            entries.len() as u64,
+            self.settings.target_size_bytes,
+        );
+        let mut written = Vec::new();
+        for chunk in entries.chunks(per) {
+            let mut writer = producer.new_manifest_writer(
+                ManifestContentType::Data,
+                schema.clone(),
+                spec.clone(),
+            )?;
+            for (_, entry, manifest_snapshot) in chunk {
+                let seq = entry.sequence_number.ok_or_else(|| {
+                    ReplaceError::InvalidChange(format!(
+                        "an entry for {} has no data sequence number",
+                        entry.file_path()
+                    ))
+                })?;
+                let file_seq = entry.file_sequence_number.or(Some(seq));
+                let snapshot_id = entry.snapshot_id.unwrap_or(*manifest_snapshot);
+                writer.add_existing_file(entry.data_file().clone(), snapshot_id, seq, file_seq)?;
+            }
+            written.push(writer.write_manifest_file().await?);
+        }
+        Ok((written, entries.len()))
+    }
+}
+
+/// Reads `manifests`, a few at a time, keeping their order.
+async fn load_manifests(
+    table: &Table,
+    manifests: &[ManifestFile],
+) -> Result<Vec<(ManifestFile, Manifest)>, iceberg::Error> {
+    let io = table.file_io().clone();
+    futures::stream::iter(manifests.iter().cloned().map(|m| {
+        let io = io.clone();
+        async move {
+            let manifest = m.load_manifest(&io).await?;
+            Ok::<_, iceberg::Error>((m, manifest))
+        }
+    }))
+    .buffered(MANIFEST_READ_CONCURRENCY)
+    .try_collect()
+    .await
 }
 
 /// What a manifest rewrite did.

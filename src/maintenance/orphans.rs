@@ -680,6 +680,11 @@ pub async fn remove_orphans(
     if opts.older_than < MIN_OLDER_THAN && !opts.force {
         return Err(OrphansError::TooRecent(human_duration(opts.older_than)));
     }
+    let run = OrphanRun {
+        name,
+        opts,
+        metrics,
+    };
     let table = catalog.load(name).await?;
     let gc = table
         .metadata()
@@ -689,14 +694,7 @@ pub async fn remove_orphans(
     if !gc {
         return Err(OrphansError::GcDisabled(name.to_string()));
     }
-    let location_str = table
-        .metadata()
-        .location()
-        .trim_end_matches('/')
-        .to_string();
-    let location = ObjectUri::parse(&location_str)
-        .filter(|l| !l.key.is_empty())
-        .ok_or_else(|| OrphansError::UnsupportedLocation(location_str.clone()))?;
+    let location = table_location(&table)?;
     let storage = Storage::for_location(&location, &catalog.config.properties)?;
     let cutoff_ms = chrono::Utc::now().timestamp_millis()
         - i64::try_from(opts.older_than.as_millis()).unwrap_or(i64::MAX / 2);
@@ -712,12 +710,56 @@ pub async fn remove_orphans(
         cutoff_ms,
         ..Default::default()
     };
+    let mut candidates = list_candidates(&storage, &location, &refs, &mut report).await?;
 
+    // A commit that landed while we listed may reference files that looked orphaned.
+    if !candidates.is_empty() {
+        let fresh = catalog.load(name).await?;
+        if fresh.metadata_location() != table.metadata_location() {
+            walk_references(&fresh, &mut refs, &mut walked).await?;
+            let before = candidates.len();
+            candidates.retain(|(u, _)| refs.lookup(u) == Match::Unreferenced);
+            report.committed_meanwhile = (before - candidates.len()) as u64;
+        }
+    }
+    run.record_found(&mut report, &refs, &candidates);
+    if opts.dry_run {
+        let mut paths: Vec<String> = candidates.iter().map(|(u, _)| u.uri()).collect();
+        paths.sort();
+        paths.truncate(MAX_LISTED_PATHS);
+        report.orphan_paths = paths;
+        return Ok(report);
+    }
+    run.delete(&storage, candidates, &mut report).await;
+    Ok(report)
+}
+
+/// The table's location, which must be a supported storage location with a non-empty path.
+fn table_location(table: &Table) -> Result<ObjectUri, OrphansError> {
+    let location_str = table
+        .metadata()
+        .location()
+        .trim_end_matches('/')
+        .to_string();
+    ObjectUri::parse(&location_str)
+        .filter(|l| !l.key.is_empty())
+        .ok_or(OrphansError::UnsupportedLocation(location_str))
+}
+
+/// Lists everything under `location` and returns the unreferenced files older than the report's
+/// cutoff, with their sizes; counts the listed, hidden and too-new files in `report`. A file
+/// referenced under another scheme or authority fails the whole run.
+async fn list_candidates(
+    storage: &Storage,
+    location: &ObjectUri,
+    refs: &Referenced,
+    report: &mut OrphanReport,
+) -> Result<Vec<(ObjectUri, u64)>, OrphansError> {
     let dir_prefix = format!("{}/", location.key);
     let mut mismatches = 0u64;
     let mut example = None;
     let mut candidates: Vec<(ObjectUri, u64)> = Vec::new();
-    let mut listing = storage.list(&location);
+    let mut listing = storage.list(location);
     while let Some(item) = listing.next().await {
         let item = item?;
         report.files_listed += 1;
@@ -735,7 +777,7 @@ pub async fn remove_orphans(
                 mismatches += 1;
                 example.get_or_insert((item.uri.uri(), referenced));
             }
-            Match::Unreferenced if item.modified_ms < cutoff_ms => {
+            Match::Unreferenced if item.modified_ms < report.cutoff_ms => {
                 candidates.push((item.uri, item.size))
             }
             Match::Unreferenced => report.too_new += 1,
@@ -749,61 +791,71 @@ pub async fn remove_orphans(
             referenced,
         });
     }
+    Ok(candidates)
+}
 
-    // A commit that landed while we listed may reference files that looked orphaned.
-    if !candidates.is_empty() {
-        let fresh = catalog.load(name).await?;
-        if fresh.metadata_location() != table.metadata_location() {
-            walk_references(&fresh, &mut refs, &mut walked).await?;
-            let before = candidates.len();
-            candidates.retain(|(u, _)| refs.lookup(u) == Match::Unreferenced);
-            report.committed_meanwhile = (before - candidates.len()) as u64;
-        }
+/// The inputs of one [`remove_orphans`] run that its phases share.
+struct OrphanRun<'a> {
+    name: &'a str,
+    opts: &'a OrphanOptions,
+    metrics: &'a Metrics,
+}
+
+impl OrphanRun<'_> {
+    /// Records what was found (the orphans in `candidates`, the references in `refs`) in
+    /// `report`, the metrics and the log.
+    fn record_found(
+        &self,
+        report: &mut OrphanReport,
+        refs: &Referenced,
+        candidates: &[(ObjectUri, u64)],
+    ) {
+        report.referenced_files = refs.len() as u64;
+        report.orphan_files_found = candidates.len() as u64;
+        report.orphan_bytes = candidates.iter().map(|(_, s)| s).sum();
+        self.metrics
+            .orphan_files_found_total
+            .with_label_values(&[self.name])
+            .inc_by(report.orphan_files_found);
+        tracing::info!(
+            table = self.name,
+            listed = report.files_listed,
+            orphans = report.orphan_files_found,
+            too_new = report.too_new,
+            dry_run = self.opts.dry_run,
+            "orphan files found"
+        );
     }
-    report.referenced_files = refs.len() as u64;
-    report.orphan_files_found = candidates.len() as u64;
-    report.orphan_bytes = candidates.iter().map(|(_, s)| s).sum();
-    metrics
-        .orphan_files_found_total
-        .with_label_values(&[name])
-        .inc_by(report.orphan_files_found);
-    tracing::info!(
-        table = name,
-        listed = report.files_listed,
-        orphans = report.orphan_files_found,
-        too_new = report.too_new,
-        dry_run = opts.dry_run,
-        "orphan files found"
-    );
-    if opts.dry_run {
-        let mut paths: Vec<String> = candidates.iter().map(|(u, _)| u.uri()).collect();
-        paths.sort();
-        paths.truncate(MAX_LISTED_PATHS);
-        report.orphan_paths = paths;
-        return Ok(report);
+
+    /// Deletes the orphans in `candidates` from `storage` and records the outcome in `report`.
+    async fn delete(
+        &self,
+        storage: &Storage,
+        candidates: Vec<(ObjectUri, u64)>,
+        report: &mut OrphanReport,
+    ) {
+        let files: Vec<FileRef> = candidates
+            .into_iter()
+            .map(|(u, size)| FileRef {
+                path: u.uri(),
+                kind: FileKind::Orphan,
+                size: Some(size),
+            })
+            .collect();
+        let deleted = files::delete_files(
+            storage.remover(),
+            files,
+            self.opts.max_concurrent_deletes.max(1),
+            RetryPolicy::default(),
+        )
+        .await;
+        deleted.publish(self.metrics);
+        report.files_deleted = deleted.files();
+        report.bytes_deleted = deleted.bytes();
+        report.already_gone = deleted.already_gone;
+        report.delete_failures = deleted.failed;
+        report.delete_errors = deleted.failures;
     }
-    let files: Vec<FileRef> = candidates
-        .into_iter()
-        .map(|(u, size)| FileRef {
-            path: u.uri(),
-            kind: FileKind::Orphan,
-            size: Some(size),
-        })
-        .collect();
-    let deleted = files::delete_files(
-        storage.remover(),
-        files,
-        opts.max_concurrent_deletes.max(1),
-        RetryPolicy::default(),
-    )
-    .await;
-    deleted.publish(metrics);
-    report.files_deleted = deleted.files();
-    report.bytes_deleted = deleted.bytes();
-    report.already_gone = deleted.already_gone;
-    report.delete_failures = deleted.failed;
-    report.delete_errors = deleted.failures;
-    Ok(report)
 }
 
 /// `90s` → `1m30s` style, for messages.
