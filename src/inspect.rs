@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::catalog::stats::{SIZE_BUCKETS, file_stats};
-use crate::catalog::{CatalogError, CatalogHandle};
-use crate::maintenance::properties::{self, format_version_number};
+use crate::catalog::{CatalogError, CatalogHandle, format_version_number};
+use crate::maintenance::properties;
 use crate::policy::Policy;
 use crate::telemetry::Metrics;
 

@@ -59,6 +59,16 @@ pub fn parse_ident(name: &str) -> Result<TableIdent, CatalogError> {
     Ok(TableIdent::new(ns, table.to_string()))
 }
 
+/// Numeric value of a format version.
+pub fn format_version_number(v: iceberg::spec::FormatVersion) -> u8 {
+    use iceberg::spec::FormatVersion;
+    match v {
+        FormatVersion::V1 => 1,
+        FormatVersion::V2 => 2,
+        FormatVersion::V3 => 3,
+    }
+}
+
 /// `ns.table` for an identifier.
 pub fn ident_name(ident: &TableIdent) -> String {
     format!("{}.{}", ident.namespace().join("."), ident.name())

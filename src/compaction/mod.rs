@@ -307,8 +307,7 @@ fn planned_report(env: &Env<'_>, prepared: &Prepared) -> Report {
 
 /// Refuses tables whose format version replace snapshots cannot be committed to.
 fn check_format_version(table: &Table, table_name: &str) -> Result<(), CompactionError> {
-    let version =
-        crate::maintenance::properties::format_version_number(table.metadata().format_version());
+    let version = crate::catalog::format_version_number(table.metadata().format_version());
     if version != 2 {
         return Err(CompactionError::Unsupported {
             table: table_name.to_string(),

@@ -41,6 +41,7 @@ use super::files::{
 };
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::telemetry::Metrics;
+use crate::util::human_duration;
 
 /// Spark's default `older_than`: three days.
 pub const DEFAULT_OLDER_THAN: Duration = Duration::from_secs(3 * 86_400);
@@ -858,22 +859,6 @@ impl OrphanRun<'_> {
     }
 }
 
-/// `90s` → `1m30s` style, for messages.
-pub fn human_duration(d: Duration) -> String {
-    let mut s = d.as_secs();
-    if s == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if s >= n {
-            out.push_str(&format!("{}{unit}", s / n));
-            s %= n;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -993,12 +978,5 @@ mod tests {
         assert!(s3_store("lake", &bad).unwrap_err().contains("s3.endpoint"));
         assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("localhost"));
         assert!(!is_loopback("minio.internal"));
-    }
-
-    #[test]
-    fn durations_for_messages() {
-        assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human_duration(Duration::from_secs(86_400 * 3)), "3d");
-        assert_eq!(human_duration(Duration::ZERO), "0s");
     }
 }

@@ -11,7 +11,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use serde::Serialize;
 
-use crate::catalog::CatalogHandle;
+use crate::catalog::{CatalogHandle, format_version_number};
 use crate::policy::Policy;
 
 /// Errors while reconciling.
@@ -66,15 +66,6 @@ impl Drift {
 
     pub fn len(&self) -> usize {
         self.properties.len() + usize::from(self.format_version.is_some())
-    }
-}
-
-/// Numeric value of a format version.
-pub fn format_version_number(v: FormatVersion) -> u8 {
-    match v {
-        FormatVersion::V1 => 1,
-        FormatVersion::V2 => 2,
-        FormatVersion::V3 => 3,
     }
 }
 

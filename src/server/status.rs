@@ -89,8 +89,6 @@ pub async fn page(State(ctx): State<Arc<Context>>) -> Response {
 
 /// Renders the whole document (pure, so it can be tested without a server).
 pub fn render(ctx: &Context, tables: &[TableStatus], jobs: Result<&[JobRecord], String>) -> String {
-    let ready = ctx.readiness();
-    let policies = ctx.policies();
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
         h,
@@ -101,6 +99,28 @@ pub fn render(ctx: &Context, tables: &[TableStatus], jobs: Result<&[JobRecord], 
          <h1>icemaint {}</h1>",
         escape(env!("CARGO_PKG_VERSION"))
     );
+    readiness_section(&mut h, ctx, tables.len());
+    h.push_str("<h2>Watched tables</h2>");
+    if tables.is_empty() {
+        h.push_str("<p class=\"muted\">No watched tables yet: no catalog table matches a policy, or the first refresh has not finished.</p>");
+    } else {
+        tables_section(&mut h, tables);
+        histograms_section(&mut h, tables);
+    }
+    h.push_str("<h2>Last jobs</h2>");
+    jobs_section(&mut h, jobs);
+    h.push_str(
+        "<p class=\"muted\">Read-only. JSON: <a href=\"/api/v1/tables\">/api/v1/tables</a>, \
+         <a href=\"/api/v1/jobs\">/api/v1/jobs</a>, <a href=\"/api/v1/openapi.json\">OpenAPI</a>, \
+         <a href=\"/metrics\">/metrics</a>.</p></body></html>",
+    );
+    h
+}
+
+/// Catalog and store up or down, the policies in force, and why the daemon is not ready.
+fn readiness_section(h: &mut String, ctx: &Context, watched: usize) {
+    let ready = ctx.readiness();
+    let policies = ctx.policies();
     let flag = |ok: bool| {
         if ok {
             "<span class=\"ok\">up</span>"
@@ -108,21 +128,15 @@ pub fn render(ctx: &Context, tables: &[TableStatus], jobs: Result<&[JobRecord], 
             "<span class=\"bad\">down</span>"
         }
     };
+    let names: Vec<&str> = policies.policies.iter().map(|p| p.name.as_str()).collect();
     let _ = write!(
         h,
         "<p>catalog {} &middot; state store {} &middot; {} watched tables &middot; {} policies ({})",
         flag(ready.catalog),
         flag(ready.store),
-        tables.len(),
-        policies.policies.len(),
-        escape(
-            &policies
-                .policies
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        watched,
+        names.len(),
+        escape(&names.join(", "))
     );
     if ready.checked_ms > 0 {
         let _ = write!(
@@ -135,121 +149,121 @@ pub fn render(ctx: &Context, tables: &[TableStatus], jobs: Result<&[JobRecord], 
     if let Some(reason) = &ready.reason {
         let _ = write!(h, "<p class=\"bad\">{}</p>", escape(reason));
     }
+}
 
-    h.push_str("<h2>Watched tables</h2>");
-    if tables.is_empty() {
-        h.push_str("<p class=\"muted\">No watched tables yet: no catalog table matches a policy, or the first refresh has not finished.</p>");
-    } else {
-        h.push_str(
-            "<table id=\"tables\"><thead><tr><th>table</th><th>policy</th><th>format</th>\
-             <th>data files</th><th>small files</th><th>average size</th><th>data</th>\
-             <th>delete files</th><th>snapshots</th><th>properties</th></tr></thead><tbody>",
+/// One row per watched table: policy, format, file counts and sizes, property drift.
+fn tables_section(h: &mut String, tables: &[TableStatus]) {
+    h.push_str(
+        "<table id=\"tables\"><thead><tr><th>table</th><th>policy</th><th>format</th>\
+         <th>data files</th><th>small files</th><th>average size</th><th>data</th>\
+         <th>delete files</th><th>snapshots</th><th>properties</th></tr></thead><tbody>",
+    );
+    for t in tables {
+        let props = if let Some(e) = &t.error {
+            format!("<span class=\"bad\">error: {}</span>", escape(e))
+        } else if t.properties_in_sync {
+            "<span class=\"ok\">in sync</span>".to_string()
+        } else {
+            format!(
+                "<span class=\"warn\">drift: {}</span>",
+                escape(&t.drifted_keys.join(", "))
+            )
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}</td></tr>",
+            escape(&t.table),
+            escape(&t.policy),
+            t.format_version
+                .map(|v| format!("v{v}"))
+                .unwrap_or_else(|| "?".into()),
+            t.data_files,
+            t.small_files,
+            human_bytes(t.average_file_bytes as u64),
+            human_bytes(t.data_bytes),
+            t.delete_files,
+            t.snapshots,
+            props
         );
-        for t in tables {
-            let props = if let Some(e) = &t.error {
-                format!("<span class=\"bad\">error: {}</span>", escape(e))
-            } else if t.properties_in_sync {
-                "<span class=\"ok\">in sync</span>".to_string()
-            } else {
-                format!(
-                    "<span class=\"warn\">drift: {}</span>",
-                    escape(&t.drifted_keys.join(", "))
-                )
-            };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n\">{}</td><td>{}</td></tr>",
-                escape(&t.table),
-                escape(&t.policy),
-                t.format_version
-                    .map(|v| format!("v{v}"))
-                    .unwrap_or_else(|| "?".into()),
-                t.data_files,
-                t.small_files,
-                human_bytes(t.average_file_bytes as u64),
-                human_bytes(t.data_bytes),
-                t.delete_files,
-                t.snapshots,
-                props
-            );
-        }
-        h.push_str("</tbody></table>");
-
-        h.push_str("<h2>Data file sizes</h2><div class=\"cards\">");
-        let labels = bucket_labels();
-        for t in tables {
-            let max = t
-                .file_size_buckets
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(0)
-                .max(1);
-            let _ = write!(
-                h,
-                "<div class=\"card\"><h3>{}</h3><div class=\"hist\">",
-                escape(&t.table)
-            );
-            for (label, count) in labels.iter().zip(t.file_size_buckets) {
-                // Bar width in percent of the fullest bucket; an empty bucket gets no bar.
-                let width = count * 100 / max;
-                let _ = write!(
-                    h,
-                    "<span>{}</span><span><span class=\"bar\" style=\"width:{width}%\"></span></span>\
-                     <span class=\"n\">{count}</span>",
-                    escape(label)
-                );
-            }
-            h.push_str("</div></div>");
-        }
-        h.push_str("</div>");
     }
+    h.push_str("</tbody></table>");
+}
 
-    h.push_str("<h2>Last jobs</h2>");
-    match jobs {
+/// A file-size histogram card per table.
+fn histograms_section(h: &mut String, tables: &[TableStatus]) {
+    h.push_str("<h2>Data file sizes</h2><div class=\"cards\">");
+    let labels = bucket_labels();
+    for t in tables {
+        let max = t
+            .file_size_buckets
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let _ = write!(
+            h,
+            "<div class=\"card\"><h3>{}</h3><div class=\"hist\">",
+            escape(&t.table)
+        );
+        for (label, count) in labels.iter().zip(t.file_size_buckets) {
+            // Bar width in percent of the fullest bucket; an empty bucket gets no bar.
+            let width = count * 100 / max;
+            let _ = write!(
+                h,
+                "<span>{}</span><span><span class=\"bar\" style=\"width:{width}%\"></span></span>\
+                 <span class=\"n\">{count}</span>",
+                escape(label)
+            );
+        }
+        h.push_str("</div></div>");
+    }
+    h.push_str("</div>");
+}
+
+/// The last jobs with their outcome, or why they cannot be shown.
+fn jobs_section(h: &mut String, jobs: Result<&[JobRecord], String>) {
+    let jobs = match jobs {
         Err(e) => {
             let _ = write!(h, "<p class=\"bad\">jobs unavailable: {}</p>", escape(&e));
+            return;
         }
-        Ok([]) => h.push_str("<p class=\"muted\">No jobs yet.</p>"),
-        Ok(jobs) => {
-            h.push_str(
-                "<table id=\"jobs\"><thead><tr><th>started</th><th>table</th><th>kind</th>\
-                 <th>trigger</th><th>outcome</th><th>duration</th><th>error</th></tr></thead><tbody>",
-            );
-            for j in jobs {
-                let class = match j.status.as_str() {
-                    "succeeded" | "skipped" => "ok",
-                    "running" | "partial" => "warn",
-                    _ => "bad",
-                };
-                let duration = match (j.started_ms, j.finished_ms) {
-                    (Some(s), Some(f)) => format!("{:.1} s", (f - s) as f64 / 1000.0),
-                    _ => String::new(),
-                };
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                     <td><span class=\"{class}\">{}</span></td><td class=\"n\">{}</td><td>{}</td></tr>",
-                    time_ms(j.started_ms.unwrap_or(j.created_ms)),
-                    escape(&j.table),
-                    escape(&j.kind),
-                    escape(&j.trigger),
-                    escape(&j.status),
-                    duration,
-                    escape(j.error.as_deref().unwrap_or(""))
-                );
-            }
-            h.push_str("</tbody></table>");
+        Ok([]) => {
+            h.push_str("<p class=\"muted\">No jobs yet.</p>");
+            return;
         }
-    }
+        Ok(jobs) => jobs,
+    };
     h.push_str(
-        "<p class=\"muted\">Read-only. JSON: <a href=\"/api/v1/tables\">/api/v1/tables</a>, \
-         <a href=\"/api/v1/jobs\">/api/v1/jobs</a>, <a href=\"/api/v1/openapi.json\">OpenAPI</a>, \
-         <a href=\"/metrics\">/metrics</a>.</p></body></html>",
+        "<table id=\"jobs\"><thead><tr><th>started</th><th>table</th><th>kind</th>\
+         <th>trigger</th><th>outcome</th><th>duration</th><th>error</th></tr></thead><tbody>",
     );
-    h
+    for j in jobs {
+        let class = match j.status.as_str() {
+            "succeeded" | "skipped" => "ok",
+            "running" | "partial" => "warn",
+            _ => "bad",
+        };
+        let duration = match (j.started_ms, j.finished_ms) {
+            (Some(s), Some(f)) => format!("{:.1} s", (f - s) as f64 / 1000.0),
+            _ => String::new(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td><span class=\"{class}\">{}</span></td><td class=\"n\">{}</td><td>{}</td></tr>",
+            time_ms(j.started_ms.unwrap_or(j.created_ms)),
+            escape(&j.table),
+            escape(&j.kind),
+            escape(&j.trigger),
+            escape(&j.status),
+            duration,
+            escape(j.error.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</tbody></table>");
 }
 
 #[cfg(test)]
