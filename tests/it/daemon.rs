@@ -494,16 +494,19 @@ fn check_reports_every_problem_with_file_and_line() {
     assert!(err.contains("/nonexistent/icemaint.toml"), "{err}");
 }
 
+/// `icemaint demo` as a new user runs it: from an empty directory outside the repository, with
+/// no `--policies` (the platform's policies are built into the binary).
 #[tokio::test]
 async fn demo_comes_up_and_converges() {
     let dir = TestDir::new("demo");
-    let demo_dir = dir.join("demo");
+    let cwd = dir.join("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let demo_dir = cwd.join("icemaint-demo");
     let port = free_port();
     let log = std::fs::File::create(dir.join("demo.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_icemaint"))
-        .args(["demo", "--dir", demo_dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--policies", repo_policies().to_str().unwrap()])
+        .current_dir(&cwd)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
         .env("ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -536,6 +539,14 @@ async fn demo_comes_up_and_converges() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     assert_eq!(d.stop(), 0, "Ctrl-C/SIGTERM stops the demo cleanly");
+    // The embedded policies were written next to the demo, identical to the repository's.
+    for name in ["repartitioned.toml", "rollups.toml"] {
+        assert_eq!(
+            std::fs::read_to_string(demo_dir.join("policies").join(name)).unwrap(),
+            std::fs::read_to_string(repo_policies().join(name)).unwrap(),
+            "{name}"
+        );
+    }
 
     let spec = CatalogSpec::sql(
         demo_dir.join("catalog.db"),
