@@ -122,6 +122,11 @@ impl Selector {
     }
 }
 
+// Hand-written on purpose: glob crates (globset, glob, wildmatch) match a pattern against a name,
+// but policy loading must decide whether two *patterns* can match a common name (overlapping
+// selectors of equal specificity are an error), which none of them answers. Matching is the
+// special case of intersecting a pattern with a literal, so one small automaton does both.
+
 /// A glob token: `*` and `?` stay inside one name segment (they never match `.`), `**` matches
 /// anything, so `*.rollups_*` selects `metrics.rollups_1m` but not `a.b.rollups_1m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,11 @@
 //! or OAuth2 client credentials (`credential = client_id:secret`) refreshed before they expire and
 //! once on a 401, and `header.*` properties as extra headers. Tokens and secrets are held in
 //! [`Secret`] and never logged.
+//!
+//! Kept hand-written for a second reason: a commit must tell "the catalog refused it" (retry
+//! from a new base, or give up) from "the outcome is unknown" (a timeout or a 5xx after the
+//! request was sent: the files it references must not be cleaned up). iceberg-catalog-rest
+//! folds both into one error kind.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
