@@ -8,10 +8,11 @@
 //! once on a 401, and `header.*` properties as extra headers. Tokens and secrets are held in
 //! [`Secret`] and never logged.
 //!
-//! Kept hand-written for a second reason: a commit must tell "the catalog refused it" (retry
-//! from a new base, or give up) from "the outcome is unknown" (a timeout or a 5xx after the
-//! request was sent: the files it references must not be cleaned up). iceberg-catalog-rest
-//! folds both into one error kind.
+//! Why not the crate's `Catalog::update_table`: it takes a `TableCommit` that code outside
+//! iceberg cannot build with its own updates (our `replace` snapshot), and a commit must tell
+//! "the catalog refused it" (409: retry from a new base, or give up) from "the outcome is
+//! unknown" (a timeout or a 5xx after the request was sent: the files it references must not be
+//! cleaned up), which this client maps to distinct [`CommitError`]s.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
