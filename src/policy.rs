@@ -608,6 +608,8 @@ const DEFAULT_COMPACTION: &str = "0 0 * * * *";
 const DEFAULT_EXPIRE: &str = "0 15 * * * *";
 const DEFAULT_ORPHANS: &str = "0 0 4 * * *";
 const DEFAULT_MANIFESTS: &str = "0 30 4 * * *";
+/// Deletes in flight per expiry or orphan-removal run (Spark deletes with a thread pool too).
+pub const DEFAULT_MAX_CONCURRENT_DELETES: usize = 16;
 
 /// Parses one policy file; on failure returns every problem found.
 pub fn parse_policy(path: &Path, text: &str) -> Result<(Policy, LineIndex), Vec<Problem>> {
@@ -900,7 +902,8 @@ fn expire_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ExpirePolicy {
         retain_last: cx.uint("expire", t, "retain-last", 1).map(|n| n as u32),
         max_concurrent_deletes: cx
             .uint("expire", t, "max-concurrent-deletes", 1)
-            .unwrap_or(16) as usize,
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_DELETES as u64)
+            as usize,
     }
 }
 
@@ -933,7 +936,8 @@ fn orphans_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> OrphansPolicy {
         dry_run: cx.bool("orphans", t, "dry-run", false),
         max_concurrent_deletes: cx
             .uint("orphans", t, "max-concurrent-deletes", 1)
-            .unwrap_or(16) as usize,
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_DELETES as u64)
+            as usize,
     }
 }
 

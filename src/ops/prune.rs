@@ -1,12 +1,16 @@
 //! Snapshot expiry and orphan-file removal as jobs: a policy section plus per-run [`Overrides`]
 //! (CLI flags, API bodies) become an [`expire`](crate::maintenance::expire) or
 //! [`orphans`](crate::maintenance::orphans) run and its job outcome.
+//!
+//! A policy section sets a schedule and defaults, not permission: a job asked for by hand runs
+//! with Spark's defaults when the policy has no section for it, and `enabled = false` only stops
+//! the schedule (the scheduler never fires a disabled section).
 
 use std::time::Duration;
 
 use crate::jobs::{JobKind, JobOutcome, JobStatus};
 use crate::maintenance::{expire, orphans};
-use crate::policy::Policy;
+use crate::policy::{DEFAULT_MAX_CONCURRENT_DELETES, Policy};
 use crate::util::human_duration;
 
 use super::Deps;
@@ -50,14 +54,6 @@ impl Overrides {
     }
 }
 
-fn skipped(reason: String) -> JobOutcome {
-    JobOutcome {
-        status: JobStatus::Skipped,
-        detail: serde_json::json!({"reason": reason}),
-        error: None,
-    }
-}
-
 /// Expires `table`'s snapshots as its policy's `[expire]` says, with `overrides` on top.
 pub async fn expire(
     deps: Deps<'_>,
@@ -68,16 +64,14 @@ pub async fn expire(
     if let Err(e) = overrides.validate(JobKind::Expire) {
         return JobOutcome::failed(e, serde_json::json!({}));
     }
-    let Some(p) = policy.expire.as_ref() else {
-        return skipped(format!("policy {} has no [expire] section", policy.name));
-    };
-    if !p.enabled {
-        return skipped(format!("expiry is disabled in policy {}", policy.name));
-    }
+    // Without an `[expire]` section, Spark's defaults: the table's `history.expire.*`
+    // properties (5 days, keep 1).
+    let p = policy.expire.as_ref();
     let opts = expire::ExpireOptions {
-        older_than: overrides.older_than.or(p.older_than),
-        retain_last: overrides.retain_last.or(p.retain_last),
-        max_concurrent_deletes: p.max_concurrent_deletes,
+        older_than: overrides.older_than.or(p.and_then(|p| p.older_than)),
+        retain_last: overrides.retain_last.or(p.and_then(|p| p.retain_last)),
+        max_concurrent_deletes: p
+            .map_or(DEFAULT_MAX_CONCURRENT_DELETES, |p| p.max_concurrent_deletes),
         dry_run: overrides.dry_run.unwrap_or(false),
     };
     match expire::expire_table(deps.catalog, table, &opts, deps.metrics).await {
@@ -117,23 +111,17 @@ pub async fn remove_orphans(
     if let Err(e) = overrides.validate(JobKind::RemoveOrphans) {
         return JobOutcome::failed(e, serde_json::json!({}));
     }
-    let Some(p) = policy.orphans.as_ref() else {
-        return skipped(format!("policy {} has no [orphans] section", policy.name));
-    };
-    if !p.enabled {
-        return skipped(format!(
-            "orphan removal is disabled in policy {}",
-            policy.name
-        ));
-    }
+    // Without an `[orphans]` section, Spark's defaults: older than 3 days, no dry run.
+    let p = policy.orphans.as_ref();
     let opts = orphans::OrphanOptions {
         older_than: overrides
             .older_than
-            .or(p.older_than)
+            .or(p.and_then(|p| p.older_than))
             .unwrap_or(orphans::DEFAULT_OLDER_THAN),
-        dry_run: overrides.dry_run.unwrap_or(p.dry_run),
+        dry_run: overrides.dry_run.unwrap_or(p.is_some_and(|p| p.dry_run)),
         force: overrides.force,
-        max_concurrent_deletes: p.max_concurrent_deletes,
+        max_concurrent_deletes: p
+            .map_or(DEFAULT_MAX_CONCURRENT_DELETES, |p| p.max_concurrent_deletes),
     };
     match orphans::remove_orphans(deps.catalog, table, &opts, deps.metrics).await {
         Ok(r) => {

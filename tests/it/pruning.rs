@@ -22,7 +22,7 @@ const T: &str = "db.events";
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// A policy directory selecting `db.*` with `[expire]` and `[orphans]` sections (defaults), and
-/// `other.*` with neither.
+/// `other.*` with neither (manual runs there use Spark's defaults).
 fn policies(dir: &TestDir) -> PathBuf {
     let p = dir.join("policies");
     std::fs::create_dir_all(&p).unwrap();
@@ -503,7 +503,7 @@ async fn http_endpoints_and_cli_errors() {
             "gc.enabled=false",
         ],
     );
-    make_table(&spec, "other.t", &["--appends", "1", "--rows", "10"]);
+    make_table(&spec, "other.t", &["--appends", "3", "--rows", "10"]);
     let snapshots = table_info(&spec, T)["snapshots"].as_array().unwrap().len();
     let config = write_config(&dir, &spec, &policies(&dir), "");
     let cfg = config.to_str().unwrap();
@@ -544,15 +544,23 @@ async fn http_endpoints_and_cli_errors() {
         last.starts_with("error: table db.no_gc has gc.enabled=false"),
         "{err}"
     );
-    // A table whose policy has no [expire] section: skipped with the reason.
+    // A table whose policy has no [expire] section: asked for by hand, it runs with Spark's
+    // defaults (the table's history.expire.*: 5 days, so nothing yet; keep 1 snapshot).
     let (code, job, _) = icemaint_json(&["expire", "other.t", "--config", cfg]);
-    assert_eq!(code, 0);
-    assert_eq!(job["status"], "skipped");
-    assert!(
-        job["detail"]["reason"]
-            .as_str()
+    assert_eq!(code, 0, "{job}");
+    assert_eq!(job["status"], "skipped", "{job}");
+    assert_eq!(job["detail"]["snapshots_expired"], 0, "{job}");
+    let (code, job, _) =
+        icemaint_json(&["expire", "other.t", "--config", cfg, "--older-than", "0s"]);
+    assert_eq!(code, 0, "{job}");
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["detail"]["snapshots_expired"], 2, "{job}");
+    assert_eq!(
+        table_info(&spec, "other.t")["snapshots"]
+            .as_array()
             .unwrap()
-            .contains("[expire]")
+            .len(),
+        1
     );
 
     let d = Daemon::start(&config, &[]);
