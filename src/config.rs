@@ -12,6 +12,10 @@
 //! directory whenever `[policies]` itself is sound, so the policies can be checked alongside a
 //! broken config. [`Config::load`] and [`Config::parse`] are the same reading, failing when any
 //! problem was found.
+//!
+//! Catalog property values are masked in `Debug` and [`CatalogConfig::redacted_properties`]
+//! unless their key is on a short allow-list of settings known not to be credentials
+//! ([`is_secret_property`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -101,15 +105,63 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Catalog property keys whose values are credentials: never logged or returned by the API.
+/// Catalog property keys whose values may be shown in logs and API output. An allow-list, not a
+/// deny-list of credential-looking names: the catalog client and every FileIO backend take their
+/// own credentials under names nobody can enumerate in advance (`adls.account-key`,
+/// `gcs.oauth2.token`, `header.x-api-key`, a future backend's `...-key`), and a name missed by a
+/// deny-list leaks its value, while a name missed here only hides a harmless value. So every key
+/// not listed is masked, and so is every `header.*` (a header is as likely a credential as not).
+/// Listed: endpoints, regions, names and switches of the REST and SQL catalogs and of the S3,
+/// GCS, ADLS and OSS FileIO (iceberg-rust's property names). Deliberately absent although not
+/// secret on their own: identifiers that are one half of a credential pair (`s3.access-key-id`,
+/// `oss.access-key-id`, `adls.client-id`, `adls.tenant-id`) and `client.assume-role.external-id`
+/// (a shared secret between accounts in AWS's own words). URL values are still shown through
+/// [`crate::store::redact_url`], so a password or a credential query parameter inside them is
+/// masked too.
+const NON_SECRET_PROPERTIES: &[&str] = &[
+    // Catalog (REST and SQL).
+    "uri",
+    "warehouse",
+    "prefix",
+    "oauth2-server-uri",
+    "scope",
+    "audience",
+    "resource",
+    "disable-header-redaction",
+    "io-impl",
+    "sql_bind_style",
+    "pool.max-connections",
+    // S3.
+    "s3.endpoint",
+    "s3.region",
+    "client.region",
+    "s3.path-style-access",
+    "s3.allow-anonymous",
+    "s3.disable-ec2-metadata",
+    "s3.disable-config-load",
+    "s3.sse.type",
+    "s3.signer.uri",
+    "client.assume-role.arn",
+    "client.assume-role.session-name",
+    // GCS.
+    "gcs.project-id",
+    "gcs.user-project",
+    "gcs.service.path",
+    "gcs.no-auth",
+    "gcs.allow-anonymous",
+    "gcs.disable-vm-metadata",
+    "gcs.disable-config-load",
+    // ADLS and OSS.
+    "adls.account-name",
+    "adls.authority-host",
+    "oss.endpoint",
+];
+
+/// Whether a catalog property's value must be masked in logs and API output: every key but the
+/// known-harmless ones of [`NON_SECRET_PROPERTIES`] (matched exactly, so `S3.ENDPOINT` or an
+/// unknown `foo.bar` is masked), and always `header.*`.
 pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k == "token"
-        || k == "credential"
-        || k.contains("secret")
-        || k.contains("password")
-        || k.contains("session-token")
-        || k == "header.authorization"
+    key.starts_with("header.") || !NON_SECRET_PROPERTIES.contains(&key)
 }
 
 /// `[catalog]`. `Debug` masks credentials (see [`is_secret_property`]).
@@ -132,14 +184,17 @@ impl fmt::Debug for CatalogConfig {
             .field("kind", &self.kind)
             .field("uri", &crate::store::redact_url(&self.uri))
             .field("name", &self.name)
-            .field("warehouse", &self.warehouse)
+            .field(
+                "warehouse",
+                &self.warehouse.as_deref().map(crate::store::redact_url),
+            )
             .field("properties", &self.redacted_properties())
             .finish()
     }
 }
 
 impl CatalogConfig {
-    /// The properties with credentials masked, for logs and API output.
+    /// The properties with every value not known to be harmless masked, for logs and API output.
     pub fn redacted_properties(&self) -> BTreeMap<String, String> {
         self.properties
             .iter()
@@ -147,7 +202,8 @@ impl CatalogConfig {
                 let v = if is_secret_property(k) {
                     "***".to_string()
                 } else {
-                    v.clone()
+                    // Harmless keys include URLs, which may still carry a password.
+                    crate::store::redact_url(v)
                 };
                 (k.clone(), v)
             })
@@ -856,10 +912,40 @@ dir = "pol"
         c.catalog.uri = "postgres://u:pw@h/db".into();
         c.store.url = "postgres://u:pw@h/state".into();
         c.server.token = Some(Secret::new("tok3n"));
+        c.catalog.properties.extend(
+            [
+                ("header.x-api-key", "k3y-header"),
+                ("header.Authorization", "Bearer b3arer"),
+                ("adls.account-key", "k3y-adls"),
+                ("gcs.oauth2.token", "t0ken-gcs"),
+                ("foo.bar", "unkn0wn"),
+                ("s3.access-key-id", "AKIA1D"),
+                ("oauth2-server-uri", "https://u:pw2@idp/token"),
+                ("uri", "postgres://h/db?user=u&password=pw3"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let dbg = format!("{c:?}");
-        for secret in ["t0ps3cret", "tok3n", ":pw@"] {
+        let redacted = format!("{:?}", c.catalog.redacted_properties());
+        for secret in [
+            "t0ps3cret",
+            "tok3n",
+            ":pw@",
+            "k3y-header",
+            "b3arer",
+            "k3y-adls",
+            "t0ken-gcs",
+            "unkn0wn",
+            "AKIA1D",
+            "pw2",
+            "pw3",
+        ] {
             assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+            assert!(!redacted.contains(secret), "{secret} leaked in {redacted}");
         }
+        // Harmless values stay readable.
+        assert!(dbg.contains("http://127.0.0.1:9000"), "{dbg}");
+        assert!(dbg.contains("https://u:***@idp/token"), "{dbg}");
     }
 
     #[test]
@@ -884,6 +970,41 @@ dir = "pol"
         ] {
             assert!(err.contains(part), "{part} not in {err}");
         }
+    }
+
+    #[test]
+    fn only_allow_listed_properties_are_shown() {
+        for key in [
+            "token",
+            "credential",
+            "header.x-api-key",
+            "header.authorization",
+            "header.X-Tenant",
+            "adls.account-key",
+            "adls.sas-token",
+            "gcs.oauth2.token",
+            "gcs.credentials-json",
+            "s3.secret-access-key",
+            "s3.session-token",
+            "s3.access-key-id",
+            "s3.sse.key",
+            "client.assume-role.external-id",
+            "oss.access-key-secret",
+            "foo.bar",
+            "S3.ENDPOINT",
+            "",
+        ] {
+            assert!(is_secret_property(key), "{key:?} must be masked");
+        }
+        for key in NON_SECRET_PROPERTIES {
+            assert!(!is_secret_property(key), "{key} is allow-listed");
+            assert!(
+                !key.starts_with("header."),
+                "{key}: headers are always masked"
+            );
+        }
+        assert!(!is_secret_property("s3.endpoint"));
+        assert!(!is_secret_property("warehouse"));
     }
 
     /// Two bad keys in different sections, a bad type, a bad enum value and a missing required
