@@ -5,12 +5,43 @@
 //! part stands for `-`. Catalog properties are `ICEMAINT__CATALOG__PROPERTIES__<key>`, where the key
 //! is taken as written when it contains `.` or `-` (Kubernetes allows such names) and lowercased
 //! otherwise, so `ICEMAINT__CATALOG__PROPERTIES__TOKEN` sets `token`.
+//!
+//! Like the policies, the file is read leniently: [`Config::check`] collects *every* problem
+//! (unknown keys, bad values, missing keys) with its file and line, or the environment variable
+//! that caused it, so `icemaint check` reports them all in one run; it also tells the policy
+//! directory whenever `[policies]` itself is sound, so the policies can be checked alongside a
+//! broken config. [`Config::load`] and [`Config::parse`] are the same reading, failing when any
+//! problem was found.
+//!
+//! Catalog property values are masked in `Debug` and [`CatalogConfig::redacted_properties`]
+//! unless their key is on a short allow-list of settings known not to be credentials
+//! ([`is_secret_property`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// One problem in one configuration or policy file, rendered as `file:line: message`, or
+/// `file: message` when no line applies (line 0: the file could not be read, or the problem
+/// comes from an environment variable or a missing section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
+}
 
 /// Errors reading or validating the configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -21,14 +52,23 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        message: String,
-    },
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
+    /// Every problem found, joined on one line (`icemaint check` prints one per line).
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The problems found (a read error is one problem without a line).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { path, source } => vec![Problem {
+                file: path.clone(),
+                line: 0,
+                message: format!("cannot read: {source}"),
+            }],
+            ConfigError::Invalid(p) => p.clone(),
+        }
+    }
 }
 
 /// Which catalog implementation holds the watched tables.
@@ -65,33 +105,76 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Catalog property keys whose values are credentials: never logged or returned by the API.
+/// Catalog property keys whose values may be shown in logs and API output. An allow-list, not a
+/// deny-list of credential-looking names: the catalog client and every FileIO backend take their
+/// own credentials under names nobody can enumerate in advance (`adls.account-key`,
+/// `gcs.oauth2.token`, `header.x-api-key`, a future backend's `...-key`), and a name missed by a
+/// deny-list leaks its value, while a name missed here only hides a harmless value. So every key
+/// not listed is masked, and so is every `header.*` (a header is as likely a credential as not).
+/// Listed: endpoints, regions, names and switches of the REST and SQL catalogs and of the S3,
+/// GCS, ADLS and OSS FileIO (iceberg-rust's property names). Deliberately absent although not
+/// secret on their own: identifiers that are one half of a credential pair (`s3.access-key-id`,
+/// `oss.access-key-id`, `adls.client-id`, `adls.tenant-id`) and `client.assume-role.external-id`
+/// (a shared secret between accounts in AWS's own words). URL values are still shown through
+/// [`crate::store::redact_url`], so a password or a credential query parameter inside them is
+/// masked too.
+const NON_SECRET_PROPERTIES: &[&str] = &[
+    // Catalog (REST and SQL).
+    "uri",
+    "warehouse",
+    "prefix",
+    "oauth2-server-uri",
+    "scope",
+    "audience",
+    "resource",
+    "disable-header-redaction",
+    "io-impl",
+    "sql_bind_style",
+    "pool.max-connections",
+    // S3.
+    "s3.endpoint",
+    "s3.region",
+    "client.region",
+    "s3.path-style-access",
+    "s3.allow-anonymous",
+    "s3.disable-ec2-metadata",
+    "s3.disable-config-load",
+    "s3.sse.type",
+    "s3.signer.uri",
+    "client.assume-role.arn",
+    "client.assume-role.session-name",
+    // GCS.
+    "gcs.project-id",
+    "gcs.user-project",
+    "gcs.service.path",
+    "gcs.no-auth",
+    "gcs.allow-anonymous",
+    "gcs.disable-vm-metadata",
+    "gcs.disable-config-load",
+    // ADLS and OSS.
+    "adls.account-name",
+    "adls.authority-host",
+    "oss.endpoint",
+];
+
+/// Whether a catalog property's value must be masked in logs and API output: every key but the
+/// known-harmless ones of [`NON_SECRET_PROPERTIES`] (matched exactly, so `S3.ENDPOINT` or an
+/// unknown `foo.bar` is masked), and always `header.*`.
 pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k == "token"
-        || k == "credential"
-        || k.contains("secret")
-        || k.contains("password")
-        || k.contains("session-token")
-        || k == "header.authorization"
+    key.starts_with("header.") || !NON_SECRET_PROPERTIES.contains(&key)
 }
 
 /// `[catalog]`. `Debug` masks credentials (see [`is_secret_property`]).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct CatalogConfig {
-    #[serde(rename = "type")]
     pub kind: CatalogType,
     /// REST: the catalog's base URI. SQL: `sqlite:///path/catalog.db` or `postgres://...`.
     pub uri: String,
     /// SQL catalog name (`iceberg_tables.catalog_name`); PyIceberg's default is `default`.
-    #[serde(default = "default_catalog_name")]
     pub name: String,
-    #[serde(default)]
     pub warehouse: Option<String>,
     /// Passed to the catalog and FileIO: `token`, `credential`, `oauth2-server-uri`, `header.*`,
     /// `s3.endpoint`, `s3.path-style-access`, ...
-    #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -101,14 +184,17 @@ impl fmt::Debug for CatalogConfig {
             .field("kind", &self.kind)
             .field("uri", &crate::store::redact_url(&self.uri))
             .field("name", &self.name)
-            .field("warehouse", &self.warehouse)
+            .field(
+                "warehouse",
+                &self.warehouse.as_deref().map(crate::store::redact_url),
+            )
             .field("properties", &self.redacted_properties())
             .finish()
     }
 }
 
 impl CatalogConfig {
-    /// The properties with credentials masked, for logs and API output.
+    /// The properties with every value not known to be harmless masked, for logs and API output.
     pub fn redacted_properties(&self) -> BTreeMap<String, String> {
         self.properties
             .iter()
@@ -116,11 +202,36 @@ impl CatalogConfig {
                 let v = if is_secret_property(k) {
                     "***".to_string()
                 } else {
-                    v.clone()
+                    // Harmless keys include URLs, which may still carry a password.
+                    crate::store::redact_url(v)
                 };
                 (k.clone(), v)
             })
             .collect()
+    }
+}
+
+/// A `[catalog]` section on its own (tests and library users embed one in their own documents),
+/// with the checks of [`Config::check_text`]: every problem, joined on one line.
+impl<'de> Deserialize<'de> for CatalogConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = toml::Table::deserialize(d)?;
+        let mut cx = Collector {
+            file: String::new(),
+            lines: HashMap::new(),
+            from_env: HashMap::new(),
+            problems: Vec::new(),
+        };
+        match catalog_config(&mut cx, &t) {
+            Some(c) if cx.problems.is_empty() => Ok(c),
+            _ => Err(serde::de::Error::custom(
+                cx.problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
     }
 }
 
@@ -129,19 +240,14 @@ fn default_catalog_name() -> String {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
-    #[serde(default = "default_listen")]
     pub listen: String,
     /// When set, mutating API endpoints require `Authorization: Bearer <token>`.
-    #[serde(default)]
     pub token: Option<Secret>,
     /// How long a shutdown waits for in-flight jobs (commits are never cut off).
-    #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
     /// How often readiness checks (catalog, store) and table gauges are refreshed.
-    #[serde(default = "default_refresh")]
     pub refresh_interval_seconds: u64,
 }
 
@@ -167,11 +273,9 @@ impl Default for ServerConfig {
 }
 
 /// `[store]`. `Debug` masks a database password.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// `sqlite://icemaint-state.db` (created when missing) or `postgres://...`.
-    #[serde(default = "default_store_url")]
     pub url: String,
 }
 
@@ -196,11 +300,9 @@ impl Default for StoreConfig {
 }
 
 /// `[policies]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct PoliciesConfig {
     /// Directory of `*.toml` policy files, relative to the config file.
-    #[serde(default = "default_policies_dir")]
     pub dir: PathBuf,
 }
 
@@ -217,61 +319,388 @@ impl Default for PoliciesConfig {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub catalog: CatalogConfig,
-    #[serde(default)]
     pub server: ServerConfig,
-    #[serde(default)]
     pub store: StoreConfig,
-    #[serde(default)]
     pub policies: PoliciesConfig,
+}
+
+/// What reading a configuration found.
+#[derive(Debug)]
+pub struct ConfigReport {
+    /// The configuration, when there is no problem.
+    pub config: Option<Config>,
+    /// The policy directory whenever `[policies]` is sound (its `dir`, or the default), even when
+    /// other keys are bad: `icemaint check` checks the policies too. `None` when the file could
+    /// not be read or parsed as TOML, or `[policies]` / its `dir` has the wrong type.
+    pub policies_dir: Option<PathBuf>,
+    /// Every problem, in file-format order (sections as documented, then their keys).
+    pub problems: Vec<Problem>,
 }
 
 const ENV_PREFIX: &str = "ICEMAINT__";
 
 impl Config {
     /// Reads `path`, applies `ICEMAINT__*` overrides from the process environment and resolves the
-    /// policy directory relative to the file.
+    /// policy directory relative to the file. Fails when the file cannot be read, or with every
+    /// problem found.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        let mut cfg = Self::parse(&text, &path.display().to_string(), &env)?;
-        if cfg.policies.dir.is_relative() {
-            let base = path.parent().unwrap_or_else(|| Path::new("."));
-            cfg.policies.dir = base.join(&cfg.policies.dir);
+        let report = Self::check_read(path, &text);
+        report.config.ok_or(ConfigError::Invalid(report.problems))
+    }
+
+    /// Like [`Config::load`], but never stops early: every problem, and the policy directory
+    /// (resolved relative to the file) whenever it can be told.
+    pub fn check(path: &Path) -> ConfigReport {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::check_read(path, &text),
+            Err(source) => ConfigReport {
+                config: None,
+                policies_dir: None,
+                problems: ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }
+                .problems(),
+            },
         }
-        Ok(cfg)
+    }
+
+    /// [`Config::check_text`] on the file's text with the process environment, the policy
+    /// directory resolved relative to the file.
+    fn check_read(path: &Path, text: &str) -> ConfigReport {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut report = Self::check_text(text, &path.display().to_string(), &env);
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let resolve = |dir: &mut PathBuf| {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        };
+        if let Some(dir) = &mut report.policies_dir {
+            resolve(dir);
+        }
+        if let Some(c) = &mut report.config {
+            resolve(&mut c.policies.dir);
+        }
+        report
     }
 
     /// Parses TOML text (named `origin` in errors) with the given environment overrides.
     pub fn parse(text: &str, origin: &str, env: &[(String, String)]) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| invalid(origin, text, &e))?;
-        apply_env(&mut table, env)?;
-        let merged = toml::to_string(&table).expect("a toml table serializes");
-        // Spans from the merged document would not match the file; report against the file when
-        // the error is in it, and say "after environment overrides" otherwise.
-        toml::from_str::<Config>(&merged).map_err(|e| match toml::from_str::<Config>(text) {
-            Err(orig) => invalid(origin, text, &orig),
-            Ok(_) => ConfigError::Invalid {
-                path: origin.to_string(),
-                line: 0,
-                message: format!("after environment overrides: {}", e.message().trim_end()),
-            },
-        })
+        let report = Self::check_text(text, origin, env);
+        report.config.ok_or(ConfigError::Invalid(report.problems))
+    }
+
+    /// Parses TOML text (named `origin` in problems) with the given environment overrides,
+    /// collecting every problem. The policy directory is left as written.
+    pub fn check_text(text: &str, origin: &str, env: &[(String, String)]) -> ConfigReport {
+        let mut doc: toml::Table = match toml::from_str(text) {
+            Ok(d) => d,
+            Err(e) => {
+                // Not TOML: nothing further can be told, not even the policy directory.
+                let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+                return ConfigReport {
+                    config: None,
+                    policies_dir: None,
+                    problems: vec![Problem {
+                        file: origin.to_string(),
+                        line,
+                        message: one_line(e.message()),
+                    }],
+                };
+            }
+        };
+        let mut cx = Collector {
+            file: origin.to_string(),
+            lines: key_lines(text),
+            from_env: HashMap::new(),
+            problems: Vec::new(),
+        };
+        apply_env(&mut doc, env, &mut cx);
+
+        // Sections in the documented order, so problems come out in a stable order.
+        cx.unknown_keys("", &doc, TOP_KEYS);
+        let catalog = match doc.get("catalog") {
+            None => {
+                cx.missing("", "[catalog] section");
+                None
+            }
+            Some(_) => cx
+                .section(&doc, "catalog")
+                .and_then(|t| catalog_config(&mut cx, t)),
+        };
+        let server = cx
+            .section(&doc, "server")
+            .map(|t| server_config(&mut cx, t))
+            .unwrap_or_default();
+        let store = cx
+            .section(&doc, "store")
+            .map(|t| store_config(&mut cx, t))
+            .unwrap_or_default();
+        let policies = match doc.get("policies") {
+            None => Some(PoliciesConfig::default()),
+            Some(_) => cx
+                .section(&doc, "policies")
+                .and_then(|t| policies_config(&mut cx, t)),
+        };
+
+        let policies_dir = policies.as_ref().map(|p| p.dir.clone());
+        let config = match (catalog, policies) {
+            (Some(catalog), Some(policies)) if cx.problems.is_empty() => Some(Config {
+                catalog,
+                server,
+                store,
+                policies,
+            }),
+            _ => None,
+        };
+        ConfigReport {
+            config,
+            policies_dir,
+            problems: cx.problems,
+        }
     }
 }
 
-fn invalid(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-    ConfigError::Invalid {
-        path: origin.to_string(),
-        line,
-        message: e.message().trim_end().to_string(),
+const TOP_KEYS: &[&str] = &["catalog", "server", "store", "policies"];
+const CATALOG_KEYS: &[&str] = &["type", "uri", "name", "warehouse", "properties"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "token",
+    "shutdown-grace-seconds",
+    "refresh-interval-seconds",
+];
+const STORE_KEYS: &[&str] = &["url"];
+const POLICIES_KEYS: &[&str] = &["dir"];
+
+/// `[catalog]`: `None` when a required key is missing or bad (the problems say which).
+fn catalog_config(cx: &mut Collector, t: &toml::Table) -> Option<CatalogConfig> {
+    cx.unknown_keys("catalog", t, CATALOG_KEYS);
+    let kind = match t.get("type") {
+        None => {
+            cx.missing("catalog", "'catalog.type' (\"rest\" or \"sql\")");
+            None
+        }
+        Some(toml::Value::String(s)) if s == "rest" => Some(CatalogType::Rest),
+        Some(toml::Value::String(s)) if s == "sql" => Some(CatalogType::Sql),
+        Some(other) => {
+            let got = match other {
+                toml::Value::String(s) => format!("{s:?}"),
+                v => v.type_str().to_string(),
+            };
+            cx.err(
+                "catalog.type",
+                format!("'catalog.type' must be \"rest\" or \"sql\", not {got}"),
+            );
+            None
+        }
+    };
+    let uri = match t.get("uri") {
+        None => {
+            cx.missing(
+                "catalog",
+                "'catalog.uri' (the catalog's base uri or database url)",
+            );
+            None
+        }
+        Some(_) => cx.string("catalog", t, "uri"),
+    };
+    let name = cx
+        .string("catalog", t, "name")
+        .unwrap_or_else(default_catalog_name);
+    let warehouse = cx.string("catalog", t, "warehouse");
+    let mut properties = BTreeMap::new();
+    if let Some(props) = cx.section(t, "catalog.properties") {
+        for (k, v) in props {
+            match v {
+                toml::Value::String(s) => {
+                    properties.insert(k.clone(), s.clone());
+                }
+                // The value itself is never quoted: it may be a credential.
+                other => cx.err(
+                    &format!("catalog.properties.{k}"),
+                    format!(
+                        "catalog property '{k}' must be a string, not {}",
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+    }
+    Some(CatalogConfig {
+        kind: kind?,
+        uri: uri?,
+        name,
+        warehouse,
+        properties,
+    })
+}
+
+/// `[server]`, with defaults where values are missing or bad.
+fn server_config(cx: &mut Collector, t: &toml::Table) -> ServerConfig {
+    cx.unknown_keys("server", t, SERVER_KEYS);
+    ServerConfig {
+        listen: cx
+            .string("server", t, "listen")
+            .unwrap_or_else(default_listen),
+        token: cx.string("server", t, "token").map(Secret::new),
+        shutdown_grace_seconds: cx
+            .uint("server", t, "shutdown-grace-seconds")
+            .unwrap_or_else(default_grace),
+        refresh_interval_seconds: cx
+            .uint("server", t, "refresh-interval-seconds")
+            .unwrap_or_else(default_refresh),
+    }
+}
+
+/// `[store]`, with the default where the value is missing or bad.
+fn store_config(cx: &mut Collector, t: &toml::Table) -> StoreConfig {
+    cx.unknown_keys("store", t, STORE_KEYS);
+    StoreConfig {
+        url: cx
+            .string("store", t, "url")
+            .unwrap_or_else(default_store_url),
+    }
+}
+
+/// `[policies]`: `None` when `dir` is not a string (the directory cannot be told).
+fn policies_config(cx: &mut Collector, t: &toml::Table) -> Option<PoliciesConfig> {
+    cx.unknown_keys("policies", t, POLICIES_KEYS);
+    match t.get("dir") {
+        None => Some(PoliciesConfig::default()),
+        Some(_) => cx.string("policies", t, "dir").map(|d| PoliciesConfig {
+            dir: PathBuf::from(d),
+        }),
+    }
+}
+
+/// Collects the problems of one configuration file, each on its line in the file or attributed
+/// to the environment variable that set the value.
+struct Collector {
+    file: String,
+    /// Line of each dotted key path in the file.
+    lines: HashMap<String, usize>,
+    /// The environment variable that set each dotted key path (or created each section).
+    from_env: HashMap<String, String>,
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    /// A problem with the value at `path`: on its line, or naming the variable that set it.
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        let message = message.into();
+        let problem = match self.from_env.get(path) {
+            Some(var) => Problem {
+                file: self.file.clone(),
+                line: 0,
+                message: format!("environment variable {var}: {message}"),
+            },
+            None => Problem {
+                file: self.file.clone(),
+                line: self.lines.get(path).copied().unwrap_or(0),
+                message,
+            },
+        };
+        self.problems.push(problem);
+    }
+
+    /// A missing required key (or section), on the line of its section's header when there is
+    /// one in the file.
+    fn missing(&mut self, section: &str, what: &str) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            line: self.lines.get(section).copied().unwrap_or(0),
+            message: format!("missing {what}"),
+        });
+    }
+
+    fn env_problem(&mut self, var: &str, message: &str) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            line: 0,
+            message: format!("environment variable {var}: {message}"),
+        });
+    }
+
+    fn unknown_keys(&mut self, section: &str, t: &toml::Table, known: &[&str]) {
+        for k in t.keys() {
+            if !known.contains(&k.as_str()) {
+                let path = join(section, k);
+                self.err(
+                    &path,
+                    format!(
+                        "unknown key '{path}' (expected one of: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The table at `path` (a dotted path whose last part is a key of `parent`), if present and a
+    /// table.
+    fn section<'t>(&mut self, parent: &'t toml::Table, path: &str) -> Option<&'t toml::Table> {
+        let key = path.rsplit('.').next().unwrap_or(path);
+        match parent.get(key)? {
+            toml::Value::Table(t) => Some(t),
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "'{path}' must be a table ([{path}]), not {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, section: &str, t: &toml::Table, key: &str) -> Option<String> {
+        let path = join(section, key);
+        match t.get(key)? {
+            toml::Value::String(s) => Some(s.clone()),
+            other => {
+                self.err(
+                    &path,
+                    format!("'{path}' must be a string, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, section: &str, t: &toml::Table, key: &str) -> Option<u64> {
+        let path = join(section, key);
+        match t.get(key)? {
+            toml::Value::Integer(n) if *n >= 0 => Some(*n as u64),
+            toml::Value::Integer(n) => {
+                self.err(&path, format!("'{path}' must be zero or more, not {n}"));
+                None
+            }
+            other => {
+                self.err(
+                    &path,
+                    format!("'{path}' must be an integer, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn join(section: &str, key: &str) -> String {
+    if section.is_empty() {
+        key.to_string()
+    } else {
+        format!("{section}.{key}")
     }
 }
 
@@ -280,53 +709,93 @@ pub fn line_of(text: &str, pos: usize) -> usize {
     text[..pos.min(text.len())].matches('\n').count() + 1
 }
 
-fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+/// The line of every key of a TOML document by dotted path (`server.listen`,
+/// `catalog.properties.s3.endpoint`; a section's path is its header's line); empty when `text`
+/// is not TOML. Shared with the policy files' line index.
+pub(crate) fn key_lines(text: &str) -> HashMap<String, usize> {
+    fn walk(text: &str, prefix: &str, t: &toml::de::DeTable<'_>, out: &mut HashMap<String, usize>) {
+        for (k, v) in t.iter() {
+            let path = join(prefix, k.get_ref());
+            out.insert(path.clone(), line_of(text, k.span().start));
+            if let toml::de::DeValue::Table(inner) = v.get_ref() {
+                walk(text, &path, inner, out);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    if let Ok(doc) = toml::de::DeTable::parse(text) {
+        walk(text, "", doc.get_ref(), &mut out);
+    }
+    out
+}
+
+/// Folds a multi-line library message (a TOML or cron parser's caret diagram) into one line.
+pub(crate) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Applies `ICEMAINT__*` overrides to the document, recording which variable set which key so
+/// that problems with those values name the variable rather than a line of the file.
+fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Collector) {
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let parts: Vec<&str> = rest.split("__").collect();
-        let bad = |message: &str| ConfigError::Env {
-            var: var.clone(),
-            message: message.to_string(),
-        };
-        match parts.as_slice() {
-            [section, key] => {
-                let section = section.to_ascii_lowercase();
-                let key = key.to_ascii_lowercase().replace('_', "-");
-                let entry = table
-                    .entry(section.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(t) = entry else {
-                    return Err(bad("section is not a table"));
-                };
-                t.insert(key.clone(), env_value(&section, &key, value));
-            }
+        let (section, props, key) = match parts.as_slice() {
+            [section, key] => (
+                section.to_ascii_lowercase(),
+                false,
+                key.to_ascii_lowercase().replace('_', "-"),
+            ),
             [section, props, key] if props.eq_ignore_ascii_case("properties") => {
-                let section = section.to_ascii_lowercase();
                 let key = if key.contains('.') || key.contains('-') {
                     key.to_string()
                 } else {
                     key.to_ascii_lowercase()
                 };
-                let entry = table
-                    .entry(section)
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(t) = entry else {
-                    return Err(bad("section is not a table"));
-                };
-                let p = t
-                    .entry("properties")
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(p) = p else {
-                    return Err(bad("properties is not a table"));
-                };
-                p.insert(key, toml::Value::String(value.clone()));
+                (section.to_ascii_lowercase(), true, key)
             }
-            _ => return Err(bad("expected ICEMAINT__SECTION__KEY")),
+            _ => {
+                cx.env_problem(var, "expected ICEMAINT__SECTION__KEY");
+                continue;
+            }
+        };
+        if !doc.contains_key(&section) {
+            cx.from_env.insert(section.clone(), var.clone());
+        }
+        let entry = doc
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(t) = entry else {
+            cx.env_problem(var, &format!("'{section}' is not a table"));
+            continue;
+        };
+        if props {
+            let path = format!("{section}.properties");
+            if !t.contains_key("properties") {
+                cx.from_env.insert(path.clone(), var.clone());
+            }
+            let p = t
+                .entry("properties")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(p) = p else {
+                cx.env_problem(var, &format!("'{path}' is not a table"));
+                continue;
+            };
+            cx.from_env.insert(format!("{path}.{key}"), var.clone());
+            p.insert(key, toml::Value::String(value.clone()));
+        } else {
+            cx.from_env.insert(format!("{section}.{key}"), var.clone());
+            let v = env_value(&section, &key, value);
+            t.insert(key, v);
         }
     }
-    Ok(())
 }
 
 /// Environment values are strings; numeric keys get numbers so that typed fields accept them.
@@ -428,8 +897,11 @@ dir = "pol"
     fn bad_env_override_is_reported() {
         let env = vec![("ICEMAINT__SERVER__NOPE".to_string(), "1".to_string())];
         let err = Config::parse(FULL, "c.toml", &env).unwrap_err().to_string();
-        assert!(err.contains("after environment overrides"), "{err}");
-        assert!(err.contains("nope"), "{err}");
+        assert_eq!(
+            err,
+            "c.toml: environment variable ICEMAINT__SERVER__NOPE: unknown key 'server.nope' \
+             (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds)"
+        );
     }
 
     #[test]
@@ -440,9 +912,243 @@ dir = "pol"
         c.catalog.uri = "postgres://u:pw@h/db".into();
         c.store.url = "postgres://u:pw@h/state".into();
         c.server.token = Some(Secret::new("tok3n"));
+        c.catalog.properties.extend(
+            [
+                ("header.x-api-key", "k3y-header"),
+                ("header.Authorization", "Bearer b3arer"),
+                ("adls.account-key", "k3y-adls"),
+                ("gcs.oauth2.token", "t0ken-gcs"),
+                ("foo.bar", "unkn0wn"),
+                ("s3.access-key-id", "AKIA1D"),
+                ("oauth2-server-uri", "https://u:pw2@idp/token"),
+                ("uri", "postgres://h/db?user=u&password=pw3"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let dbg = format!("{c:?}");
-        for secret in ["t0ps3cret", "tok3n", ":pw@"] {
+        let redacted = format!("{:?}", c.catalog.redacted_properties());
+        for secret in [
+            "t0ps3cret",
+            "tok3n",
+            ":pw@",
+            "k3y-header",
+            "b3arer",
+            "k3y-adls",
+            "t0ken-gcs",
+            "unkn0wn",
+            "AKIA1D",
+            "pw2",
+            "pw3",
+        ] {
             assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+            assert!(!redacted.contains(secret), "{secret} leaked in {redacted}");
         }
+        // Harmless values stay readable.
+        assert!(dbg.contains("http://127.0.0.1:9000"), "{dbg}");
+        assert!(dbg.contains("https://u:***@idp/token"), "{dbg}");
+    }
+
+    #[test]
+    fn a_catalog_section_deserializes_with_the_same_checks() {
+        #[derive(Deserialize)]
+        struct Root {
+            catalog: CatalogConfig,
+        }
+        let c = toml::from_str::<Root>(FULL.split("[server]").next().unwrap())
+            .unwrap()
+            .catalog;
+        assert_eq!((c.kind, c.name.as_str()), (CatalogType::Rest, "default"));
+        assert_eq!(c.properties.len(), 2);
+        let err = toml::from_str::<Root>("[catalog]\ntype = \"hive\"\nx = 1\n")
+            .err()
+            .unwrap()
+            .to_string();
+        for part in [
+            "unknown key 'catalog.x'",
+            "\"hive\"",
+            "missing 'catalog.uri'",
+        ] {
+            assert!(err.contains(part), "{part} not in {err}");
+        }
+    }
+
+    #[test]
+    fn only_allow_listed_properties_are_shown() {
+        for key in [
+            "token",
+            "credential",
+            "header.x-api-key",
+            "header.authorization",
+            "header.X-Tenant",
+            "adls.account-key",
+            "adls.sas-token",
+            "gcs.oauth2.token",
+            "gcs.credentials-json",
+            "s3.secret-access-key",
+            "s3.session-token",
+            "s3.access-key-id",
+            "s3.sse.key",
+            "client.assume-role.external-id",
+            "oss.access-key-secret",
+            "foo.bar",
+            "S3.ENDPOINT",
+            "",
+        ] {
+            assert!(is_secret_property(key), "{key:?} must be masked");
+        }
+        for key in NON_SECRET_PROPERTIES {
+            assert!(!is_secret_property(key), "{key} is allow-listed");
+            assert!(
+                !key.starts_with("header."),
+                "{key}: headers are always masked"
+            );
+        }
+        assert!(!is_secret_property("s3.endpoint"));
+        assert!(!is_secret_property("warehouse"));
+    }
+
+    /// Two bad keys in different sections, a bad type, a bad enum value and a missing required
+    /// key: every one reported, each on its line.
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "\
+[catalog]
+type = \"hive\"
+warehouse = 3
+colour = \"blue\"
+[catalog.properties]
+\"s3.endpoint\" = \"http://x\"
+\"s3.region\" = 1
+[server]
+listen = \"127.0.0.1:1\"
+bogus = 1
+shutdown-grace-seconds = -2
+[policies]
+dir = \"pol\"
+[extra]
+";
+        let r = Config::check_text(text, "c.toml", &[]);
+        assert!(r.config.is_none());
+        let got: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "c.toml:14: unknown key 'extra' (expected one of: catalog, server, store, policies)",
+                "c.toml:4: unknown key 'catalog.colour' (expected one of: type, uri, name, warehouse, properties)",
+                "c.toml:2: 'catalog.type' must be \"rest\" or \"sql\", not \"hive\"",
+                "c.toml:1: missing 'catalog.uri' (the catalog's base uri or database url)",
+                "c.toml:3: 'catalog.warehouse' must be a string, not integer",
+                "c.toml:7: catalog property 's3.region' must be a string, not integer",
+                "c.toml:10: unknown key 'server.bogus' (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds)",
+                "c.toml:11: 'server.shutdown-grace-seconds' must be zero or more, not -2",
+            ],
+            "{got:#?}"
+        );
+        // The policy directory is still known, so `icemaint check` checks the policies too.
+        assert_eq!(r.policies_dir, Some(PathBuf::from("pol")));
+        // `parse` fails with all of them on one line.
+        let err = Config::parse(text, "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("'extra'") && err.contains("-2"), "{err}");
+    }
+
+    #[test]
+    fn policies_dir_is_known_unless_policies_is_broken() {
+        let no_catalog = "[server]\nlisten = 1\n";
+        let r = Config::check_text(no_catalog, "c.toml", &[]);
+        assert_eq!(r.policies_dir, Some(PathBuf::from("policies")));
+        let got: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "c.toml: missing [catalog] section",
+                "c.toml:2: 'server.listen' must be a string, not integer",
+            ]
+        );
+
+        let r = Config::check_text("[policies]\ndir = 5\nx = 1\n", "c.toml", &[]);
+        assert_eq!(r.policies_dir, None);
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        let r = Config::check_text("policies = \"p\"\n", "c.toml", &[]);
+        assert_eq!(r.policies_dir, None);
+        assert!(
+            r.problems.iter().any(|p| p.to_string()
+                == "c.toml:1: 'policies' must be a table ([policies]), not string"),
+            "{:?}",
+            r.problems
+        );
+        // Environment overrides count: the directory the daemon would use.
+        let env = [(
+            "ICEMAINT__POLICIES__DIR".to_string(),
+            "elsewhere".to_string(),
+        )];
+        let r = Config::check_text(no_catalog, "c.toml", &env);
+        assert_eq!(r.policies_dir, Some(PathBuf::from("elsewhere")));
+    }
+
+    #[test]
+    fn not_toml_is_one_problem_and_no_policy_dir() {
+        let r = Config::check_text("[catalog\ntype = 1\n", "c.toml", &[]);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0].to_string().starts_with("c.toml:1: "));
+        assert_eq!(r.policies_dir, None);
+        assert!(r.config.is_none());
+    }
+
+    #[test]
+    fn env_problems_name_the_variable() {
+        let env = [
+            (
+                "ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS".to_string(),
+                "soon".to_string(),
+            ),
+            ("ICEMAINT__NOPE".to_string(), "1".to_string()),
+            ("ICEMAINT__EXTRA__KEY".to_string(), "1".to_string()),
+        ];
+        let r = Config::check_text(FULL, "c.toml", &env);
+        let got: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "c.toml: environment variable ICEMAINT__NOPE: expected ICEMAINT__SECTION__KEY",
+                "c.toml: environment variable ICEMAINT__EXTRA__KEY: unknown key 'extra' (expected one of: catalog, server, store, policies)",
+                "c.toml: environment variable ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS: 'server.refresh-interval-seconds' must be an integer, not string",
+            ],
+            "{got:#?}"
+        );
+        // A bad value in the file that the environment replaces is not a problem.
+        let text = FULL.replace("listen = \"127.0.0.1:9191\"", "listen = 5");
+        let env = [(
+            "ICEMAINT__SERVER__LISTEN".to_string(),
+            "127.0.0.1:1".to_string(),
+        )];
+        let c = Config::parse(&text, "c.toml", &env).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn load_and_check_resolve_the_policy_dir_next_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("icemaint.toml");
+        std::fs::write(&path, FULL).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.policies.dir, dir.path().join("pol"));
+        std::fs::write(&path, FULL.replace("[server]", "[server]\nbogus = 1")).unwrap();
+        let r = Config::check(&path);
+        assert_eq!(r.policies_dir, Some(dir.path().join("pol")));
+        assert_eq!(r.problems.len(), 1);
+        assert!(Config::load(&path).is_err());
+
+        let missing = dir.path().join("missing.toml");
+        let r = Config::check(&missing);
+        assert_eq!(r.policies_dir, None);
+        assert_eq!(r.problems.len(), 1);
+        let shown = r.problems[0].to_string();
+        assert!(
+            shown.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{shown}"
+        );
+        let err = Config::load(&missing).unwrap_err().to_string();
+        assert_eq!(err, shown);
     }
 }

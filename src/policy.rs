@@ -12,7 +12,6 @@
 //! could select the same table with equal specificity are an error.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,24 +20,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::compaction::options as copts;
+use crate::config::one_line;
 use crate::util::parse_duration;
 
 /// The policy file format version this build understands.
 pub const POLICY_VERSION: i64 = 1;
 
-/// One problem in one policy file, rendered as `file:line: message`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, self.message)
-    }
-}
+/// One problem in one policy file, rendered as `file:line: message` (shared with the
+/// configuration file, whose problems `icemaint check` prints alongside).
+pub use crate::config::Problem;
 
 /// Errors loading a policy directory: every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -412,36 +402,26 @@ pub struct LineIndex {
 
 impl LineIndex {
     fn build(text: &str) -> Self {
-        let mut idx = LineIndex::default();
+        let mut tables = HashMap::new();
         if let Ok(doc) = toml::de::DeTable::parse(text) {
-            fn walk(text: &str, prefix: &str, t: &toml::de::DeTable<'_>, idx: &mut LineIndex) {
-                for (k, v) in t.iter() {
-                    let path = if prefix.is_empty() {
-                        k.get_ref().to_string()
-                    } else {
-                        format!("{prefix}.{}", k.get_ref())
-                    };
-                    idx.keys
-                        .insert(path.clone(), crate::config::line_of(text, k.span().start));
-                    match v.get_ref() {
-                        toml::de::DeValue::Table(inner) => walk(text, &path, inner, idx),
-                        toml::de::DeValue::Array(items) if path == "tables" => {
-                            for item in items.iter() {
-                                if let Some(s) = item.get_ref().as_str() {
-                                    idx.tables.insert(
-                                        s.to_string(),
-                                        crate::config::line_of(text, item.span().start),
-                                    );
-                                }
-                            }
-                        }
-                        _ => {}
+            let entries = doc.get_ref().iter().find(|(k, _)| k.get_ref() == "tables");
+            if let Some((_, v)) = entries
+                && let toml::de::DeValue::Array(items) = v.get_ref()
+            {
+                for item in items.iter() {
+                    if let Some(s) = item.get_ref().as_str() {
+                        tables.insert(
+                            s.to_string(),
+                            crate::config::line_of(text, item.span().start),
+                        );
                     }
                 }
             }
-            walk(text, "", doc.get_ref(), &mut idx);
         }
-        idx
+        LineIndex {
+            keys: crate::config::key_lines(text),
+            tables,
+        }
     }
 
     fn line(&self, path: &str) -> usize {
@@ -954,16 +934,6 @@ fn manifests_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ManifestsPolicy {
         min_manifests: cx.uint("manifests", t, "min-manifests", 2).unwrap_or(100) as usize,
         target_size_bytes: cx.uint("manifests", t, "target-size-bytes", 1),
     }
-}
-
-/// Folds a multi-line library message (e.g. the cron parser's caret diagram) into one line.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn validate_selector(s: &str) -> Result<(), String> {

@@ -383,14 +383,57 @@ fn job_from_row(r: &AnyRow) -> Result<JobRecord, StoreError> {
     })
 }
 
-/// Hides a password in a database URL.
+/// Query parameters of database and catalog URLs whose values are not credentials: SQLite's open
+/// options and PostgreSQL's connection settings. Every other value is masked: drivers take
+/// credentials there too (`postgres://h/db?password=...`), and a parameter missing from this list
+/// only hides a harmless value where one missing from a list of credential names would leak it.
+const NON_SECRET_QUERY_PARAMS: &[&str] = &[
+    "mode",
+    "cache",
+    "immutable",
+    "vfs",
+    "sslmode",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+    "statement-cache-capacity",
+];
+
+/// Hides a password in a URL, and the value of every query parameter not known to be harmless
+/// ([`NON_SECRET_QUERY_PARAMS`]); anything else, and text that is not a URL, is returned as it is.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let mut changed = false;
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+        changed = true;
+    }
+    let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+    if pairs
+        .iter()
+        .any(|(k, _)| !NON_SECRET_QUERY_PARAMS.contains(&k.as_str()))
+    {
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(pairs.iter().map(|(k, v)| {
+                let v = if NON_SECRET_QUERY_PARAMS.contains(&k.as_str()) {
+                    v.as_str()
+                } else {
+                    "***"
+                };
+                (k.as_str(), v)
+            }));
+        changed = true;
+    }
+    if changed {
+        u.to_string()
+    } else {
+        url.to_string()
     }
 }
 
@@ -527,5 +570,25 @@ mod tests {
             "UPDATE t SET a = $1 WHERE b = $2"
         );
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn redact_url_masks_passwords_and_unknown_query_values() {
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=pw&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("http://c:8181/api?apikey=k"),
+            "http://c:8181/api?apikey=***"
+        );
+        for unchanged in [
+            "sqlite://state.db",
+            "sqlite://state.db?mode=rwc",
+            "http://127.0.0.1:8181",
+            "not a url",
+        ] {
+            assert_eq!(redact_url(unchanged), unchanged);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::daemon::Context;
-use crate::policy::PolicySet;
+use crate::policy::{PolicySet, Problem};
 
 pub mod bench;
 mod jobs;
@@ -31,16 +31,11 @@ where
         .collect()
 }
 
-/// `icemaint check`: validates the config and every policy file; all problems at once, exit 2.
+/// `icemaint check`: validates the config and every policy file; every problem of both in one
+/// run, one per line on stderr, exit 2. The policies are checked even when other config keys are
+/// bad, as long as the policy directory can be told.
 pub fn check(config_path: &Path) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match PolicySet::load_dir(&config.policies.dir) {
+    match check_all(config_path) {
         Ok(set) => {
             let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
             println!(
@@ -51,11 +46,29 @@ pub fn check(config_path: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            for p in e.problems() {
+        Err(problems) => {
+            for p in problems {
                 eprintln!("{p}");
             }
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The policies of a valid configuration, or every problem of the configuration and of the
+/// policies (config problems first).
+fn check_all(config_path: &Path) -> Result<PolicySet, Vec<Problem>> {
+    let report = Config::check(config_path);
+    let mut problems = report.problems;
+    let Some(dir) = report.policies_dir else {
+        return Err(problems);
+    };
+    match PolicySet::load_dir(&dir) {
+        Ok(set) if problems.is_empty() => Ok(set),
+        Ok(_) => Err(problems),
+        Err(e) => {
+            problems.extend_from_slice(e.problems());
+            Err(problems)
         }
     }
 }
@@ -101,4 +114,60 @@ pub async fn demo(
         return Ok(());
     }
     crate::runtime::serve(config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two bad config keys and a bad policy: all three in one run, config problems first.
+    #[test]
+    fn check_reports_config_and_policy_problems_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("pol");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(
+            policies.join("a.toml"),
+            "version = 1\ntables = [\"m.t\"]\nshape = 1\n",
+        )
+        .unwrap();
+        let config = dir.path().join("icemaint.toml");
+        std::fs::write(
+            &config,
+            "[catalog]\ntype = \"sql\"\nuri = \"sqlite://c.db\"\ncolour = 1\n\
+             [server]\nbogus = 2\n[policies]\ndir = \"pol\"\n",
+        )
+        .unwrap();
+        let problems = check_all(&config).unwrap_err();
+        let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let c = config.display();
+        let a = policies.join("a.toml");
+        let a = a.display();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].starts_with(&format!("{c}:4: unknown key 'catalog.colour'")),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with(&format!("{c}:6: unknown key 'server.bogus'")),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].starts_with(&format!("{a}:3: unknown key 'shape'")),
+            "{got:#?}"
+        );
+
+        // Fixed config and policy: the policy set.
+        std::fs::write(policies.join("a.toml"), "version = 1\ntables = [\"m.t\"]\n").unwrap();
+        std::fs::write(
+            &config,
+            "[catalog]\ntype = \"sql\"\nuri = \"sqlite://c.db\"\n[policies]\ndir = \"pol\"\n",
+        )
+        .unwrap();
+        assert_eq!(check_all(&config).unwrap().policies.len(), 1);
+
+        // A config that is not TOML: its one problem, the policies cannot be found.
+        std::fs::write(&config, "[catalog\n").unwrap();
+        assert_eq!(check_all(&config).unwrap_err().len(), 1);
+    }
 }

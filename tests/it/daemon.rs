@@ -488,6 +488,41 @@ fn check_reports_every_problem_with_file_and_line() {
     let (code, _, err) = icemaint(&["check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.starts_with(&format!("{}:5:", bad.display())), "{err}");
+
+    // Two bad config keys and a bad policy: all three in one run, because the policy directory
+    // can still be told from the broken config; exit 2.
+    let policies2 = dir.join("policies2");
+    std::fs::create_dir_all(&policies2).unwrap();
+    std::fs::write(
+        policies2.join("c.toml"),
+        "version = 1\ntables = [\"metrics.events\"]\nshape = \"round\"\n",
+    )
+    .unwrap();
+    let both = dir.join("both.toml");
+    std::fs::write(
+        &both,
+        "[catalog]\ntype = \"rest\"\nuri = \"x\"\ncolour = \"blue\"\n[server]\nlisten = 5\n\
+         [policies]\ndir = \"policies2\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = icemaint(&["check", "--config", both.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let c = policies2.join("c.toml").display().to_string();
+    let both = both.display().to_string();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{both}:4: unknown key 'catalog.colour'")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{both}:6: 'server.listen' must be a string")),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{c}:3: unknown key 'shape'")),
+        "{err}"
+    );
     // A missing config file: non-zero, one line.
     let (code, _, err) = icemaint(&["serve", "--config", "/nonexistent/icemaint.toml"]);
     assert_eq!(code, 1);
