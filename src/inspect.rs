@@ -16,24 +16,41 @@ use crate::policy::Policy;
 use crate::telemetry::Metrics;
 
 /// What `icemaint tables` and `GET /api/v1/tables` report for one watched table.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+// The doc comments and `schema` attributes make the OpenAPI schema (`utoipa`): every field is
+// always written, so nullable ones are `required` too; `deny_unknown_fields` only makes the schema
+// say `additionalProperties: false` (serializing ignores it).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TableStatus {
+    /// `namespace.table`.
     pub table: String,
+    /// Name of the policy that selects the table.
     pub policy: String,
+    /// Iceberg format version; null when the table could not be loaded.
+    #[schema(minimum = 1, required)]
     pub format_version: Option<u8>,
+    /// Live data files in the current snapshot.
     pub data_files: u64,
+    /// Live data files under `small_file_threshold_bytes`.
     pub small_files: u64,
     pub small_file_threshold_bytes: u64,
     pub data_bytes: u64,
+    #[schema(minimum = 0)]
     pub average_file_bytes: f64,
-    /// Live data files per size bucket (`catalog::stats::SIZE_BUCKET_UPPER_BYTES`).
+    /// Live data files by size: < 1 MiB, < 8 MiB, < 32 MiB, < 128 MiB, < 512 MiB, >= 512 MiB.
+    // (`catalog::stats::SIZE_BUCKET_UPPER_BYTES`)
+    #[schema(min_items = 6, max_items = 6)]
     pub file_size_buckets: [u64; SIZE_BUCKETS],
     pub delete_files: u64,
     pub manifests: u64,
     pub snapshots: u64,
+    #[schema(required)]
     pub current_snapshot_id: Option<i64>,
     pub properties_in_sync: bool,
+    /// Policy properties (and `format-version`) the table does not have.
     pub drifted_keys: Vec<String>,
+    /// Why the table could not be inspected.
+    #[schema(required)]
     pub error: Option<String>,
 }
 

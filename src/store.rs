@@ -6,6 +6,9 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::Pool;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 /// Errors talking to the state store.
 #[derive(Debug, thiserror::Error)]
@@ -35,18 +38,64 @@ impl StoreError {
 }
 
 /// One job row.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+// The doc comments and `schema` attributes make the OpenAPI schema `Job` (`utoipa`): every field
+// is always written, so nullable ones are `required` too; `deny_unknown_fields` only makes the
+// schema say `additionalProperties: false` (serializing ignores it).
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Job)]
 pub struct JobRecord {
+    #[schema(format = Uuid)]
     pub id: String,
     pub table: String,
+    #[schema(schema_with = job_kind)]
     pub kind: String,
+    #[schema(schema_with = job_trigger)]
     pub trigger: String,
+    #[schema(schema_with = job_status)]
     pub status: String,
     pub created_ms: i64,
+    #[schema(required)]
     pub started_ms: Option<i64>,
+    #[schema(required)]
     pub finished_ms: Option<i64>,
+    /// Kind-specific result (for reconcile: the drift found and the keys corrected).
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
+    #[schema(required)]
     pub error: Option<String>,
+}
+
+// The values of a job's string columns, for the schema. The spellings belong to
+// `jobs::{JobKind, Trigger, JobStatus}`, a layer above this one: `server::openapi`'s tests check
+// these lists against them.
+const JOB_KINDS: &[&str] = &[
+    "reconcile",
+    "compaction",
+    "expire",
+    "remove-orphans",
+    "rewrite-manifests",
+];
+const JOB_TRIGGERS: &[&str] = &["schedule", "manual", "startup"];
+const JOB_STATUSES: &[&str] = &["running", "succeeded", "partial", "failed", "skipped"];
+
+fn string_enum(values: &[&str]) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .into()
+}
+
+fn job_kind() -> RefOr<Schema> {
+    string_enum(JOB_KINDS)
+}
+
+fn job_trigger() -> RefOr<Schema> {
+    string_enum(JOB_TRIGGERS)
+}
+
+fn job_status() -> RefOr<Schema> {
+    string_enum(JOB_STATUSES)
 }
 
 impl JobRecord {
@@ -68,13 +117,18 @@ impl JobRecord {
 }
 
 /// One recorded property change.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+// For the OpenAPI schema, as `JobRecord`.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PropertyChange {
     pub table: String,
     pub key: String,
+    #[schema(required)]
     pub old: Option<String>,
+    #[schema(required)]
     pub new: Option<String>,
     pub changed_ms: i64,
+    #[schema(required)]
     pub job_id: Option<String>,
 }
 

@@ -94,12 +94,15 @@ pub struct Prepared {
 }
 
 /// The dry-run view of a plan (`--dry-run`, `POST .../plan`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanView<'a> {
     pub table: &'a str,
+    #[schema(required)]
     pub snapshot_id: Option<i64>,
     pub output_spec_id: i32,
+    #[schema(value_type = Object)]
     pub options: &'a CompactionOptions,
+    #[schema(value_type = Object)]
     pub plan: &'a Plan,
 }
 

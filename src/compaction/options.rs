@@ -99,7 +99,7 @@ pub const DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS: usize = 10;
 pub const DEFAULT_MAX_CONCURRENT_FILE_GROUP_REWRITES: usize = 5;
 
 /// The order in which planned file groups are rewritten (Java's `RewriteJobOrder`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RewriteJobOrder {
     /// Planning order: partitions in their canonical order, bins in packing order.

@@ -12,16 +12,44 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::ApiError;
+use super::{ApiError, Busy, ErrorBody, ReloadFailed, one_of};
 use crate::catalog::{CatalogError, parse_ident};
-use crate::compaction::CompactionError;
+use crate::compaction::options::RewriteJobOrder;
+use crate::compaction::{CompactionError, PlanView};
 use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest};
-use crate::jobs::{StartError, Trigger};
+use crate::inspect::TableStatus;
+use crate::jobs::{JobKind, StartError, Trigger};
 use crate::ops;
 use crate::policy::Policy;
+use crate::store::{JobRecord, PropertyChange};
+
+// `deny_unknown_fields` on the serialize-only response structs below does nothing to the JSON; it
+// makes their OpenAPI schemas say `additionalProperties: false`.
+
+/// The `{table}` path parameter (documentation only: handlers take it as a string and check it
+/// with [`watched`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TablePath {
+    /// Table name as `namespace.table` (nested namespaces separated by dots).
+    #[param(pattern = r"^[^.]+(\.[^.]+)+$", example = "metrics.rollups_1m")]
+    pub table: String,
+}
+
+/// The `{id}` path parameter (documentation only).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobIdPath {
+    /// Job id (a UUID).
+    #[param(format = Uuid)]
+    pub id: String,
+}
 
 /// Token comparison whose time does not depend on where the inputs differ (only on their
 /// lengths, which are no secret). `subtle` is the reviewed implementation the TLS stack already
@@ -70,14 +98,85 @@ pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
     }
 }
 
-pub async fn list_tables(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"tables": ctx.cached_tables()}))
+/// The watched tables, as last refreshed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableList {
+    pub tables: Vec<TableStatus>,
 }
 
+/// Cached status of every watched table
+///
+/// Refreshed in the background every `[server] refresh-interval-seconds`; does not contact the
+/// catalog.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tables",
+    tag = "tables",
+    operation_id = "listTables",
+    responses((status = 200, description = "Watched tables.", body = inline(TableList))),
+)]
+pub async fn list_tables(State(ctx): State<Arc<Context>>) -> Json<TableList> {
+    Json(TableList {
+        tables: ctx.cached_tables(),
+    })
+}
+
+/// `GET /api/v1/tables/{table}`: a [`TableStatus`] plus the property changes icemaint recorded.
+#[derive(Debug, Serialize)]
+pub struct TableDetail {
+    #[serde(flatten)]
+    pub status: TableStatus,
+    pub property_changes: Vec<PropertyChange>,
+}
+
+/// Built from [`TableStatus`]'s schema rather than derived: a derive would render the flattened
+/// status as `allOf: [TableStatus, {property_changes}]`, and the `additionalProperties: false` of
+/// TableStatus would then reject every response (it does not compose with `allOf`).
+impl PartialSchema for TableDetail {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(mut o)) = TableStatus::schema() else {
+            unreachable!("TableStatus derives an object schema")
+        };
+        o.description = Some("A TableStatus plus `property_changes`.".to_string());
+        o.properties.insert(
+            "property_changes".to_string(),
+            ArrayBuilder::new()
+                .items(Ref::from_schema_name(PropertyChange::name()))
+                .description(Some("Properties icemaint changed, oldest first."))
+                .into(),
+        );
+        o.required.push("property_changes".to_string());
+        RefOr::T(Schema::Object(o))
+    }
+}
+
+impl ToSchema for TableDetail {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((PropertyChange::name().into(), PropertyChange::schema()));
+        PropertyChange::schemas(schemas);
+    }
+}
+
+/// Fresh status of one watched table and its recorded property changes
+#[utoipa::path(
+    get,
+    path = "/api/v1/tables/{table}",
+    tag = "tables",
+    operation_id = "getTable",
+    params(TablePath),
+    responses(
+        (status = 200, description = "The table, inspected now.", body = TableDetail),
+        (status = 400, description = "Not a `namespace.table` name.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+        (status = 502, description = "The catalog failed.", body = ErrorBody),
+    ),
+)]
 pub async fn get_table(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TableDetail>, ApiError> {
     let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let status = ctx.inspect(&name, &policy).await.map_err(catalog_error)?;
@@ -86,20 +185,29 @@ pub async fn get_table(
         .property_changes(&name)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut v = serde_json::to_value(status).expect("serializable");
-    v["property_changes"] = serde_json::to_value(changes).expect("serializable");
-    Ok(Json(v))
+    Ok(Json(TableDetail {
+        status,
+        property_changes: changes,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /api/v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only jobs of this table (`namespace.table`).
+    #[param(pattern = r"^[^.]+(\.[^.]+)+$")]
     pub table: Option<String>,
+    /// Only jobs of this kind.
+    #[param(value_type = Option<JobKind>, inline)]
     pub kind: Option<String>,
+    /// At most this many jobs (default 50).
+    #[param(minimum = 1, maximum = 1000, default = 50)]
     pub limit: Option<i64>,
 }
 
-const KINDS: &[&str] = &[
+pub(crate) const KINDS: &[&str] = &[
     "reconcile",
     "compaction",
     "expire",
@@ -107,10 +215,30 @@ const KINDS: &[&str] = &[
     "rewrite-manifests",
 ];
 
+/// Jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobList {
+    pub jobs: Vec<JobRecord>,
+}
+
+/// Job history, newest first
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    operation_id = "listJobs",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "Jobs.", body = inline(JobList)),
+        (status = 400, description = "A bad query parameter (unknown parameter, bad table name, unknown kind, limit out of range).", body = ErrorBody),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn list_jobs(
     State(ctx): State<Arc<Context>>,
     query: Result<Query<JobsQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(50);
@@ -133,19 +261,33 @@ pub async fn list_jobs(
         .jobs(q.table.as_deref(), q.kind.as_deref(), limit)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(serde_json::json!({"jobs": jobs})))
+    Ok(Json(JobList { jobs }))
 }
 
+/// One job
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    operation_id = "getJob",
+    params(JobIdPath),
+    responses(
+        (status = 200, description = "The job.", body = JobRecord),
+        (status = 400, description = "Not a job id.", body = ErrorBody),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn get_job(
     State(ctx): State<Arc<Context>>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobRecord>, ApiError> {
     let id = path_param(id)?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::bad_request(format!("'{id}' is not a job id")));
     }
     match ctx.store.job(&id).await {
-        Ok(Some(job)) => Ok(Json(serde_json::to_value(job).expect("serializable"))),
+        Ok(Some(job)) => Ok(Json(job)),
         Ok(None) => Err(ApiError::not_found(format!("job {id} not found"))),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,12 +296,29 @@ pub async fn get_job(
     }
 }
 
+/// A job started; `GET /api/v1/jobs/{id}` tells how it ends.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobStarted {
+    #[schema(format = Uuid)]
+    pub job_id: String,
+    #[schema(schema_with = running)]
+    pub status: &'static str,
+}
+
+fn running() -> RefOr<Schema> {
+    one_of(Type::String, &["running".into()])
+}
+
 /// 202 with the job id, or 409 with the running job's id.
 pub(crate) fn started(result: Result<String, StartError>) -> Response {
     match result {
         Ok(id) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({"job_id": id, "status": "running"})),
+            Json(JobStarted {
+                job_id: id,
+                status: "running",
+            }),
         )
             .into_response(),
         Err(StartError::Busy { table, job_id }) => ApiError::new(
@@ -172,6 +331,21 @@ pub(crate) fn started(result: Result<String, StartError>) -> Response {
     }
 }
 
+/// Start a property reconciliation job now
+#[utoipa::path(
+    post,
+    path = "/api/v1/tables/{table}/reconcile",
+    tag = "tables",
+    operation_id = "reconcileTable",
+    params(TablePath),
+    responses(
+        (status = 202, description = "Started.", body = JobStarted),
+        (status = 400, description = "Not a `namespace.table` name.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy.", body = ErrorBody),
+        (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn reconcile(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,
@@ -181,6 +355,68 @@ pub async fn reconcile(
     Ok(started(
         dispatch::start(&ctx, &name, JobRequest::Reconcile, Trigger::Manual).await,
     ))
+}
+
+/// Spark rewrite_data_files options (names and meaning as in Spark). Cross-option rules (min <
+/// target < max, an existing output spec, a valid where filter) are checked by the server: 400 when
+/// violated.
+// Documentation only: the body is read by [`overrides_from_body`] into a map and validated against
+// the table with the policy's options; a test checks these names are `options::KNOWN_OPTIONS`.
+#[derive(ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schema(as = CompactionOptions)]
+pub struct CompactionOverrides {
+    #[schema(schema_with = positive_integer)]
+    pub target_file_size_bytes: Option<u64>,
+    #[schema(schema_with = positive_integer)]
+    pub min_file_size_bytes: Option<u64>,
+    #[schema(schema_with = positive_integer)]
+    pub max_file_size_bytes: Option<u64>,
+    #[schema(schema_with = positive_integer)]
+    pub min_input_files: Option<u64>,
+    #[schema(schema_with = positive_integer)]
+    pub max_file_group_size_bytes: Option<u64>,
+    #[schema(schema_with = positive_integer)]
+    pub delete_file_threshold: Option<u64>,
+    #[serde(rename = "partial-progress.max-commits")]
+    #[schema(schema_with = positive_integer)]
+    pub partial_progress_max_commits: Option<u64>,
+    #[serde(rename = "partial-progress.max-failed-commits")]
+    #[schema(schema_with = positive_integer)]
+    pub partial_progress_max_failed_commits: Option<u64>,
+    #[schema(schema_with = positive_integer)]
+    pub max_concurrent_file_group_rewrites: Option<u64>,
+    // Parsed as a non-negative i32: `format: int32` is exact.
+    #[schema(minimum = 0, nullable = false)]
+    pub output_spec_id: Option<i32>,
+    #[schema(nullable = false)]
+    pub rewrite_all: Option<bool>,
+    #[serde(rename = "partial-progress.enabled")]
+    #[schema(nullable = false)]
+    pub partial_progress_enabled: Option<bool>,
+    /// Only true is supported (new files keep the starting snapshot's data sequence number).
+    #[schema(nullable = false)]
+    pub use_starting_sequence_number: Option<bool>,
+    /// Also remove delete files that no longer apply to any live data file, in the same replace
+    /// snapshot.
+    #[schema(nullable = false)]
+    pub remove_dangling_deletes: Option<bool>,
+    #[schema(exclusive_minimum = 0, maximum = 1, nullable = false)]
+    pub delete_ratio_threshold: Option<f64>,
+    #[schema(inline, nullable = false)]
+    pub rewrite_job_order: Option<RewriteJobOrder>,
+    /// Partition filter, e.g. `org_id = 3 AND ts >= '2025-01-02'`.
+    #[schema(nullable = false)]
+    pub r#where: Option<String>,
+}
+
+/// An integer of at least 1, with no `format`: the server parses these options as 64-bit unsigned
+/// integers, so `format: int64` would call valid values above `i64::MAX` invalid.
+fn positive_integer() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .into()
 }
 
 /// Compaction option overrides from an optional JSON object body (`{"min-input-files": 2}`).
@@ -221,7 +457,28 @@ fn compaction_error(e: CompactionError) -> ApiError {
     }
 }
 
-/// `POST /api/v1/tables/{table}/compact`: 202 with a job id, 409 when the table is busy.
+/// Start a binpack compaction job now
+#[utoipa::path(
+    post,
+    path = "/api/v1/tables/{table}/compact",
+    tag = "tables",
+    operation_id = "compactTable",
+    params(TablePath),
+    request_body(
+        content = Option<CompactionOverrides>,
+        content_type = "application/json",
+        description = "Spark rewrite_data_files option overrides, e.g. {\"min-input-files\": 2, \"where\": \"org_id = 3\"}.",
+    ),
+    responses(
+        (status = 202, description = "Started.", body = JobStarted),
+        (status = 400, description = "Not a `namespace.table` name, or bad options.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
+        (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 422, description = "The table cannot be compacted by icemaint.", body = ErrorBody),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+        (status = 502, description = "The catalog failed.", body = ErrorBody),
+    ),
+)]
 pub async fn compact(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,
@@ -240,24 +497,56 @@ pub async fn compact(
     ))
 }
 
-/// `POST /api/v1/tables/{table}/plan`: the dry-run plan, nothing written.
+/// Plan a compaction without writing anything (dry run)
+#[utoipa::path(
+    post,
+    path = "/api/v1/tables/{table}/plan",
+    tag = "tables",
+    operation_id = "planTable",
+    params(TablePath),
+    request_body(
+        content = Option<CompactionOverrides>,
+        content_type = "application/json",
+        description = "Spark rewrite_data_files option overrides, e.g. {\"min-input-files\": 2, \"where\": \"org_id = 3\"}.",
+    ),
+    responses(
+        (status = 200, description = "The plan: groups, files and bytes per partition, expected output files.", body = inline(PlanView)),
+        (status = 400, description = "Not a `namespace.table` name, or bad options.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
+        (status = 422, description = "The table cannot be compacted by icemaint.", body = ErrorBody),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+        (status = 502, description = "The catalog failed.", body = ErrorBody),
+    ),
+)]
 pub async fn plan(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
     let prepared = ops::compact::plan(&ctx.catalog, &name, &policy, &overrides)
         .await
         .map_err(compaction_error)?;
-    Ok(Json(
-        serde_json::to_value(prepared.view()).expect("serializable"),
-    ))
+    Ok(Json(prepared.view()).into_response())
 }
 
-/// `POST /api/v1/tables/{table}/rewrite-manifests`: 202 with a job id, 409 when busy.
+/// Start a manifest rewrite job now
+#[utoipa::path(
+    post,
+    path = "/api/v1/tables/{table}/rewrite-manifests",
+    tag = "tables",
+    operation_id = "rewriteManifests",
+    params(TablePath),
+    responses(
+        (status = 202, description = "Started.", body = JobStarted),
+        (status = 400, description = "Not a `namespace.table` name.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy.", body = ErrorBody),
+        (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn rewrite_manifests(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,
@@ -269,9 +558,28 @@ pub async fn rewrite_manifests(
     ))
 }
 
+/// The policies were reloaded.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reloaded {
+    /// Number of policies now in force.
+    pub policies: usize,
+}
+
+/// Re-read the policy directory (as SIGHUP does)
+#[utoipa::path(
+    post,
+    path = "/api/v1/reload",
+    tag = "policies",
+    operation_id = "reloadPolicies",
+    responses(
+        (status = 200, description = "Reloaded.", body = inline(Reloaded)),
+        (status = 422, description = "The policies are invalid; the previous ones stay in force.", body = ReloadFailed),
+    ),
+)]
 pub async fn reload(State(ctx): State<Arc<Context>>) -> Response {
     match ctx.reload_policies() {
-        Ok(n) => Json(serde_json::json!({"policies": n})).into_response(),
+        Ok(n) => Json(Reloaded { policies: n }).into_response(),
         Err(e) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "policy reload failed; the previous policies stay in force",

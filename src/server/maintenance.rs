@@ -8,20 +8,26 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::ApiError;
-use super::api::{catalog_error, path_param, started, watched};
+use super::api::{JobStarted, TablePath, catalog_error, path_param, started, watched};
+use super::{ApiError, Busy, ErrorBody};
 use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest};
 use crate::jobs::{JobKind, Trigger};
 use crate::ops::prune::Overrides;
 use crate::util::parse_duration;
 
-/// The optional request body.
-#[derive(Debug, Default, Deserialize)]
+/// Per-run overrides of the policy's [expire] / [orphans] section. older-than under 1d is refused
+/// for orphan removal unless force is true. A null value means: as the policy says.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schema(as = PruningOptions)]
 pub struct Body {
+    /// Duration like 5d, 12h, 0s.
     pub older_than: Option<String>,
+    // utoipa would say `format: int32` for a u32, which calls valid values above i32::MAX invalid.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_u32)]
     pub retain_last: Option<u32>,
     pub dry_run: Option<bool>,
     pub force: Option<bool>,
@@ -65,6 +71,23 @@ async fn start(
     ))
 }
 
+/// Start a snapshot expiry job now
+#[utoipa::path(
+    post,
+    path = "/api/v1/tables/{table}/expire",
+    tag = "tables",
+    operation_id = "expireSnapshots",
+    params(TablePath),
+    request_body(content = Option<Body>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started.", body = JobStarted),
+        (status = 400, description = "Not a `namespace.table` name, or a bad body.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
+        (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+        (status = 502, description = "The catalog failed.", body = ErrorBody),
+    ),
+)]
 pub async fn expire(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,
@@ -80,6 +103,23 @@ pub async fn expire(
     .await
 }
 
+/// Start an orphan-file removal job now
+#[utoipa::path(
+    post,
+    path = "/api/v1/tables/{table}/remove-orphans",
+    tag = "tables",
+    operation_id = "removeOrphanFiles",
+    params(TablePath),
+    request_body(content = Option<Body>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started.", body = JobStarted),
+        (status = 400, description = "Not a `namespace.table` name, or a bad body.", body = ErrorBody),
+        (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
+        (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 500, description = "The state store failed.", body = ErrorBody),
+        (status = 502, description = "The catalog failed.", body = ErrorBody),
+    ),
+)]
 pub async fn remove_orphans(
     State(ctx): State<Arc<Context>>,
     name: Result<Path<String>, PathRejection>,

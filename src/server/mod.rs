@@ -8,6 +8,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::daemon::Context;
 
@@ -58,10 +60,47 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Every route as (method, path). The router is built from this list and `openapi.json` must
-/// document exactly these operations (tested both ways in [`openapi`]). Non-GET routes require the
+/// A schema admitting exactly `values` of type `ty`: the string and boolean constants that the
+/// Rust types (`String`, `bool`) cannot express. For `#[schema(schema_with = ...)]`.
+pub(crate) fn one_of(ty: Type, values: &[serde_json::Value]) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(ty)
+        .enum_values(Some(values.iter().cloned()))
+        .into()
+}
+
+// The OpenAPI schemas of error bodies (documentation only: [`ApiError`] renders them).
+
+/// An error.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong, in lowercase words.
+    pub error: String,
+}
+
+/// The table is busy with another job.
+#[derive(utoipa::ToSchema)]
+pub struct Busy {
+    #[serde(flatten)]
+    pub error: ErrorBody,
+    /// The job holding the table's lock.
+    pub job_id: String,
+}
+
+/// The policies are invalid.
+#[derive(utoipa::ToSchema)]
+pub struct ReloadFailed {
+    #[serde(flatten)]
+    pub error: ErrorBody,
+    /// Every problem found, as `file:line: message`.
+    pub problems: Vec<String>,
+}
+
+/// Every route as (method, path). The router is built from this list and the OpenAPI document must
+/// describe exactly these operations (tested both ways in [`openapi`]). Non-GET routes require the
 /// bearer token when `[server] token` is set. To add a route: add it here, give it a handler in
-/// [`handler`], and document it in `openapi.json`.
+/// [`handler`], annotate the handler with `#[utoipa::path]` and list it in [`openapi::ApiDoc`].
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/healthz"),

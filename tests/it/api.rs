@@ -1,26 +1,25 @@
-//! The HTTP API on the real daemon: the served OpenAPI document is the one in the repository and
-//! every operation it documents answers with a documented status; the bearer token guards the
+//! The HTTP API on the real daemon: the served OpenAPI document is the one the library generates
+//! and every operation it documents answers with a documented status; the bearer token guards the
 //! mutating routes and nothing else; and schemathesis, fuzzing the API from that document, finds
 //! no server error and no response that breaks the schema.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ops_util::{Daemon, encode, repo_file};
+use crate::ops_util::{Daemon, encode};
 
 const TOKEN: &str = "s3cret-token";
 
 /// Every documented operation, with its path parameters filled from the demo, answers with a
 /// status its documentation lists (so no documented route falls through to the 404 fallback or
-/// a 405), and the served document is the repository's.
+/// a 405), and the served document is the one `icemaint::server::openapi` generates.
 #[test]
 fn served_openapi_document_matches_the_running_router() {
     let d = Daemon::demo();
     let served = d.get("/api/v1/openapi.json").unwrap();
     assert_eq!(served.status, 200);
     assert_eq!(served.header("content-type"), Some("application/json"));
-    let doc: serde_json::Value =
-        serde_json::from_str(&repo_file("src/server/openapi.json")).unwrap();
+    let doc = icemaint::server::openapi::document();
     assert_eq!(served.json(), doc);
 
     let job_id = d.get("/api/v1/jobs?limit=1").unwrap().json()["jobs"][0]["id"]
@@ -148,8 +147,9 @@ fn schemathesis() -> std::path::PathBuf {
 }
 
 /// schemathesis against the running daemon and its served document, every check, with the API
-/// token (the token test above covers requests without it). Bounded: few examples per operation
-/// and a deadline; loopback only.
+/// token (the token test above covers requests without it). Bounded by work: a fixed number of
+/// examples per operation, one worker; loopback only. The only clock is a generous safety kill
+/// for a hung run, so a slow, busy machine still passes when every check does.
 #[test]
 fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let st = schemathesis();
@@ -181,16 +181,18 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
         .spawn()
         .expect("run schemathesis");
     // --max-time would make schemathesis fuzz for the whole budget; the example count bounds the
-    // run instead (about 10 s here), and this deadline bounds it if something hangs.
+    // run instead (about 10 s on an idle machine). The safety kill only ends a run that hangs.
+    const SAFETY_KILL: Duration = Duration::from_secs(15 * 60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if start.elapsed() > Duration::from_secs(110) {
+        if start.elapsed() > SAFETY_KILL {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "schemathesis still running after 110 s:\n{}",
+                "schemathesis hung: still running after {} s:\n{}",
+                SAFETY_KILL.as_secs(),
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         }
