@@ -96,19 +96,25 @@ impl CatalogHandle {
                     .map_err(|e| unreachable(config, e))?,
             ),
             CatalogType::Sql => {
-                let style = if config.uri.starts_with("postgres") {
-                    SqlBindStyle::DollarNumeric
-                } else {
-                    SqlBindStyle::QMark
+                let style = || {
+                    if config.uri.starts_with("postgres") {
+                        SqlBindStyle::DollarNumeric
+                    } else {
+                        SqlBindStyle::QMark
+                    }
                 };
-                Arc::new(
+                // Loading creates the catalog tables if missing, which waits for (and can fail
+                // on) another writer's lock like any read; see `sql::BusyRetryCatalog`.
+                let retry = sql::BusyRetry::default();
+                let client = sql::retry_busy(&retry, "connect to the sql catalog", || {
                     SqlCatalogBuilder::default()
-                        .sql_bind_style(style)
-                        .with_storage_factory(factory)
-                        .load(config.name.clone(), props)
-                        .await
-                        .map_err(|e| unreachable(config, e))?,
-                )
+                        .sql_bind_style(style())
+                        .with_storage_factory(Arc::clone(&factory) as _)
+                        .load(config.name.clone(), props.clone())
+                })
+                .await
+                .map_err(|e| unreachable(config, e))?;
+                Arc::new(sql::BusyRetryCatalog::new(Arc::new(client), retry))
             }
         };
         Ok(Self {

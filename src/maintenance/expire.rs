@@ -499,6 +499,12 @@ fn snapshot_ids(t: &Table) -> HashSet<i64> {
 pub fn classify_commit_error(e: &IcebergError) -> CommitError {
     let message = e.to_string().lines().next().unwrap_or_default().to_string();
     match e.kind() {
+        // A SQL catalog whose database stayed locked by another writer through every retry: the
+        // compare-and-swap did not apply (see `catalog::sql::BusyRetryCatalog`), so this is a
+        // definite failure, not an unknown outcome.
+        _ if crate::catalog::sql::is_busy_error(e) => CommitError::Failed(format!(
+            "catalog database locked by another writer, not applied: {message}"
+        )),
         ErrorKind::CatalogCommitConflicts => CommitError::Conflict(message),
         ErrorKind::TableNotFound => CommitError::NotFound(message),
         // Requirement checks and validation answer DataInvalid / PreconditionFailed: the catalog
