@@ -318,6 +318,16 @@ impl Parser<'_> {
     }
 }
 
+/// The option names that are not Spark's (nor icemaint's few own), as errors. Needs no table:
+/// the API answers these 400 before it reaches the catalog.
+pub fn unknown_options(options: &BTreeMap<String, String>) -> Vec<OptionError> {
+    options
+        .keys()
+        .filter(|k| !KNOWN_OPTIONS.contains(&k.as_str()))
+        .map(|k| OptionError::new(k, "unknown option"))
+        .collect()
+}
+
 /// Resolves `options` (Spark option names) against the table's properties: applies defaults,
 /// validates every value and every cross-option rule, and returns all problems found.
 pub fn resolve(
@@ -349,12 +359,7 @@ pub fn resolve(
 impl Parser<'_> {
     /// Records every key that is not a known option.
     fn reject_unknown(&mut self) {
-        let options = self.options;
-        for key in options.keys() {
-            if !KNOWN_OPTIONS.contains(&key.as_str()) {
-                self.error(key, "unknown option");
-            }
-        }
+        self.errors.extend(unknown_options(self.options));
     }
 
     /// `target-file-size-bytes` (else the table property), `min-file-size-bytes` and

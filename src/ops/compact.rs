@@ -35,6 +35,17 @@ pub async fn plan(
     compaction::prepare(catalog, table, &policy_options(policy), overrides).await
 }
 
+/// Checks per-run option overrides without the table (unknown option names), so a bad request is
+/// refused even while the catalog is down.
+pub fn check_options(overrides: &BTreeMap<String, String>) -> Result<(), CompactionError> {
+    let unknown = compaction::options::unknown_options(overrides);
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(CompactionError::Options(unknown))
+    }
+}
+
 /// Checks a request before a job is recorded: option values, the `where` filter's columns and
 /// the table's existence, so bad input is an error to the caller, not a failed job.
 pub async fn check_request(

@@ -313,6 +313,7 @@ fn running() -> RefOr<Schema> {
 /// 202 with the job id, or 409 with the running job's id.
 pub(crate) fn started(result: Result<String, StartError>) -> Response {
     match result {
+        Err(StartError::Busy { table, job_id }) => busy(&table, &job_id).into_response(),
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(JobStarted {
@@ -321,13 +322,26 @@ pub(crate) fn started(result: Result<String, StartError>) -> Response {
             }),
         )
             .into_response(),
-        Err(StartError::Busy { table, job_id }) => ApiError::new(
-            StatusCode::CONFLICT,
-            format!("table {table} is busy with job {job_id}"),
-        )
-        .with(serde_json::json!({"job_id": job_id}))
-        .into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// 409 with the id of the job holding the table.
+fn busy(table: &str, job_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("table {table} is busy with job {job_id}"),
+    )
+    .with(serde_json::json!({"job_id": job_id}))
+}
+
+/// A 409 before anything touches the catalog when a job of this process holds the table, so a
+/// busy table answers the same whether the catalog is up or not. (A job of another process is
+/// found when the job starts, through the store's lease.)
+pub(crate) fn refuse_if_busy(ctx: &Context, table: &str) -> Result<(), ApiError> {
+    match ctx.jobs.running_on(table) {
+        Some(job_id) => Err(busy(table, &job_id)),
+        None => Ok(()),
     }
 }
 
@@ -474,6 +488,7 @@ fn compaction_error(e: CompactionError) -> ApiError {
         (status = 400, description = "Not a `namespace.table` name, or bad options.", body = ErrorBody),
         (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
         (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorBody),
         (status = 422, description = "The table cannot be compacted by icemaint.", body = ErrorBody),
         (status = 500, description = "The state store failed.", body = ErrorBody),
         (status = 502, description = "The catalog failed.", body = ErrorBody),
@@ -487,8 +502,11 @@ pub async fn compact(
     let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
-    // Validate against the table now so bad input (including a `where` on an unknown column) is
-    // a 400 and a missing table a 404, not a failed job.
+    // What needs no catalog first (the body, the lock), so a bad request is a 400 and a busy
+    // table a 409 even while the catalog is down. Then against the table, so a `where` on an
+    // unknown column is a 400 and a missing table a 404, not a failed job.
+    ops::compact::check_options(&overrides).map_err(compaction_error)?;
+    refuse_if_busy(&ctx, &name)?;
     ops::compact::check_request(&ctx.catalog, &name, &policy, &overrides)
         .await
         .map_err(compaction_error)?;
@@ -513,6 +531,7 @@ pub async fn compact(
         (status = 200, description = "The plan: groups, files and bytes per partition, expected output files.", body = inline(PlanView)),
         (status = 400, description = "Not a `namespace.table` name, or bad options.", body = ErrorBody),
         (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorBody),
         (status = 422, description = "The table cannot be compacted by icemaint.", body = ErrorBody),
         (status = 500, description = "The state store failed.", body = ErrorBody),
         (status = 502, description = "The catalog failed.", body = ErrorBody),
@@ -526,6 +545,7 @@ pub async fn plan(
     let name = path_param(name)?;
     let policy = watched(&ctx, &name)?;
     let overrides = overrides_from_body(&body)?;
+    ops::compact::check_options(&overrides).map_err(compaction_error)?;
     let prepared = ops::compact::plan(&ctx.catalog, &name, &policy, &overrides)
         .await
         .map_err(compaction_error)?;

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::api::{JobStarted, TablePath, catalog_error, path_param, started, watched};
+use super::api::{
+    JobStarted, TablePath, catalog_error, path_param, refuse_if_busy, started, watched,
+};
 use super::{ApiError, Busy, ErrorBody};
 use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest};
@@ -64,6 +67,16 @@ async fn start(
 ) -> Result<Response, ApiError> {
     watched(&ctx, &name)?;
     let o = overrides(kind, &body).map_err(ApiError::bad_request)?;
+    // `force` lets orphan removal delete files young enough to belong to a commit in flight:
+    // over HTTP only from a caller who proved who they are, i.e. when a token guards the API.
+    if o.force && ctx.config.server.token.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "force is refused over HTTP unless [server] token is set",
+        ));
+    }
+    // The lock before the catalog, so a busy table answers 409 even while the catalog is down.
+    refuse_if_busy(&ctx, &name)?;
     // 404 for a table the policies select but the catalog does not have.
     ctx.catalog.load(&name).await.map_err(catalog_error)?;
     Ok(started(
@@ -84,6 +97,7 @@ async fn start(
         (status = 400, description = "Not a `namespace.table` name, or a bad body.", body = ErrorBody),
         (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
         (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorBody),
         (status = 500, description = "The state store failed.", body = ErrorBody),
         (status = 502, description = "The catalog failed.", body = ErrorBody),
     ),
@@ -114,8 +128,10 @@ pub async fn expire(
     responses(
         (status = 202, description = "Started.", body = JobStarted),
         (status = 400, description = "Not a `namespace.table` name, or a bad body.", body = ErrorBody),
+        (status = 403, description = "`force` without a `[server] token` configured.", body = ErrorBody),
         (status = 404, description = "Not watched by any policy, or not in the catalog.", body = ErrorBody),
         (status = 409, description = "Another job holds the table's lock.", body = Busy),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorBody),
         (status = 500, description = "The state store failed.", body = ErrorBody),
         (status = 502, description = "The catalog failed.", body = ErrorBody),
     ),

@@ -158,5 +158,33 @@ pub fn router(ctx: Arc<Context>) -> Router {
     }
     router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(ctx)
+}
+
+/// axum answers a few errors itself, before any handler runs: 405 for a method a path does not
+/// take (empty body, `Allow` header) and 413 when a body exceeds the 2 MiB limit (plain text).
+/// The API promises JSON errors everywhere, so those get the `{"error": ...}` body; their status
+/// and other headers stay.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path (see the Allow header)",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body larger than the 2 MiB limit",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let body = ApiError::new(status, message.to_lowercase()).into_response();
+    let (body_parts, body) = body.into_parts();
+    parts.headers.extend(body_parts.headers);
+    Response::from_parts(parts, body)
 }

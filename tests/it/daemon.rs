@@ -426,6 +426,7 @@ async fn unreachable_catalog_is_not_ready_and_a_clear_cli_error() {
         v["reason"].as_str().unwrap().contains(&port.to_string()),
         "{v}"
     );
+    api_errors_before_the_catalog(&d).await;
     assert_eq!(d.stop(), 0);
 
     let (code, _, err) = icemaint(&["tables", "--config", config.to_str().unwrap()]);
@@ -436,6 +437,88 @@ async fn unreachable_catalog_is_not_ready_and_a_clear_cli_error() {
         line.starts_with("error: ") && line.contains(&port.to_string()),
         "{err}"
     );
+}
+
+/// With the catalog down, the API still answers what it can decide without it: a bad request is
+/// a 400 (not a 502), `force` without a token a 403; errors axum produces itself (405, 413) are
+/// JSON like every other; only a valid request that needs the catalog gets the 502.
+async fn api_errors_before_the_catalog(d: &Daemon) {
+    let t = "/api/v1/tables/metrics.rollups_1m";
+    let client = reqwest::Client::new();
+    let cases: Vec<(reqwest::Method, String, Option<Value>, u16, &str)> = vec![
+        (
+            reqwest::Method::POST,
+            format!("{t}/compact"),
+            Some(serde_json::json!({"bogus-option": 1})),
+            400,
+            "bogus-option",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{t}/plan"),
+            Some(serde_json::json!({"bogus-option": 1})),
+            400,
+            "bogus-option",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{t}/expire"),
+            Some(serde_json::json!({"older-than": "5x"})),
+            400,
+            "older-than",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{t}/remove-orphans"),
+            Some(serde_json::json!({"older-than": "1h", "force": true})),
+            403,
+            "token",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{t}/compact"),
+            Some(serde_json::json!({"where": "x".repeat(3 << 20)})),
+            413,
+            "2 mib",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/jobs".into(),
+            None,
+            405,
+            "method",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("{t}/compact"),
+            None,
+            405,
+            "method",
+        ),
+        (reqwest::Method::POST, format!("{t}/compact"), None, 502, ""),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let mut req = client.request(method.clone(), format!("{}{path}", d.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let got = r.status().as_u16();
+        let json = r
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
+        let allow = r.headers().get("allow").is_some();
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default();
+        assert_eq!(got, status, "{method} {path}: {v}");
+        assert!(json, "{method} {path}: not JSON");
+        let error = v["error"].as_str().unwrap_or_default().to_lowercase();
+        assert!(
+            !error.is_empty() && error.contains(needle),
+            "{method} {path}: {v}"
+        );
+        assert!(status != 405 || allow, "{method} {path}: 405 without Allow");
+    }
 }
 
 #[test]
