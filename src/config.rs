@@ -23,25 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// One problem in one configuration or policy file, rendered as `file:line: message`, or
-/// `file: message` when no line applies (line 0: the file could not be read, or the problem
-/// comes from an environment variable or a missing section).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}:{}: {}", self.file, self.line, self.message)
-        }
-    }
-}
+use crate::tomlcheck::{Checker, Problem, key_lines, line_of, one_line};
 
 /// Errors reading or validating the configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -216,12 +198,7 @@ impl CatalogConfig {
 impl<'de> Deserialize<'de> for CatalogConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t = toml::Table::deserialize(d)?;
-        let mut cx = Collector {
-            file: String::new(),
-            lines: HashMap::new(),
-            from_env: HashMap::new(),
-            problems: Vec::new(),
-        };
+        let mut cx = Checker::new(String::new(), HashMap::new(), 0);
         match catalog_config(&mut cx, &t) {
             Some(c) if cx.problems.is_empty() => Ok(c),
             _ => Err(serde::de::Error::custom(
@@ -417,12 +394,7 @@ impl Config {
                 };
             }
         };
-        let mut cx = Collector {
-            file: origin.to_string(),
-            lines: key_lines(text),
-            from_env: HashMap::new(),
-            problems: Vec::new(),
-        };
+        let mut cx = Checker::new(origin.to_string(), key_lines(text), 0);
         apply_env(&mut doc, env, &mut cx);
 
         // Sections in the documented order, so problems come out in a stable order.
@@ -481,7 +453,7 @@ const STORE_KEYS: &[&str] = &["url"];
 const POLICIES_KEYS: &[&str] = &["dir"];
 
 /// `[catalog]`: `None` when a required key is missing or bad (the problems say which).
-fn catalog_config(cx: &mut Collector, t: &toml::Table) -> Option<CatalogConfig> {
+fn catalog_config(cx: &mut Checker, t: &toml::Table) -> Option<CatalogConfig> {
     cx.unknown_keys("catalog", t, CATALOG_KEYS);
     let kind = match t.get("type") {
         None => {
@@ -544,7 +516,7 @@ fn catalog_config(cx: &mut Collector, t: &toml::Table) -> Option<CatalogConfig> 
 }
 
 /// `[server]`, with defaults where values are missing or bad.
-fn server_config(cx: &mut Collector, t: &toml::Table) -> ServerConfig {
+fn server_config(cx: &mut Checker, t: &toml::Table) -> ServerConfig {
     cx.unknown_keys("server", t, SERVER_KEYS);
     ServerConfig {
         listen: cx
@@ -552,16 +524,16 @@ fn server_config(cx: &mut Collector, t: &toml::Table) -> ServerConfig {
             .unwrap_or_else(default_listen),
         token: cx.string("server", t, "token").map(Secret::new),
         shutdown_grace_seconds: cx
-            .uint("server", t, "shutdown-grace-seconds")
+            .uint("server", t, "shutdown-grace-seconds", 0)
             .unwrap_or_else(default_grace),
         refresh_interval_seconds: cx
-            .uint("server", t, "refresh-interval-seconds")
+            .uint("server", t, "refresh-interval-seconds", 0)
             .unwrap_or_else(default_refresh),
     }
 }
 
 /// `[store]`, with the default where the value is missing or bad.
-fn store_config(cx: &mut Collector, t: &toml::Table) -> StoreConfig {
+fn store_config(cx: &mut Checker, t: &toml::Table) -> StoreConfig {
     cx.unknown_keys("store", t, STORE_KEYS);
     StoreConfig {
         url: cx
@@ -571,7 +543,7 @@ fn store_config(cx: &mut Collector, t: &toml::Table) -> StoreConfig {
 }
 
 /// `[policies]`: `None` when `dir` is not a string (the directory cannot be told).
-fn policies_config(cx: &mut Collector, t: &toml::Table) -> Option<PoliciesConfig> {
+fn policies_config(cx: &mut Checker, t: &toml::Table) -> Option<PoliciesConfig> {
     cx.unknown_keys("policies", t, POLICIES_KEYS);
     match t.get("dir") {
         None => Some(PoliciesConfig::default()),
@@ -581,167 +553,9 @@ fn policies_config(cx: &mut Collector, t: &toml::Table) -> Option<PoliciesConfig
     }
 }
 
-/// Collects the problems of one configuration file, each on its line in the file or attributed
-/// to the environment variable that set the value.
-struct Collector {
-    file: String,
-    /// Line of each dotted key path in the file.
-    lines: HashMap<String, usize>,
-    /// The environment variable that set each dotted key path (or created each section).
-    from_env: HashMap<String, String>,
-    problems: Vec<Problem>,
-}
-
-impl Collector {
-    /// A problem with the value at `path`: on its line, or naming the variable that set it.
-    fn err(&mut self, path: &str, message: impl Into<String>) {
-        let message = message.into();
-        let problem = match self.from_env.get(path) {
-            Some(var) => Problem {
-                file: self.file.clone(),
-                line: 0,
-                message: format!("environment variable {var}: {message}"),
-            },
-            None => Problem {
-                file: self.file.clone(),
-                line: self.lines.get(path).copied().unwrap_or(0),
-                message,
-            },
-        };
-        self.problems.push(problem);
-    }
-
-    /// A missing required key (or section), on the line of its section's header when there is
-    /// one in the file.
-    fn missing(&mut self, section: &str, what: &str) {
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line: self.lines.get(section).copied().unwrap_or(0),
-            message: format!("missing {what}"),
-        });
-    }
-
-    fn env_problem(&mut self, var: &str, message: &str) {
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line: 0,
-            message: format!("environment variable {var}: {message}"),
-        });
-    }
-
-    fn unknown_keys(&mut self, section: &str, t: &toml::Table, known: &[&str]) {
-        for k in t.keys() {
-            if !known.contains(&k.as_str()) {
-                let path = join(section, k);
-                self.err(
-                    &path,
-                    format!(
-                        "unknown key '{path}' (expected one of: {})",
-                        known.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-
-    /// The table at `path` (a dotted path whose last part is a key of `parent`), if present and a
-    /// table.
-    fn section<'t>(&mut self, parent: &'t toml::Table, path: &str) -> Option<&'t toml::Table> {
-        let key = path.rsplit('.').next().unwrap_or(path);
-        match parent.get(key)? {
-            toml::Value::Table(t) => Some(t),
-            other => {
-                self.err(
-                    path,
-                    format!(
-                        "'{path}' must be a table ([{path}]), not {}",
-                        other.type_str()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, section: &str, t: &toml::Table, key: &str) -> Option<String> {
-        let path = join(section, key);
-        match t.get(key)? {
-            toml::Value::String(s) => Some(s.clone()),
-            other => {
-                self.err(
-                    &path,
-                    format!("'{path}' must be a string, not {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn uint(&mut self, section: &str, t: &toml::Table, key: &str) -> Option<u64> {
-        let path = join(section, key);
-        match t.get(key)? {
-            toml::Value::Integer(n) if *n >= 0 => Some(*n as u64),
-            toml::Value::Integer(n) => {
-                self.err(&path, format!("'{path}' must be zero or more, not {n}"));
-                None
-            }
-            other => {
-                self.err(
-                    &path,
-                    format!("'{path}' must be an integer, not {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-}
-
-fn join(section: &str, key: &str) -> String {
-    if section.is_empty() {
-        key.to_string()
-    } else {
-        format!("{section}.{key}")
-    }
-}
-
-/// 1-based line number of byte offset `pos` in `text`.
-pub fn line_of(text: &str, pos: usize) -> usize {
-    text[..pos.min(text.len())].matches('\n').count() + 1
-}
-
-/// The line of every key of a TOML document by dotted path (`server.listen`,
-/// `catalog.properties.s3.endpoint`; a section's path is its header's line); empty when `text`
-/// is not TOML. Shared with the policy files' line index.
-pub(crate) fn key_lines(text: &str) -> HashMap<String, usize> {
-    fn walk(text: &str, prefix: &str, t: &toml::de::DeTable<'_>, out: &mut HashMap<String, usize>) {
-        for (k, v) in t.iter() {
-            let path = join(prefix, k.get_ref());
-            out.insert(path.clone(), line_of(text, k.span().start));
-            if let toml::de::DeValue::Table(inner) = v.get_ref() {
-                walk(text, &path, inner, out);
-            }
-        }
-    }
-    let mut out = HashMap::new();
-    if let Ok(doc) = toml::de::DeTable::parse(text) {
-        walk(text, "", doc.get_ref(), &mut out);
-    }
-    out
-}
-
-/// Folds a multi-line library message (a TOML or cron parser's caret diagram) into one line.
-pub(crate) fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Applies `ICEMAINT__*` overrides to the document, recording which variable set which key so
 /// that problems with those values name the variable rather than a line of the file.
-fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Collector) {
+fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Checker) {
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -767,7 +581,7 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Collector
             }
         };
         if !doc.contains_key(&section) {
-            cx.from_env.insert(section.clone(), var.clone());
+            cx.set_from_env(section.clone(), var.clone());
         }
         let entry = doc
             .entry(section.clone())
@@ -779,7 +593,7 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Collector
         if props {
             let path = format!("{section}.properties");
             if !t.contains_key("properties") {
-                cx.from_env.insert(path.clone(), var.clone());
+                cx.set_from_env(path.clone(), var.clone());
             }
             let p = t
                 .entry("properties")
@@ -788,10 +602,10 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Collector
                 cx.env_problem(var, &format!("'{path}' is not a table"));
                 continue;
             };
-            cx.from_env.insert(format!("{path}.{key}"), var.clone());
+            cx.set_from_env(format!("{path}.{key}"), var.clone());
             p.insert(key, toml::Value::String(value.clone()));
         } else {
-            cx.from_env.insert(format!("{section}.{key}"), var.clone());
+            cx.set_from_env(format!("{section}.{key}"), var.clone());
             let v = env_value(&section, &key, value);
             t.insert(key, v);
         }

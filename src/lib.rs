@@ -5,7 +5,7 @@
 //! the binary (`src/main.rs`, clap only) → [`cli`] → [`runtime`] → [`server`], [`scheduler`] →
 //! [`dispatch`] → [`daemon`] (shared state) → [`ops`] and [`inspect`] → [`compaction`],
 //! [`maintenance`] → [`commit`] → [`catalog`], [`jobs`], [`store`], [`telemetry`], [`policy`],
-//! [`config`] → [`util`].
+//! [`config`] → [`tomlcheck`], [`util`].
 
 pub mod bench;
 pub mod catalog;
@@ -27,4 +27,5 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tomlcheck;
 pub mod util;

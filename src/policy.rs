@@ -20,15 +20,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::compaction::options as copts;
-use crate::config::one_line;
+use crate::tomlcheck::{Checker, Problem, join, key_lines, line_of, one_line};
 use crate::util::parse_duration;
 
 /// The policy file format version this build understands.
 pub const POLICY_VERSION: i64 = 1;
-
-/// One problem in one policy file, rendered as `file:line: message` (shared with the
-/// configuration file, whose problems `icemaint check` prints alongside).
-pub use crate::config::Problem;
 
 /// Errors loading a policy directory: every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -410,16 +406,13 @@ impl LineIndex {
             {
                 for item in items.iter() {
                     if let Some(s) = item.get_ref().as_str() {
-                        tables.insert(
-                            s.to_string(),
-                            crate::config::line_of(text, item.span().start),
-                        );
+                        tables.insert(s.to_string(), line_of(text, item.span().start));
                     }
                 }
             }
         }
         LineIndex {
-            keys: crate::config::key_lines(text),
+            keys: key_lines(text),
             tables,
         }
     }
@@ -436,55 +429,13 @@ impl LineIndex {
     }
 }
 
-/// Collects problems for one file.
-struct Ctx<'a> {
-    file: String,
-    idx: &'a LineIndex,
-    problems: Vec<Problem>,
+/// The policy-specific readers on top of [`Checker`]'s.
+trait PolicyValues {
+    fn schedule(&mut self, section: &str, t: &toml::Table, default: &str) -> Schedule;
+    fn duration(&mut self, section: &str, t: &toml::Table, key: &str) -> Option<Duration>;
 }
 
-impl Ctx<'_> {
-    fn err(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line: self.idx.line(path),
-            message: message.into(),
-        });
-    }
-
-    fn unknown_keys(&mut self, section: &str, t: &toml::Table, known: &[&str]) {
-        for k in t.keys() {
-            if !known.contains(&k.as_str()) {
-                let path = join(section, k);
-                self.err(
-                    &path,
-                    format!(
-                        "unknown key '{path}' (expected one of: {})",
-                        known.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-
-    fn bool(&mut self, section: &str, t: &toml::Table, key: &str, default: bool) -> bool {
-        match t.get(key) {
-            None => default,
-            Some(toml::Value::Boolean(b)) => *b,
-            Some(other) => {
-                self.err(
-                    &join(section, key),
-                    format!(
-                        "'{}' must be true or false, not {}",
-                        join(section, key),
-                        other.type_str()
-                    ),
-                );
-                default
-            }
-        }
-    }
-
+impl PolicyValues for Checker {
     fn schedule(&mut self, section: &str, t: &toml::Table, default: &str) -> Schedule {
         let key = join(section, "schedule");
         match t.get("schedule") {
@@ -502,24 +453,6 @@ impl Ctx<'_> {
                     format!("'{key}' must be a cron string, not {}", other.type_str()),
                 );
                 Schedule::parse(default).expect("default schedules are valid")
-            }
-        }
-    }
-
-    fn uint(&mut self, section: &str, t: &toml::Table, key: &str, min: u64) -> Option<u64> {
-        let path = join(section, key);
-        match t.get(key)? {
-            toml::Value::Integer(n) if *n >= min as i64 => Some(*n as u64),
-            toml::Value::Integer(n) => {
-                self.err(&path, format!("'{path}' must be at least {min}, not {n}"));
-                None
-            }
-            other => {
-                self.err(
-                    &path,
-                    format!("'{path}' must be an integer, not {}", other.type_str()),
-                );
-                None
             }
         }
     }
@@ -545,30 +478,6 @@ impl Ctx<'_> {
                 None
             }
         }
-    }
-
-    fn section<'t>(&mut self, doc: &'t toml::Table, key: &str) -> Option<&'t toml::Table> {
-        match doc.get(key)? {
-            toml::Value::Table(t) => Some(t),
-            other => {
-                self.err(
-                    key,
-                    format!(
-                        "'{key}' must be a table ([{key}]), not {}",
-                        other.type_str()
-                    ),
-                );
-                None
-            }
-        }
-    }
-}
-
-fn join(section: &str, key: &str) -> String {
-    if section.is_empty() {
-        key.to_string()
-    } else {
-        format!("{section}.{key}")
     }
 }
 
@@ -608,10 +517,7 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
     let doc: toml::Table = match toml::from_str(text) {
         Ok(d) => d,
         Err(e) => {
-            let line = e
-                .span()
-                .map(|s| crate::config::line_of(text, s.start))
-                .unwrap_or(1);
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             let problem = Problem {
                 file,
                 line,
@@ -621,16 +527,13 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
         }
     };
     let idx = LineIndex::build(text);
-    let mut cx = Ctx {
-        file,
-        idx: &idx,
-        problems: Vec::new(),
-    };
+    // Line 1 for a key the file does not have: the problem is still about this file.
+    let mut cx = Checker::new(file, idx.keys.clone(), 1);
     // The sections are checked in file-format order so problems come out in a stable order.
     cx.unknown_keys("", &doc, TOP_KEYS);
     check_version(&mut cx, &doc);
     let name = policy_name(&mut cx, &doc, path);
-    let tables = policy_tables(&mut cx, &doc);
+    let tables = policy_tables(&mut cx, &idx, &doc);
     let (properties, format_version) = policy_properties(&mut cx, &doc);
     let reconcile_schedule = reconcile_schedule(&mut cx, &doc);
     let compaction = cx
@@ -666,23 +569,19 @@ fn parse_policy_lenient(path: &Path, text: &str) -> (Option<Policy>, LineIndex, 
 }
 
 /// Top-level `version`: must be [`POLICY_VERSION`].
-fn check_version(cx: &mut Ctx<'_>, doc: &toml::Table) {
+fn check_version(cx: &mut Checker, doc: &toml::Table) {
     match doc.get("version") {
         Some(toml::Value::Integer(POLICY_VERSION)) => {}
         Some(v) => cx.err(
             "version",
             format!("unsupported policy version {v} (this build reads version = {POLICY_VERSION})"),
         ),
-        None => cx.problems.push(Problem {
-            file: cx.file.clone(),
-            line: 1,
-            message: format!("missing 'version = {POLICY_VERSION}'"),
-        }),
+        None => cx.problem_at(1, format!("missing 'version = {POLICY_VERSION}'")),
     }
 }
 
 /// Top-level `name`, defaulting to the file's stem.
-fn policy_name(cx: &mut Ctx<'_>, doc: &toml::Table, path: &Path) -> String {
+fn policy_name(cx: &mut Checker, doc: &toml::Table, path: &Path) -> String {
     match doc.get("name") {
         Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(_) => {
@@ -697,7 +596,7 @@ fn policy_name(cx: &mut Ctx<'_>, doc: &toml::Table, path: &Path) -> String {
 }
 
 /// Top-level `tables`: valid, distinct selectors, each problem on the line of its entry.
-fn policy_tables(cx: &mut Ctx<'_>, doc: &toml::Table) -> Vec<Selector> {
+fn policy_tables(cx: &mut Checker, idx: &LineIndex, doc: &toml::Table) -> Vec<Selector> {
     let mut tables = Vec::new();
     match doc.get("tables") {
         Some(toml::Value::Array(items)) if !items.is_empty() => {
@@ -705,19 +604,11 @@ fn policy_tables(cx: &mut Ctx<'_>, doc: &toml::Table) -> Vec<Selector> {
             for item in items {
                 match item {
                     toml::Value::String(s) => {
-                        let line = cx.idx.table_line(s);
+                        let line = idx.table_line(s);
                         match validate_selector(s) {
                             Ok(()) if seen.insert(s.clone()) => tables.push(Selector(s.clone())),
-                            Ok(()) => cx.problems.push(Problem {
-                                file: cx.file.clone(),
-                                line,
-                                message: format!("duplicate selector '{s}'"),
-                            }),
-                            Err(m) => cx.problems.push(Problem {
-                                file: cx.file.clone(),
-                                line,
-                                message: m,
-                            }),
+                            Ok(()) => cx.problem_at(line, format!("duplicate selector '{s}'")),
+                            Err(m) => cx.problem_at(line, m),
                         }
                     }
                     other => cx.err(
@@ -731,18 +622,17 @@ fn policy_tables(cx: &mut Ctx<'_>, doc: &toml::Table) -> Vec<Selector> {
             "tables",
             "'tables' must be a non-empty array of names or globs, e.g. [\"metrics.rollups_*\"]",
         ),
-        None => cx.problems.push(Problem {
-            file: cx.file.clone(),
-            line: 1,
-            message: "missing 'tables = [...]' (table names or globs this policy selects)".into(),
-        }),
+        None => cx.problem_at(
+            1,
+            "missing 'tables = [...]' (table names or globs this policy selects)",
+        ),
     }
     tables
 }
 
 /// `[properties]`: desired table properties as strings, with `format-version` split off.
 fn policy_properties(
-    cx: &mut Ctx<'_>,
+    cx: &mut Checker,
     doc: &toml::Table,
 ) -> (BTreeMap<String, String>, Option<u8>) {
     let mut properties = BTreeMap::new();
@@ -786,7 +676,7 @@ fn policy_properties(
 }
 
 /// `[reconcile]`: when property reconciliation runs.
-fn reconcile_schedule(cx: &mut Ctx<'_>, doc: &toml::Table) -> Schedule {
+fn reconcile_schedule(cx: &mut Checker, doc: &toml::Table) -> Schedule {
     match cx.section(doc, "reconcile") {
         Some(t) => {
             cx.unknown_keys("reconcile", t, &["schedule"]);
@@ -798,7 +688,7 @@ fn reconcile_schedule(cx: &mut Ctx<'_>, doc: &toml::Table) -> Schedule {
 
 /// `[compaction]`: every key besides `enabled`, `schedule` and `strategy` is a Spark option,
 /// checked by [`copts::resolve`] rather than against a fixed key list.
-fn compaction_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> CompactionPolicy {
+fn compaction_policy(cx: &mut Checker, t: &toml::Table) -> CompactionPolicy {
     let enabled = cx.bool("compaction", t, "enabled", true);
     let schedule = cx.schedule("compaction", t, DEFAULT_COMPACTION);
     let strategy = compaction_strategy(cx, t);
@@ -838,7 +728,7 @@ fn compaction_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> CompactionPolicy {
 }
 
 /// `compaction.strategy`: only `binpack` is implemented.
-fn compaction_strategy(cx: &mut Ctx<'_>, t: &toml::Table) -> String {
+fn compaction_strategy(cx: &mut Checker, t: &toml::Table) -> String {
     match t.get("strategy") {
         None => "binpack".to_string(),
         Some(toml::Value::String(s)) if s == "binpack" => s.clone(),
@@ -863,7 +753,7 @@ fn compaction_strategy(cx: &mut Ctx<'_>, t: &toml::Table) -> String {
 }
 
 /// `[expire]`.
-fn expire_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ExpirePolicy {
+fn expire_policy(cx: &mut Checker, t: &toml::Table) -> ExpirePolicy {
     cx.unknown_keys(
         "expire",
         t,
@@ -888,7 +778,7 @@ fn expire_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ExpirePolicy {
 }
 
 /// `[orphans]`.
-fn orphans_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> OrphansPolicy {
+fn orphans_policy(cx: &mut Checker, t: &toml::Table) -> OrphansPolicy {
     cx.unknown_keys(
         "orphans",
         t,
@@ -922,7 +812,7 @@ fn orphans_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> OrphansPolicy {
 }
 
 /// `[manifests]`.
-fn manifests_policy(cx: &mut Ctx<'_>, t: &toml::Table) -> ManifestsPolicy {
+fn manifests_policy(cx: &mut Checker, t: &toml::Table) -> ManifestsPolicy {
     cx.unknown_keys(
         "manifests",
         t,

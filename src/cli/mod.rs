@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::daemon::Context;
-use crate::policy::{PolicySet, Problem};
+use crate::policy::PolicySet;
+use crate::tomlcheck::Problem;
 
 pub mod bench;
 mod jobs;

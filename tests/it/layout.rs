@@ -35,7 +35,7 @@ const LAYERS: &[&[&str]] = &[
     &["compaction::filter"],
     &["config"],
     &["store", "telemetry", "crashpoint"],
-    &["util"],
+    &["tomlcheck", "util"],
 ];
 
 fn layer_of(module: &str) -> Option<(usize, &'static str)> {
