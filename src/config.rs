@@ -143,6 +143,9 @@ pub struct ServerConfig {
     /// How often readiness checks (catalog, store) and table gauges are refreshed.
     #[serde(default = "default_refresh")]
     pub refresh_interval_seconds: u64,
+    /// How long a job's table lease lasts between renewals (at least 3).
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
 }
 
 fn default_listen() -> String {
@@ -154,6 +157,9 @@ fn default_grace() -> u64 {
 fn default_refresh() -> u64 {
     15
 }
+fn default_lease() -> u64 {
+    60
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -162,6 +168,7 @@ impl Default for ServerConfig {
             token: None,
             shutdown_grace_seconds: default_grace(),
             refresh_interval_seconds: default_refresh(),
+            lease_seconds: default_lease(),
         }
     }
 }

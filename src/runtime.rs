@@ -101,7 +101,7 @@ pub async fn run(
 /// replica) so the job history does not show them running forever. A
 /// store error is logged and retried at the next tick: it must not stop the daemon.
 async fn sweep_abandoned_jobs(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(crate::jobs::Jobs::sweep_interval());
+    let mut tick = tokio::time::interval(ctx.jobs.sweep_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
