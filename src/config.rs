@@ -340,7 +340,9 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 fn env_value(section: &str, key: &str, value: &str) -> toml::Value {
     let numeric = matches!(
         (section, key),
-        ("server", "shutdown-grace-seconds") | ("server", "refresh-interval-seconds")
+        ("server", "shutdown-grace-seconds")
+            | ("server", "refresh-interval-seconds")
+            | ("server", "lease-seconds")
     );
     if numeric && let Ok(n) = value.parse::<i64>() {
         return toml::Value::Integer(n);

@@ -103,7 +103,7 @@ impl Fence {
                     job_id = h.lease.job_id,
                     epoch = h.lease.epoch,
                     reason,
-                    "table lease lost; stopping the job before it commits"
+                    "table lease lost; the job commits and deletes nothing more"
                 );
             }
             h.cancel.cancel();
@@ -117,6 +117,23 @@ impl Fence {
             table: h.lease.table.clone(),
             reason: reason.clone(),
         })
+    }
+
+    /// At the end of a job: records a loss no commit or renewal noticed (the job paused past its
+    /// lease and failed for another reason first), so the job's outcome tells. A store error
+    /// proves nothing either way.
+    pub async fn recheck(&self) {
+        let Some(h) = &self.held else {
+            return;
+        };
+        if h.lost.get().is_some() {
+            return;
+        }
+        if let Ok(view) = h.store.lease(&h.lease.table).await
+            && let Err(reason) = judge(view.as_ref(), &h.lease, 0)
+        {
+            self.lose(reason);
+        }
     }
 
     /// A renewal sent at `asked` succeeded: the lease is ours for `ttl` from then.
@@ -149,7 +166,7 @@ impl Fence {
             }
             Err(reason) => {
                 self.lose(reason.clone());
-                Err(self.error(reason))
+                Err(self.lost().unwrap_or_else(|| self.error(reason)))
             }
         }
     }

@@ -465,6 +465,7 @@ impl JobHandle {
     /// Records the outcome, updates metrics and releases the lock.
     pub async fn finish(self, outcome: JobOutcome) {
         self.heartbeat.abort();
+        self.fence.recheck().await;
         let outcome = with_lease_error(outcome, self.fence.lost());
         let jobs = &self.jobs;
         let elapsed = self.started.elapsed().as_secs_f64();
