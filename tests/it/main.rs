@@ -14,4 +14,5 @@ mod ops_util;
 mod peers_smoke;
 mod postgres;
 mod pruning;
+mod replicas;
 mod status_page;
