@@ -226,6 +226,8 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// How often readiness checks (catalog, store) and table gauges are refreshed.
     pub refresh_interval_seconds: u64,
+    /// How long a job's table lease lasts between renewals (at least 3).
+    pub lease_seconds: u64,
 }
 
 fn default_listen() -> String {
@@ -237,6 +239,9 @@ fn default_grace() -> u64 {
 fn default_refresh() -> u64 {
     15
 }
+fn default_lease() -> u64 {
+    60
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -245,6 +250,7 @@ impl Default for ServerConfig {
             token: None,
             shutdown_grace_seconds: default_grace(),
             refresh_interval_seconds: default_refresh(),
+            lease_seconds: default_lease(),
         }
     }
 }
@@ -448,6 +454,7 @@ const SERVER_KEYS: &[&str] = &[
     "token",
     "shutdown-grace-seconds",
     "refresh-interval-seconds",
+    "lease-seconds",
 ];
 const STORE_KEYS: &[&str] = &["url"];
 const POLICIES_KEYS: &[&str] = &["dir"];
@@ -529,6 +536,9 @@ fn server_config(cx: &mut Checker, t: &toml::Table) -> ServerConfig {
         refresh_interval_seconds: cx
             .uint("server", t, "refresh-interval-seconds", 0)
             .unwrap_or_else(default_refresh),
+        lease_seconds: cx
+            .uint("server", t, "lease-seconds", 3)
+            .unwrap_or_else(default_lease),
     }
 }
 
@@ -616,7 +626,9 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)], cx: &mut Checker) 
 fn env_value(section: &str, key: &str, value: &str) -> toml::Value {
     let numeric = matches!(
         (section, key),
-        ("server", "shutdown-grace-seconds") | ("server", "refresh-interval-seconds")
+        ("server", "shutdown-grace-seconds")
+            | ("server", "refresh-interval-seconds")
+            | ("server", "lease-seconds")
     );
     if numeric && let Ok(n) = value.parse::<i64>() {
         return toml::Value::Integer(n);

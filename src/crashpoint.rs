@@ -4,13 +4,21 @@
 //! show that a crash between any two steps of a commit or a cleanup leaves the table readable,
 //! with the same rows, and that a later run finishes the work (`tests/it/crash.rs`).
 //!
+//! With `ICEMAINT_STOP_AT=<point>` the process instead stops itself (SIGSTOP) the first time it
+//! reaches that point, as a GC pause or a frozen VM would, and carries on when continued
+//! (SIGCONT): the replica tests pause a job past its lease there (`tests/it/replicas.rs`).
+//!
 //! Reaching a point costs one comparison against a value read once; without the variable
 //! nothing ever happens, so the points stay compiled into release builds, where crashes happen.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The environment variable naming the point to crash at.
 pub const ENV: &str = "ICEMAINT_CRASH_AT";
+
+/// The environment variable naming the point to stop at, once.
+pub const STOP_ENV: &str = "ICEMAINT_STOP_AT";
 
 /// A step boundary at which a crash is worth proving harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,38 +61,61 @@ impl CrashPoint {
     }
 }
 
-/// The point selected by the environment, read once.
-fn selected() -> Option<CrashPoint> {
-    static SELECTED: OnceLock<Option<CrashPoint>> = OnceLock::new();
-    *SELECTED.get_or_init(|| {
-        std::env::var(ENV)
-            .ok()
-            .as_deref()
-            .and_then(CrashPoint::parse)
-    })
+fn from_env(var: &str) -> Option<CrashPoint> {
+    std::env::var(var)
+        .ok()
+        .as_deref()
+        .and_then(CrashPoint::parse)
 }
 
-/// Aborts the process when `point` is the selected crash point.
+/// The crash point selected by the environment, read once.
+fn selected() -> Option<CrashPoint> {
+    static SELECTED: OnceLock<Option<CrashPoint>> = OnceLock::new();
+    *SELECTED.get_or_init(|| from_env(ENV))
+}
+
+/// The stop point selected by the environment, read once.
+fn selected_stop() -> Option<CrashPoint> {
+    static SELECTED: OnceLock<Option<CrashPoint>> = OnceLock::new();
+    *SELECTED.get_or_init(|| from_env(STOP_ENV))
+}
+
+/// Aborts the process when `point` is the selected crash point; stops it (once) when it is the
+/// selected stop point.
 pub fn reached(point: CrashPoint) {
     if selected() == Some(point) {
         eprintln!("icemaint: crashing at {} ({ENV})", point.name());
         std::process::abort();
     }
+    static STOPPED: AtomicBool = AtomicBool::new(false);
+    if selected_stop() == Some(point) && !STOPPED.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "icemaint: stopping at {} ({STOP_ENV}); SIGCONT continues",
+            point.name()
+        );
+        // SAFETY: raise(3) has no preconditions; SIGSTOP stops every thread of the process
+        // until a SIGCONT, which is the pause this point exists to simulate.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
 }
 
 /// Checks the environment at start-up: a misspelt point would otherwise make a fault-injection
-/// run pass without ever crashing.
+/// run pass without ever crashing (or stopping).
 pub fn check_env() -> Result<(), String> {
-    match std::env::var(ENV) {
-        Ok(v) if CrashPoint::parse(&v).is_none() => {
+    for var in [ENV, STOP_ENV] {
+        if let Ok(v) = std::env::var(var)
+            && CrashPoint::parse(&v).is_none()
+        {
             let known: Vec<&str> = CrashPoint::ALL.iter().map(|p| p.name()).collect();
-            Err(format!(
-                "{ENV}={v:?} is not a crash point (known: {})",
+            return Err(format!(
+                "{var}={v:?} is not a crash point (known: {})",
                 known.join(", ")
-            ))
+            ));
         }
-        _ => Ok(()),
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::config::Config;
 use crate::inspect::{self, TableStatus};
-use crate::jobs::Jobs;
+use crate::jobs::{self, Jobs};
 use crate::policy::{Policy, PolicyError, PolicySet};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -51,7 +52,14 @@ impl Context {
         let store = Store::connect(&config.store.url).await?;
         let catalog = CatalogHandle::connect(&config.catalog).await?;
         let metrics = Metrics::new();
-        let jobs = Jobs::new(store.clone(), metrics.clone());
+        let shutdown = CancellationToken::new();
+        let lease = config.server.lease_seconds.max(jobs::MIN_LEASE_SECONDS);
+        let jobs = Jobs::new(
+            store.clone(),
+            metrics.clone(),
+            Duration::from_secs(lease),
+            shutdown.clone(),
+        );
         Ok(Arc::new(Self {
             config,
             catalog,
@@ -61,7 +69,7 @@ impl Context {
             policies: RwLock::new(Arc::new(policies)),
             tables: RwLock::new(BTreeMap::new()),
             readiness: RwLock::new(Readiness::default()),
-            shutdown: CancellationToken::new(),
+            shutdown,
         }))
     }
 

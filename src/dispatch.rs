@@ -10,9 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::compaction::Report;
 use crate::daemon::Context;
-use crate::jobs::{JobKind, JobOutcome, JobStatus, ProgressSink, StartError, Trigger};
+use crate::fence::Fence;
+use crate::jobs::{JobHandle, JobKind, JobOutcome, JobStatus, ProgressSink, StartError, Trigger};
 use crate::ops::{self, Deps, prune::Overrides};
 
 /// What to run on a table: the job kind with its per-run overrides of the policy.
@@ -61,19 +64,36 @@ pub async fn start(
     trigger: Trigger,
 ) -> Result<String, StartError> {
     let handle = ctx.jobs.begin(table, request.kind(), trigger).await?;
+    Ok(spawn(ctx, handle, request))
+}
+
+/// Starts the schedule's fire of `kind` on `table` at `fire_ms` (un-jittered; recorded with the
+/// job) like [`start`], with the policy's settings.
+pub async fn start_fire(
+    ctx: &Arc<Context>,
+    table: &str,
+    kind: JobKind,
+    fire_ms: i64,
+) -> Result<String, StartError> {
+    let handle = ctx.jobs.begin_fire(table, kind, fire_ms).await?;
+    Ok(spawn(ctx, handle, JobRequest::as_policy_says(kind)))
+}
+
+/// Runs `request` under `handle` in the background; returns the job id.
+fn spawn(ctx: &Arc<Context>, handle: JobHandle, request: JobRequest) -> String {
     let id = handle.id.clone();
-    let sink = handle.progress_sink();
-    let (ctx2, table) = (Arc::clone(ctx), table.to_string());
+    let job = Job::of(&handle);
+    let (ctx2, table) = (Arc::clone(ctx), handle.table.clone());
     ctx.jobs.spawn(handle, async move {
         let kind = request.kind();
-        let outcome = execute(&ctx2, &table, request, &sink, None).await;
+        let outcome = execute(&ctx2, &table, request, &job, None).await;
         // A skipped job changed nothing, except a compaction that upgraded the format first.
         if outcome.status != JobStatus::Skipped || kind == JobKind::Compaction {
             ctx2.refresh_table(&table).await;
         }
         outcome
     });
-    Ok(id)
+    id
 }
 
 /// Runs `request` on `table` to completion in the caller's task (CLI one-shots): the same job
@@ -87,12 +107,30 @@ pub async fn run(
 ) -> Result<(String, JobOutcome), StartError> {
     let handle = ctx.jobs.begin(table, request.kind(), trigger).await?;
     let id = handle.id.clone();
-    let sink = handle.progress_sink();
+    let job = Job::of(&handle);
     let outcome = ctx
         .jobs
-        .run(handle, execute(ctx, table, request, &sink, observer))
+        .run(handle, execute(ctx, table, request, &job, observer))
         .await;
     Ok((id, outcome))
+}
+
+/// What a running job hands its operation: where its progress goes, its token (shutdown, lost
+/// lease) and its lease's fence.
+struct Job {
+    sink: ProgressSink,
+    cancel: CancellationToken,
+    fence: Fence,
+}
+
+impl Job {
+    fn of(handle: &JobHandle) -> Self {
+        Self {
+            sink: handle.progress_sink(),
+            cancel: handle.cancel_token(),
+            fence: handle.fence(),
+        }
+    }
 }
 
 /// Runs one job (the caller holds the table's lock) with the policy in force now.
@@ -100,7 +138,7 @@ async fn execute(
     ctx: &Context,
     table: &str,
     request: JobRequest,
-    sink: &ProgressSink,
+    job: &Job,
     observer: Option<ProgressObserver>,
 ) -> JobOutcome {
     let Some(policy) = ctx.policy_for(table) else {
@@ -113,8 +151,10 @@ async fn execute(
         catalog: &ctx.catalog,
         store: &ctx.store,
         metrics: &ctx.metrics,
-        cancel: &ctx.shutdown,
+        cancel: &job.cancel,
+        fence: &job.fence,
     };
+    let sink = &job.sink;
     let job_id = sink.job_id.as_str();
     match request {
         JobRequest::Reconcile => ops::reconcile::run(deps, table, &policy, job_id).await,

@@ -3,7 +3,14 @@
 //! A job is a row in the state store (`running` → `succeeded` / `failed` / `partial` / `skipped`)
 //! and holds the table's maintenance lock for as long as it runs: in this process (a map) and
 //! across processes (a lease row in the store, renewed while the job runs and taken over once
-//! expired, so a crashed process never blocks a table for longer than the lease).
+//! expired by the store's clock, so a crashed process never blocks a table for longer than the
+//! lease).
+//!
+//! The lease is also a fencing token: each acquisition gets a new epoch, and the job's
+//! [`Fence`] checks (job id, epoch, time left) in the store before every commit and deletion.
+//! When the heartbeat finds the lease gone (taken over after a pause, expired, or not renewable
+//! for a whole lease), it cancels the job's token, so no new work starts and no commit is sent,
+//! and the job ends `failed` with the lease error.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,13 +18,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::fence::{self, Fence, FenceError, Lease};
 use crate::store::{JobRecord, Store, StoreError};
 use crate::telemetry::Metrics;
 
-/// How long a lock lease lasts without renewal.
-const LOCK_TTL: Duration = Duration::from_secs(60);
+/// How long a table lease lasts without renewal unless configured (`[server] lease-seconds`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// The shortest lease the configuration may ask for: renewed every third of it, a shorter one
+/// would be lost to an ordinary scheduling hiccup.
+pub const MIN_LEASE_SECONDS: u64 = 3;
 
 /// The error recorded on a job whose process stopped before it finished.
 pub const ABANDONED: &str =
@@ -139,7 +152,11 @@ pub enum StartError {
 pub struct Jobs {
     store: Store,
     metrics: Metrics,
+    /// This process among the replicas (lease owner, fire claims).
     owner: String,
+    lease: Duration,
+    /// Every job's token is a child of this one (the daemon's shutdown).
+    shutdown: CancellationToken,
     running: Mutex<HashMap<String, String>>,
     tracker: TaskTracker,
 }
@@ -148,12 +165,25 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl Jobs {
-    pub fn new(store: Store, metrics: Metrics) -> Arc<Self> {
+    /// Jobs whose table leases last `lease` between renewals and whose tokens are children of
+    /// `shutdown`.
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        lease: Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             metrics,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            lease,
+            shutdown,
             running: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
         })
@@ -161,6 +191,11 @@ impl Jobs {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This process's identity among the replicas sharing the store.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// The job running on `table` in this process, if any.
@@ -179,6 +214,27 @@ impl Jobs {
         kind: JobKind,
         trigger: Trigger,
     ) -> Result<JobHandle, StartError> {
+        self.begin_job(table, kind, trigger, None).await
+    }
+
+    /// [`Jobs::begin`] for the schedule's fire at `fire_ms` (un-jittered), recorded with the job.
+    pub async fn begin_fire(
+        self: &Arc<Self>,
+        table: &str,
+        kind: JobKind,
+        fire_ms: i64,
+    ) -> Result<JobHandle, StartError> {
+        self.begin_job(table, kind, Trigger::Schedule, Some(fire_ms))
+            .await
+    }
+
+    async fn begin_job(
+        self: &Arc<Self>,
+        table: &str,
+        kind: JobKind,
+        trigger: Trigger,
+        fire_ms: Option<i64>,
+    ) -> Result<JobHandle, StartError> {
         let id = uuid::Uuid::now_v7().to_string();
         {
             let mut running = self.running.lock().expect("not poisoned");
@@ -193,19 +249,12 @@ impl Jobs {
         let release_local = || {
             self.running.lock().expect("not poisoned").remove(table);
         };
-        let now = now_ms();
-        match self
+        let epoch = match self
             .store
-            .try_lock(
-                table,
-                &self.owner,
-                &id,
-                now,
-                now + LOCK_TTL.as_millis() as i64,
-            )
+            .try_lock(table, &self.owner, &id, millis(self.lease))
             .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(epoch)) => epoch,
             Ok(Err(holder)) => {
                 release_local();
                 return Err(StartError::Busy {
@@ -217,38 +266,31 @@ impl Jobs {
                 release_local();
                 return Err(e.into());
             }
-        }
-        let record = JobRecord::running(&id, table, kind.as_str(), trigger.as_str(), now);
+        };
+        let record = JobRecord {
+            fire_ms,
+            ..JobRecord::running(&id, table, kind.as_str(), trigger.as_str(), now_ms())
+        };
         if let Err(e) = self.store.insert_job(&record).await {
-            let _ = self.store.unlock(table, &id).await;
+            let _ = self.store.unlock(table, &id, epoch).await;
             release_local();
             return Err(e.into());
         }
-        let heartbeat = {
-            let store = self.store.clone();
-            let (table, id) = (table.to_string(), id.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(LOCK_TTL / 3).await;
-                    let until = now_ms() + LOCK_TTL.as_millis() as i64;
-                    match store.renew_lock(&table, &id, until).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::error!(table, job_id = id, "maintenance lock lost");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(table, job_id = id, error = %e, "lock renewal failed")
-                        }
-                    }
-                }
-            })
+        let cancel = self.shutdown.child_token();
+        let lease = Lease {
+            table: table.to_string(),
+            job_id: id.clone(),
+            epoch,
         };
+        let fence = Fence::new(self.store.clone(), lease, self.lease, cancel.clone());
+        let heartbeat = tokio::spawn(heartbeat(self.store.clone(), fence.clone(), self.lease));
         tracing::info!(
             table,
             job_id = id,
             kind = kind.as_str(),
             trigger = trigger.as_str(),
+            epoch,
+            fire_ms,
             "job started"
         );
         Ok(JobHandle {
@@ -256,7 +298,10 @@ impl Jobs {
             id,
             table: table.to_string(),
             kind,
+            epoch,
             started: Instant::now(),
+            cancel,
+            fence,
             heartbeat,
         })
     }
@@ -284,7 +329,7 @@ impl Jobs {
 
     /// Marks jobs of dead processes (`running`, no live lease) as failed and returns how many.
     pub async fn fail_abandoned(&self) -> Result<u64, StoreError> {
-        let n = self.store.fail_running_jobs(now_ms(), ABANDONED).await?;
+        let n = self.store.fail_running_jobs(ABANDONED).await?;
         if n > 0 {
             tracing::warn!(jobs = n, "jobs of a stopped process marked failed");
         }
@@ -293,8 +338,8 @@ impl Jobs {
 
     /// How often the daemon looks for abandoned jobs: a dead job is failed within about one and
     /// a half lease lengths of its last renewal.
-    pub fn sweep_interval() -> Duration {
-        LOCK_TTL / 2
+    pub fn sweep_interval(&self) -> Duration {
+        self.lease / 2
     }
 
     /// Waits for background jobs, at most `grace`; true when all finished.
@@ -306,6 +351,70 @@ impl Jobs {
     }
 }
 
+/// Renews `fence`'s lease every third of `lease` until aborted. Finding it lost — the renewal
+/// matched no row (taken over, or expired: a lapsed lease is never revived), or the store did
+/// not answer for a whole lease — cancels the job through its fence.
+async fn heartbeat(store: Store, fence: Fence, lease: Duration) {
+    let Some(held) = fence.lease().cloned() else {
+        return;
+    };
+    let mut last_renewed = Instant::now();
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let asked = Instant::now();
+        match store
+            .renew_lock(&held.table, &held.job_id, held.epoch, millis(lease))
+            .await
+        {
+            Ok(true) => {
+                fence.renewed(asked);
+                last_renewed = asked;
+            }
+            Ok(false) => {
+                let why = match store.lease(&held.table).await {
+                    Ok(view) => fence::judge(view.as_ref(), &held, 0).err(),
+                    Err(_) => None,
+                };
+                fence.lose(why.unwrap_or_else(|| "its renewal was refused".to_string()));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(table = held.table, job_id = held.job_id, error = %e, "lease renewal failed");
+                if last_renewed.elapsed() >= lease {
+                    fence.lose(format!(
+                        "not renewed for {} s: the state store did not answer ({e})",
+                        lease.as_secs()
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a job whose lease was lost: failed with the lease error, or partial when some
+/// of its work had committed (under the lease) before. A job that finished everything keeps its
+/// outcome: each of its commits passed the fence.
+fn with_lease_error(outcome: JobOutcome, lost: Option<FenceError>) -> JobOutcome {
+    let Some(lost) = lost.filter(|_| outcome.status != JobStatus::Succeeded) else {
+        return outcome;
+    };
+    let lease_error = lost.to_string();
+    let error = match outcome.error {
+        Some(other) if !other.contains(&lease_error) => format!("{lease_error}; {other}"),
+        _ => lease_error,
+    };
+    let status = match outcome.status {
+        JobStatus::Partial => JobStatus::Partial,
+        _ => JobStatus::Failed,
+    };
+    JobOutcome {
+        status,
+        error: Some(error),
+        detail: outcome.detail,
+    }
+}
+
 /// A running job: holds the table's lock until [`JobHandle::finish`].
 #[derive(Debug)]
 pub struct JobHandle {
@@ -313,7 +422,10 @@ pub struct JobHandle {
     pub id: String,
     pub table: String,
     pub kind: JobKind,
+    epoch: i64,
     started: Instant,
+    cancel: CancellationToken,
+    fence: Fence,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
@@ -338,6 +450,16 @@ impl ProgressSink {
 }
 
 impl JobHandle {
+    /// The job's token: cancelled on shutdown and when its lease is lost.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The fence every commit and deletion of this job checks.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
     pub fn progress_sink(&self) -> ProgressSink {
         ProgressSink {
             store: self.jobs.store.clone(),
@@ -355,6 +477,8 @@ impl JobHandle {
     /// Records the outcome, updates metrics and releases the lock.
     pub async fn finish(self, outcome: JobOutcome) {
         self.heartbeat.abort();
+        self.fence.recheck().await;
+        let outcome = with_lease_error(outcome, self.fence.lost());
         let jobs = &self.jobs;
         let elapsed = self.started.elapsed().as_secs_f64();
         let kind = self.kind.as_str();
@@ -386,7 +510,7 @@ impl JobHandle {
                 .with_label_values(&[&self.table, kind])
                 .set(chrono::Utc::now().timestamp() as f64);
         }
-        if let Err(e) = jobs.store.unlock(&self.table, &self.id).await {
+        if let Err(e) = jobs.store.unlock(&self.table, &self.id, self.epoch).await {
             tracing::warn!(job_id = self.id, error = %e, "releasing lock failed; it expires by itself");
         }
         jobs.running
@@ -413,11 +537,16 @@ impl JobHandle {
 mod tests {
     use super::*;
 
-    async fn jobs() -> (Arc<Jobs>, tempfile::TempDir) {
+    async fn jobs_with(lease: Duration) -> (Arc<Jobs>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = Store::connect(&url).await.unwrap();
-        (Jobs::new(store, Metrics::new()), dir)
+        let jobs = Jobs::new(store, Metrics::new(), lease, CancellationToken::new());
+        (jobs, dir)
+    }
+
+    async fn jobs() -> (Arc<Jobs>, tempfile::TempDir) {
+        jobs_with(DEFAULT_LEASE).await
     }
 
     #[tokio::test]
@@ -464,9 +593,8 @@ mod tests {
     #[tokio::test]
     async fn another_process_holding_the_lease_blocks() {
         let (jobs, _d) = jobs().await;
-        let now = now_ms();
         jobs.store()
-            .try_lock("m.t", "other-process", "their-job", now, now + 60_000)
+            .try_lock("m.t", "other-process", "their-job", 60_000)
             .await
             .unwrap()
             .unwrap();
@@ -495,5 +623,88 @@ mod tests {
             jobs.store().job(&id).await.unwrap().unwrap().status,
             "succeeded"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_cancels_the_job_and_its_fence_refuses() {
+        let (jobs, _d) = jobs_with(Duration::from_millis(300)).await;
+        let h = jobs
+            .begin_fire("m.t", JobKind::Compaction, 1_000)
+            .await
+            .unwrap();
+        let (cancel, fence, id) = (h.cancel_token(), h.fence(), h.id.clone());
+        let epoch = fence.lease().unwrap().epoch;
+        fence.before_commit().await.expect("held");
+        // Renewals keep it ours for longer than the lease.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fence.before_commit().await.expect("renewed");
+        assert!(!cancel.is_cancelled());
+
+        // Another replica takes the table over (as after this process paused past its lease).
+        jobs.store().unlock("m.t", &id, epoch).await.unwrap();
+        let theirs = jobs
+            .store()
+            .try_lock("m.t", "other", "theirs", 60_000)
+            .await;
+        assert_eq!(theirs.unwrap(), Ok(epoch + 1));
+        tokio::time::timeout(Duration::from_secs(5), cancel.cancelled())
+            .await
+            .expect("the heartbeat cancels the job");
+        let err = fence.before_commit().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("lease on m.t lost: taken over by job theirs"),
+            "{err}"
+        );
+        assert!(fence.before_delete().await.is_err());
+
+        // The operation stopped on the cancellation; the job ends failed with the lease error
+        // and leaves the new holder's lease alone.
+        let work = async { JobOutcome::failed("compaction cancelled", serde_json::json!({})) };
+        jobs.run(h, work).await;
+        let rec = jobs.store().job(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, "failed");
+        assert_eq!(rec.fire_ms, Some(1_000));
+        let error = rec.error.unwrap();
+        assert!(
+            error.starts_with("lease on m.t lost: taken over"),
+            "{error}"
+        );
+        assert!(error.ends_with("; compaction cancelled"), "{error}");
+        let lease = jobs.store().lease("m.t").await.unwrap().unwrap();
+        assert_eq!((lease.job_id.as_str(), lease.epoch), ("theirs", epoch + 1));
+    }
+
+    #[test]
+    fn a_lost_lease_turns_unfinished_outcomes_into_failures() {
+        let lost = Some(FenceError::Lost {
+            table: "m.t".into(),
+            reason: "expired".into(),
+        });
+        let json = serde_json::json!({});
+        let skipped = JobOutcome {
+            status: JobStatus::Skipped,
+            detail: json.clone(),
+            error: None,
+        };
+        let out = with_lease_error(skipped, lost.clone());
+        assert_eq!(out.status, JobStatus::Failed);
+        assert_eq!(out.error.as_deref(), Some("lease on m.t lost: expired"));
+        let partial = JobOutcome {
+            status: JobStatus::Partial,
+            detail: json.clone(),
+            error: Some("group 2 failed".into()),
+        };
+        let out = with_lease_error(partial, lost.clone());
+        assert_eq!(out.status, JobStatus::Partial);
+        assert_eq!(
+            out.error.as_deref(),
+            Some("lease on m.t lost: expired; group 2 failed")
+        );
+        // Everything committed before the loss: nothing to report.
+        let done = with_lease_error(JobOutcome::ok(json.clone()), lost);
+        assert_eq!((done.status, done.error), (JobStatus::Succeeded, None));
+        let failed = with_lease_error(JobOutcome::failed("x", json), None);
+        assert_eq!(failed.error.as_deref(), Some("x"));
     }
 }

@@ -4,8 +4,8 @@
 //! `tests/it/layout.rs` checks it):
 //! the binary (`src/main.rs`, clap only) → [`cli`] → [`runtime`] → [`server`], [`scheduler`] →
 //! [`dispatch`] → [`daemon`] (shared state) → [`ops`] and [`inspect`] → [`compaction`],
-//! [`maintenance`] → [`commit`] → [`catalog`], [`jobs`], [`store`], [`telemetry`], [`policy`],
-//! [`config`] → [`tomlcheck`], [`util`].
+//! [`maintenance`] → [`commit`] → [`catalog`], [`jobs`], [`policy`], [`config`], [`fence`] →
+//! [`store`], [`telemetry`] → [`tomlcheck`], [`util`].
 
 pub mod bench;
 pub mod catalog;
@@ -17,6 +17,7 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod fence;
 pub mod inspect;
 pub mod jobs;
 pub mod maintenance;

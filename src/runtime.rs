@@ -98,16 +98,21 @@ pub async fn run(
 }
 
 /// Fails the jobs of processes that died (this one's predecessor, a crashed CLI run, another
-/// replica) so the job history does not show them running forever. A
-/// store error is logged and retried at the next tick: it must not stop the daemon.
+/// replica) so the job history does not show them running forever, and forgets old schedule
+/// fire claims. A store error is logged and retried at the next tick: it must not stop the
+/// daemon.
 async fn sweep_abandoned_jobs(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(crate::jobs::Jobs::sweep_interval());
+    let mut tick = tokio::time::interval(ctx.jobs.sweep_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention = crate::scheduler::FIRE_CLAIM_RETENTION.as_millis() as i64;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(e) = ctx.jobs.fail_abandoned().await {
                     tracing::warn!(error = %e, "looking for abandoned jobs failed");
+                }
+                if let Err(e) = ctx.store.prune_fire_claims(retention).await {
+                    tracing::warn!(error = %e, "forgetting old fire claims failed");
                 }
             }
             _ = ctx.shutdown.cancelled() => return Ok(()),

@@ -1,11 +1,17 @@
 //! The scheduler: refreshes table status and readiness in the background, reconciles every
 //! watched table at start-up, and fires each policy's cron schedules per table.
 //!
-//! Fire times are computed per (table, kind) from the policy's schedule; a table that is busy
-//! with another job is skipped for that fire (the next one comes), and nothing new starts once
-//! shutdown began.
+//! Fire times are computed per (table, kind) from the policy's schedule ([`due`], pure), each
+//! shifted by a fixed per-(table, kind) [`jitter`] so that all tables do not fire in the same
+//! second. Every replica computes the same fires; each waits a per-(replica, table)
+//! [`claim_delay`] and then claims the fire in the state store, keyed by its un-jittered time:
+//! only the replica whose claim was first runs it, so a fire runs at most once across replicas
+//! and tables spread over them. A claimed fire whose table is busy waits in this replica's
+//! [`FireQueue`] and starts when the table frees, oldest fire first, so kinds take turns behind
+//! a long job; a fire of a kind that fires again while it waits runs once. Nothing new starts
+//! once shutdown began.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +21,70 @@ use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest};
 use crate::jobs::{JobKind, StartError, Trigger};
 use crate::policy::{Policy, Schedule};
+
+/// The largest jitter of a schedule (a quarter of its period when that is shorter).
+const MAX_JITTER: Duration = Duration::from_secs(60);
+
+/// The longest a replica waits before claiming a fire.
+const MAX_CLAIM_DELAY: Duration = Duration::from_secs(2);
+
+/// How often the scheduler looks for due fires, claims and free tables: finer than the claim
+/// delays, so they order the replicas' claims.
+const TICK: Duration = Duration::from_millis(250);
+
+/// How long a fire waits before asking again for a table another process holds.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// How long fire claims are kept in the store: replicas only race for a fire within seconds of
+/// it, so a day is plenty even for a replica whose clock is far off.
+pub const FIRE_CLAIM_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One scheduled run: a table, a job kind and the fire time it belongs to, before jitter. Every
+/// replica computes the same one, so it names the fire in the store's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fire {
+    pub table: String,
+    pub kind: JobKind,
+    pub at: DateTime<Utc>,
+}
+
+/// FNV-1a over `parts`: the same in every process and build (std's hasher promises neither), so
+/// replicas agree on jitters.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn spread(hash: u64, bound: Duration) -> Duration {
+    let bound_ms = bound.as_millis() as u64;
+    if bound_ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(hash % bound_ms)
+}
+
+/// The offset added to every fire time of `kind` on `table` for a schedule firing every
+/// `period`: fixed per (table, kind), under min(60 s, a quarter of the period), so tables with
+/// the same schedule do not all fire in the same second and no fire runs into the next one.
+pub fn jitter(table: &str, kind: JobKind, period: Duration) -> Duration {
+    spread(
+        stable_hash(&[table, kind.as_str()]),
+        MAX_JITTER.min(period / 4),
+    )
+}
+
+/// How long `replica` waits before claiming a fire on `table` (under 2 s): different per
+/// (replica, table), so replicas do not race every claim in the same millisecond with the same
+/// one always winning, and each table's fires tend to go to one replica, tables spread over all.
+pub fn claim_delay(replica: &str, table: &str) -> Duration {
+    spread(stable_hash(&[replica, table]), MAX_CLAIM_DELAY)
+}
 
 /// The schedules of a policy that are enabled, by job kind.
 pub fn schedules(policy: &Policy, implemented: &[JobKind]) -> Vec<(JobKind, Schedule)> {
@@ -35,30 +105,177 @@ pub fn schedules(policy: &Policy, implemented: &[JobKind]) -> Vec<(JobKind, Sche
     out
 }
 
-/// Due jobs at `now`, advancing `next` (pure: the clock is passed in).
+fn after(schedule: &Schedule, t: DateTime<Utc>) -> DateTime<Utc> {
+    schedule.next_after(t).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Fires due at `now` (their jitter included), advancing `next`, the next un-jittered fire time
+/// per (table, kind). Pure: the clock is passed in.
 pub fn due(
     next: &mut HashMap<(String, JobKind), DateTime<Utc>>,
     watched: &[(String, Policy)],
     implemented: &[JobKind],
     now: DateTime<Utc>,
-) -> Vec<(String, JobKind)> {
+) -> Vec<Fire> {
     let mut fire = Vec::new();
-    let mut live = std::collections::HashSet::new();
+    let mut live = HashSet::new();
     for (table, policy) in watched {
         for (kind, schedule) in schedules(policy, implemented) {
             let key = (table.clone(), kind);
             live.insert(key.clone());
-            let at = next
+            let at = *next
                 .entry(key.clone())
-                .or_insert_with(|| schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC));
-            if *at <= now {
-                fire.push(key.clone());
-                *at = schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                .or_insert_with(|| after(&schedule, now));
+            if at == DateTime::<Utc>::MAX_UTC {
+                continue;
+            }
+            let period = (after(&schedule, at) - at).to_std().unwrap_or_default();
+            if at + jitter(table, kind, period) <= now {
+                fire.push(Fire {
+                    table: table.clone(),
+                    kind,
+                    at,
+                });
+                next.insert(key, after(&schedule, now));
             }
         }
     }
     next.retain(|k, _| live.contains(k));
     fire
+}
+
+/// A fire waiting on this replica.
+#[derive(Debug, Clone)]
+struct Waiting {
+    fire: Fire,
+    /// Claimed in the store by this replica (else: waiting for its claim).
+    claimed: bool,
+    /// Not claimed or started before this time (the claim delay, then the busy retry).
+    not_before: DateTime<Utc>,
+    /// Refused once because another process held the table.
+    waited: bool,
+}
+
+/// What claiming a fire came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Another replica claimed it first: dropped.
+    Lost,
+    /// Ours: waits for its table.
+    Queued,
+    /// Ours, but a claimed fire of the same table and kind still waits: that one runs for both.
+    Coalesced { into: DateTime<Utc> },
+}
+
+/// The fires this replica waits on, first for their claim, then for their table. Pure: the
+/// clock is passed in.
+#[derive(Debug, Default)]
+pub struct FireQueue {
+    waiting: Vec<Waiting>,
+}
+
+impl FireQueue {
+    /// Adds `fire`, to be claimed at `claim_at`; false (and dropped) when an unclaimed fire of
+    /// the same table and kind already waits for its claim.
+    pub fn push(&mut self, fire: Fire, claim_at: DateTime<Utc>) -> bool {
+        let pending = self
+            .waiting
+            .iter()
+            .any(|w| !w.claimed && w.fire.table == fire.table && w.fire.kind == fire.kind);
+        if pending {
+            return false;
+        }
+        self.waiting.push(Waiting {
+            fire,
+            claimed: false,
+            not_before: claim_at,
+            waited: false,
+        });
+        true
+    }
+
+    /// Fires whose claim is due at `now`.
+    pub fn to_claim(&self, now: DateTime<Utc>) -> Vec<Fire> {
+        self.waiting
+            .iter()
+            .filter(|w| !w.claimed && w.not_before <= now)
+            .map(|w| w.fire.clone())
+            .collect()
+    }
+
+    /// Records the claim of `fire`: `won` when this replica's claim created it.
+    pub fn claimed(&mut self, fire: &Fire, won: bool) -> Claim {
+        let Some(i) = self.waiting.iter().position(|w| w.fire == *fire) else {
+            return Claim::Lost;
+        };
+        if !won {
+            self.waiting.remove(i);
+            return Claim::Lost;
+        }
+        let earlier = self
+            .waiting
+            .iter()
+            .find(|w| w.claimed && w.fire.table == fire.table && w.fire.kind == fire.kind)
+            .map(|w| w.fire.at);
+        match earlier {
+            Some(into) => {
+                self.waiting.remove(i);
+                Claim::Coalesced { into }
+            }
+            None => {
+                self.waiting[i].claimed = true;
+                Claim::Queued
+            }
+        }
+    }
+
+    /// For each table not `busy` here, its oldest claimed fire (ties: in kind order) when it may
+    /// start at `now`: one per table, since a table runs one job at a time.
+    pub fn to_start(&self, now: DateTime<Utc>, busy: impl Fn(&str) -> bool) -> Vec<Fire> {
+        let mut oldest: HashMap<&str, &Waiting> = HashMap::new();
+        for w in self.waiting.iter().filter(|w| w.claimed) {
+            let slot = oldest.entry(w.fire.table.as_str()).or_insert(w);
+            if (w.fire.at, w.fire.kind) < (slot.fire.at, slot.fire.kind) {
+                *slot = w;
+            }
+        }
+        let mut out: Vec<Fire> = oldest
+            .into_values()
+            .filter(|w| w.not_before <= now && !busy(&w.fire.table))
+            .map(|w| w.fire.clone())
+            .collect();
+        out.sort_by(|a, b| (a.at, &a.table, a.kind).cmp(&(b.at, &b.table, b.kind)));
+        out
+    }
+
+    /// `fire` started (or will never start): forget it.
+    pub fn done(&mut self, fire: &Fire) {
+        self.waiting.retain(|w| w.fire != *fire);
+    }
+
+    /// `fire`'s table is busy elsewhere: ask again at `at`. True the first time (worth a log).
+    pub fn retry_at(&mut self, fire: &Fire, at: DateTime<Utc>) -> bool {
+        match self.waiting.iter_mut().find(|w| w.fire == *fire) {
+            Some(w) => {
+                w.not_before = at;
+                !std::mem::replace(&mut w.waited, true)
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps only fires for which `keep(table, kind)` holds (still watched and scheduled).
+    pub fn retain(&mut self, keep: impl Fn(&str, JobKind) -> bool) {
+        self.waiting.retain(|w| keep(&w.fire.table, w.fire.kind));
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
 }
 
 /// Job kinds this build can run.
@@ -80,13 +297,14 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             if ctx.shutdown.is_cancelled() {
                 break;
             }
-            start(&ctx, table, JobKind::Reconcile, Trigger::Startup).await;
+            start_up(&ctx, table).await;
         }
     }
     let mut next: HashMap<(String, JobKind), DateTime<Utc>> = HashMap::new();
+    let mut queue = FireQueue::default();
     let mut watched = ctx.watched_tables().await.unwrap_or_default();
     let mut last_refresh = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
@@ -100,17 +318,99 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             }
             last_refresh = tokio::time::Instant::now();
         }
-        for (table, kind) in due(&mut next, &watched, IMPLEMENTED, Utc::now()) {
-            if ctx.shutdown.is_cancelled() {
-                return Ok(());
+        let now = Utc::now();
+        for fire in due(&mut next, &watched, IMPLEMENTED, now) {
+            let claim_at = now + claim_delay(ctx.jobs.owner(), &fire.table);
+            if !queue.push(fire.clone(), claim_at) {
+                tracing::debug!(table = fire.table, kind = fire.kind.as_str(), fire_at = %fire.at, "fire dropped: the previous one still waits for its claim");
             }
-            start(&ctx, &table, kind, Trigger::Schedule).await;
+        }
+        // A table no longer watched, or a kind no longer scheduled, drops its waiting fires.
+        queue.retain(|table, kind| next.contains_key(&(table.to_string(), kind)));
+        claim_due(&ctx, &mut queue, Utc::now()).await;
+        start_due(&ctx, &mut queue, Utc::now()).await;
+    }
+}
+
+/// Claims the fires whose claim delay is over; a fire another replica claimed is skipped.
+async fn claim_due(ctx: &Arc<Context>, queue: &mut FireQueue, now: DateTime<Utc>) {
+    for fire in queue.to_claim(now) {
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        let (table, kind) = (fire.table.as_str(), fire.kind.as_str());
+        let fire_ms = fire.at.timestamp_millis();
+        let won = match ctx
+            .store
+            .claim_fire(table, kind, fire_ms, ctx.jobs.owner())
+            .await
+        {
+            Ok(won) => won,
+            Err(e) => {
+                // Running it unclaimed could run it twice; the next fire comes.
+                tracing::warn!(table, kind, fire_ms, error = %e, "fire not claimed: the state store failed; skipped");
+                false
+            }
+        };
+        match queue.claimed(&fire, won) {
+            Claim::Lost => tracing::debug!(
+                table,
+                kind,
+                fire_ms,
+                "fire claimed by another replica; skipped"
+            ),
+            Claim::Queued => tracing::debug!(table, kind, fire_ms, "fire claimed"),
+            Claim::Coalesced { into } => tracing::info!(
+                table,
+                kind,
+                fire_ms,
+                waiting_fire_ms = into.timestamp_millis(),
+                "fire coalesced into the one still waiting for the table"
+            ),
         }
     }
 }
 
-async fn start(ctx: &Arc<Context>, table: &str, kind: JobKind, trigger: Trigger) {
-    match dispatch::start(ctx, table, JobRequest::as_policy_says(kind), trigger).await {
+/// Starts, per table free in this process, its oldest claimed fire; one whose table another
+/// process holds waits and asks again.
+async fn start_due(ctx: &Arc<Context>, queue: &mut FireQueue, now: DateTime<Utc>) {
+    for fire in queue.to_start(now, |t| ctx.jobs.running_on(t).is_some()) {
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        let (table, kind) = (fire.table.as_str(), fire.kind.as_str());
+        let fire_ms = fire.at.timestamp_millis();
+        match dispatch::start_fire(ctx, table, fire.kind, fire_ms).await {
+            Ok(_) => queue.done(&fire),
+            Err(StartError::Busy { job_id, .. }) => {
+                let retry = chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+                if queue.retry_at(&fire, now + retry) {
+                    tracing::info!(
+                        table,
+                        kind,
+                        fire_ms,
+                        busy_with = job_id,
+                        "table busy; the fire waits for it"
+                    );
+                }
+            }
+            Err(StartError::Store(e)) if e.is_retryable() => {
+                tracing::warn!(table, kind, fire_ms, error = %e, "job could not start; retrying");
+                queue.retry_at(&fire, now + chrono::Duration::seconds(5));
+            }
+            Err(e) => {
+                tracing::warn!(table, kind, fire_ms, error = %e, "job could not start; fire skipped");
+                queue.done(&fire);
+            }
+        }
+    }
+}
+
+/// The start-up reconciliation of `table` (every replica's own; not a fire, so not claimed): a
+/// busy table is skipped, its lease holder or the schedule reconciles it.
+async fn start_up(ctx: &Arc<Context>, table: &str) {
+    let kind = JobKind::Reconcile;
+    match dispatch::start(ctx, table, JobRequest::Reconcile, Trigger::Startup).await {
         Ok(_) => {}
         Err(StartError::Busy { job_id, .. }) => {
             tracing::info!(
@@ -136,31 +436,184 @@ mod tests {
             .0
     }
 
+    fn at(h: u32, m: u32, sec: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, h, m, sec).unwrap()
+    }
+
+    fn fire(table: &str, kind: JobKind, at: DateTime<Utc>) -> Fire {
+        Fire {
+            table: table.into(),
+            kind,
+            at,
+        }
+    }
+
     #[test]
-    fn fires_on_schedule_with_injected_clock() {
+    fn fires_on_schedule_with_injected_clock_and_jitter() {
         let p =
             policy("version = 1\ntables = [\"m.*\"]\n[reconcile]\nschedule = \"*/10 * * * *\"\n");
         let watched = vec![("m.a".to_string(), p.clone()), ("m.b".to_string(), p)];
+        let ten_minutes = Duration::from_secs(600);
+        let ja =
+            chrono::Duration::from_std(jitter("m.a", JobKind::Reconcile, ten_minutes)).unwrap();
+        let jb =
+            chrono::Duration::from_std(jitter("m.b", JobKind::Reconcile, ten_minutes)).unwrap();
+        assert_ne!(ja, jb, "tables with one schedule fire at different seconds");
         let mut next = HashMap::new();
-        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 12, 3, 0).unwrap();
-        assert!(due(&mut next, &watched, IMPLEMENTED, t0).is_empty());
-        let t1 = Utc.with_ymd_and_hms(2026, 1, 1, 12, 9, 59).unwrap();
-        assert!(due(&mut next, &watched, IMPLEMENTED, t1).is_empty());
-        let t2 = Utc.with_ymd_and_hms(2026, 1, 1, 12, 10, 0).unwrap();
-        let mut fired = due(&mut next, &watched, IMPLEMENTED, t2);
-        fired.sort();
-        assert_eq!(
-            fired,
-            vec![
-                ("m.a".to_string(), JobKind::Reconcile),
-                ("m.b".to_string(), JobKind::Reconcile)
-            ]
-        );
+        assert!(due(&mut next, &watched, IMPLEMENTED, at(12, 3, 0)).is_empty());
+        assert!(due(&mut next, &watched, IMPLEMENTED, at(12, 9, 59)).is_empty());
+        let slot = at(12, 10, 0);
+        let (first, second) = if ja < jb {
+            (("m.a", ja), ("m.b", jb))
+        } else {
+            (("m.b", jb), ("m.a", ja))
+        };
+        if first.1 > chrono::Duration::zero() {
+            assert!(
+                due(&mut next, &watched, IMPLEMENTED, slot).is_empty(),
+                "not before its jitter"
+            );
+        }
+        // Each fires at its slot plus its jitter, named by the un-jittered slot.
+        let fired = due(&mut next, &watched, IMPLEMENTED, slot + first.1);
+        assert_eq!(fired, vec![fire(first.0, JobKind::Reconcile, slot)]);
+        let fired = due(&mut next, &watched, IMPLEMENTED, slot + second.1);
+        assert_eq!(fired, vec![fire(second.0, JobKind::Reconcile, slot)]);
         // Not again until the next slot.
-        assert!(due(&mut next, &watched, IMPLEMENTED, t2).is_empty());
+        assert!(due(&mut next, &watched, IMPLEMENTED, slot + second.1).is_empty());
+        let fired = due(&mut next, &watched, IMPLEMENTED, at(12, 21, 0));
+        assert_eq!(fired.len(), 2);
+        assert!(fired.iter().all(|f| f.at == at(12, 20, 0)), "{fired:?}");
         // A table that stops being watched is forgotten.
-        due(&mut next, &watched[..1], IMPLEMENTED, t2);
+        due(&mut next, &watched[..1], IMPLEMENTED, at(12, 21, 0));
         assert_eq!(next.len(), 1);
+    }
+
+    #[test]
+    fn jitter_is_fixed_per_table_and_kind_and_bounded_by_the_period() {
+        let hour = Duration::from_secs(3600);
+        let ten_s = Duration::from_secs(10);
+        let tables: Vec<String> = (0..50).map(|i| format!("m.t{i}")).collect();
+        let mut seconds = HashSet::new();
+        for t in &tables {
+            let j = jitter(t, JobKind::Compaction, hour);
+            assert_eq!(j, jitter(t, JobKind::Compaction, hour), "deterministic");
+            assert!(j < MAX_JITTER, "{t}: {j:?}");
+            assert!(jitter(t, JobKind::Compaction, ten_s) < Duration::from_millis(2_500));
+            seconds.insert(j.as_secs());
+        }
+        assert!(seconds.len() > 20, "spread over the minute: {seconds:?}");
+        assert_ne!(
+            jitter("m.t0", JobKind::Compaction, hour),
+            jitter("m.t0", JobKind::Expire, hour)
+        );
+        assert_eq!(
+            jitter("m.t0", JobKind::Compaction, Duration::ZERO),
+            Duration::ZERO
+        );
+        // A 10 s schedule still fires every slot: the jitter is under a quarter of the period.
+        let p =
+            policy("version = 1\ntables = [\"m.*\"]\n[reconcile]\nschedule = \"*/10 * * * * *\"\n");
+        let watched = vec![("m.a".to_string(), p)];
+        let mut next = HashMap::new();
+        let mut slots = Vec::new();
+        let start = at(12, 0, 0);
+        for ms in (0..60_000).step_by(250) {
+            let now = start + chrono::Duration::milliseconds(ms);
+            slots.extend(
+                due(&mut next, &watched, IMPLEMENTED, now)
+                    .into_iter()
+                    .map(|f| f.at),
+            );
+        }
+        let expected: Vec<DateTime<Utc>> = (1..6)
+            .map(|i| start + chrono::Duration::seconds(10 * i))
+            .collect();
+        assert_eq!(slots, expected);
+    }
+
+    #[test]
+    fn claim_delays_differ_per_replica_and_table() {
+        let tables: Vec<String> = (0..30).map(|i| format!("m.t{i}")).collect();
+        let mut winners = HashSet::new();
+        for t in &tables {
+            let delays: Vec<Duration> = ["replica-a", "replica-b", "replica-c"]
+                .iter()
+                .map(|r| claim_delay(r, t))
+                .collect();
+            assert!(delays.iter().all(|d| *d < MAX_CLAIM_DELAY), "{delays:?}");
+            assert_eq!(claim_delay("replica-a", t), delays[0], "deterministic");
+            let first = (0..3).min_by_key(|i| delays[*i]).unwrap();
+            winners.insert(first);
+        }
+        assert_eq!(winners.len(), 3, "each replica is first for some tables");
+    }
+
+    #[test]
+    fn queued_fires_are_claimed_after_their_delay_and_start_oldest_first() {
+        let mut q = FireQueue::default();
+        let t0 = at(12, 0, 0);
+        let compaction = fire("m.a", JobKind::Compaction, t0);
+        let reconcile = fire("m.a", JobKind::Reconcile, at(12, 0, 5));
+        let other = fire("m.b", JobKind::Expire, at(12, 0, 7));
+        assert!(q.push(compaction.clone(), t0 + chrono::Duration::seconds(1)));
+        assert!(q.to_claim(t0).is_empty(), "not before the claim delay");
+        assert_eq!(q.to_claim(at(12, 0, 1)), vec![compaction.clone()]);
+        assert_eq!(q.claimed(&compaction, true), Claim::Queued);
+        assert!(q.push(reconcile.clone(), at(12, 0, 5)));
+        assert!(q.push(other.clone(), at(12, 0, 7)));
+        assert_eq!(q.claimed(&reconcile, true), Claim::Queued);
+        assert_eq!(q.claimed(&other, false), Claim::Lost, "another replica's");
+        assert_eq!(q.len(), 2);
+
+        // m.a is busy (a long compaction elsewhere): the oldest fire waits, nothing jumps it.
+        let now = at(12, 0, 8);
+        assert_eq!(q.to_start(now, |_| false), vec![compaction.clone()]);
+        assert!(q.retry_at(&compaction, now + chrono::Duration::seconds(1)));
+        assert!(
+            !q.retry_at(&compaction, now + chrono::Duration::seconds(1)),
+            "logged once"
+        );
+        assert!(q.to_start(now, |_| false).is_empty());
+        // Busy in this process: nothing starts on it either.
+        assert!(q.to_start(at(12, 0, 9), |t| t == "m.a").is_empty());
+        // Free: the compaction, then the reconcile — kinds take turns.
+        assert_eq!(
+            q.to_start(at(12, 0, 9), |_| false),
+            vec![compaction.clone()]
+        );
+        q.done(&compaction);
+        assert_eq!(q.to_start(at(12, 0, 9), |_| false), vec![reconcile.clone()]);
+        q.done(&reconcile);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_kind_that_fires_again_while_queued_runs_once() {
+        let mut q = FireQueue::default();
+        let first = fire("m.a", JobKind::Compaction, at(12, 0, 0));
+        let again = fire("m.a", JobKind::Compaction, at(12, 0, 10));
+        let third = fire("m.a", JobKind::Compaction, at(12, 0, 20));
+        q.push(first.clone(), at(12, 0, 0));
+        assert_eq!(q.claimed(&first, true), Claim::Queued);
+        q.push(again.clone(), at(12, 0, 10));
+        // Claimed (so no other replica runs it), then folded into the waiting one.
+        assert_eq!(q.to_claim(at(12, 0, 11)), vec![again.clone()]);
+        assert_eq!(q.claimed(&again, true), Claim::Coalesced { into: first.at });
+        // A fire still waiting for its claim drops the next one of its kind.
+        q.push(third.clone(), at(12, 0, 22));
+        assert!(!q.push(
+            fire("m.a", JobKind::Compaction, at(12, 0, 21)),
+            at(12, 0, 23)
+        ));
+        assert_eq!(q.claimed(&third, true), Claim::Coalesced { into: first.at });
+        assert_eq!(q.to_start(at(12, 0, 30), |_| false), vec![first.clone()]);
+        q.done(&first);
+        assert!(q.is_empty());
+        // A table no longer watched (or a kind no longer scheduled) drops its fires.
+        q.push(fire("m.gone", JobKind::Expire, at(12, 1, 0)), at(12, 1, 0));
+        q.retain(|t, _| t != "m.gone");
+        assert!(q.is_empty());
     }
 
     #[test]

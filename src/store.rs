@@ -1,6 +1,10 @@
-//! The state store: job history, property changes and per-table maintenance locks, in SQLite (the
-//! default, created on first use) or PostgreSQL, through sqlx's `Any` driver. Migrations in
-//! `migrations/` run at start-up.
+//! The state store: job history, property changes, per-table maintenance leases and claimed
+//! schedule fires, in SQLite (the default, created on first use) or PostgreSQL, through sqlx's
+//! `Any` driver. Migrations in `migrations/` run at start-up.
+//!
+//! Lease times are the store's: every acquisition, renewal, takeover and expiry check reads the
+//! database's clock (`{now}` in the queries below), never the caller's, so replicas whose clocks
+//! disagree still agree on whose lease is live.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -64,6 +68,10 @@ pub struct JobRecord {
     pub detail: serde_json::Value,
     #[schema(required)]
     pub error: Option<String>,
+    /// The schedule fire time (un-jittered, ms since the epoch) a scheduled job ran for; each
+    /// fire runs at most once across replicas.
+    #[schema(required)]
+    pub fire_ms: Option<i64>,
 }
 
 // The values of a job's string columns, for the schema. The spellings belong to
@@ -112,8 +120,18 @@ impl JobRecord {
             finished_ms: None,
             detail: serde_json::json!({}),
             error: None,
+            fire_ms: None,
         }
     }
+}
+
+/// A table's lease as the store sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    pub job_id: String,
+    pub epoch: i64,
+    /// Milliseconds until it expires by the store's clock; zero or less once expired.
+    pub remaining_ms: i64,
 }
 
 /// One recorded property change.
@@ -141,6 +159,12 @@ pub struct Store {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The store's clock in ms since the epoch, as SQL (what `{now}` in a query becomes).
+const NOW_SQLITE: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+const NOW_POSTGRES: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+const JOB_COLUMNS: &str = "id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error, fire_ms";
+
 impl Store {
     /// Connects (creating a missing SQLite file) and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -166,13 +190,22 @@ impl Store {
         Ok(Self { pool, postgres })
     }
 
-    /// `?` placeholders as the driver wants them (Postgres needs `$n`).
+    /// `?` placeholders as the driver wants them (Postgres needs `$n`), `{now}` as the store's
+    /// clock.
     fn sql(&self, q: &str) -> String {
         if self.postgres {
-            dollar_placeholders(q)
+            dollar_placeholders(&q.replace("{now}", NOW_POSTGRES))
         } else {
-            q.to_string()
+            q.replace("{now}", NOW_SQLITE)
         }
+    }
+
+    /// The store's clock (ms since the epoch).
+    pub async fn now_ms(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(&self.sql("SELECT {now}"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// A trivial query, for readiness.
@@ -183,7 +216,7 @@ impl Store {
 
     pub async fn insert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         sqlx::query(&self.sql(
-            "INSERT INTO jobs (id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error, fire_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&job.id)
         .bind(&job.table)
@@ -195,6 +228,7 @@ impl Store {
         .bind(job.finished_ms)
         .bind(job.detail.to_string())
         .bind(job.error.clone())
+        .bind(job.fire_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -238,12 +272,10 @@ impl Store {
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query(&self.sql(
-            "SELECT id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error FROM jobs WHERE id = ?",
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(&self.sql(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| job_from_row(&r)).transpose()
     }
 
@@ -254,9 +286,7 @@ impl Store {
         kind: Option<&str>,
         limit: i64,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        let mut q = String::from(
-            "SELECT id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error FROM jobs WHERE 1 = 1",
-        );
+        let mut q = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
         if table.is_some() {
             q.push_str(" AND table_name = ?");
         }
@@ -278,15 +308,13 @@ impl Store {
 
     /// Marks `running` jobs that hold no live lease as failed (crash recovery): a job takes its
     /// table's lease before its row is written and releases it only after recording its outcome,
-    /// so a running job without a live lease belongs to a process that died (or lost the store
-    /// for longer than the lease; if it comes back, its own outcome overwrites this one).
-    pub async fn fail_running_jobs(&self, now_ms: i64, reason: &str) -> Result<u64, StoreError> {
+    /// so a running job without a live lease (by the store's clock) belongs to a process that died
+    /// or lost its lease; if that process comes back, its own outcome overwrites this one.
+    pub async fn fail_running_jobs(&self, reason: &str) -> Result<u64, StoreError> {
         let r = sqlx::query(&self.sql(
-            "UPDATE jobs SET status = 'failed', finished_ms = ?, error = ? WHERE status = 'running' AND id NOT IN (SELECT job_id FROM table_locks WHERE expires_ms >= ?)",
+            "UPDATE jobs SET status = 'failed', finished_ms = {now}, error = ? WHERE status = 'running' AND id NOT IN (SELECT job_id FROM table_locks WHERE expires_ms > {now})",
         ))
-        .bind(now_ms)
         .bind(reason)
-        .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -329,80 +357,134 @@ impl Store {
             .collect()
     }
 
-    /// Takes the maintenance lock of `table` for `job_id` until `expires_ms`, unless another
-    /// live holder has it; returns the holder's job id then. Expired locks (a crashed process)
-    /// are taken over.
+    /// Takes the maintenance lease of `table` for `job_id` for `ttl_ms` (by the store's clock)
+    /// unless another live holder has it: returns the lease's fencing epoch, or the holder's job
+    /// id. An expired lease (a crashed or paused holder) is taken over. The epoch grows by one
+    /// with every acquisition of the table's lease, across releases and takeovers, so a job can
+    /// later prove the lease it holds is still the one it took.
     pub async fn try_lock(
         &self,
         table: &str,
         owner: &str,
         job_id: &str,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Result<(), String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(&self.sql("DELETE FROM table_locks WHERE table_name = ? AND expires_ms < ?"))
-            .bind(table)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        let holder = sqlx::query(&self.sql("SELECT job_id FROM table_locks WHERE table_name = ?"))
-            .bind(table)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = holder {
-            let held_by: String = row.try_get(0)?;
-            tx.rollback().await?;
-            return Ok(Err(held_by));
-        }
-        let inserted = sqlx::query(&self.sql(
-            "INSERT INTO table_locks (table_name, owner, job_id, expires_ms) VALUES (?, ?, ?, ?)",
+        ttl_ms: i64,
+    ) -> Result<Result<i64, String>, StoreError> {
+        // Each statement is atomic on its own: of several contenders one inserts (or, on an
+        // expired row, one updates) and the others see a live lease.
+        let fresh = sqlx::query(&self.sql(
+            "INSERT INTO table_locks (table_name, owner, job_id, epoch, expires_ms) VALUES (?, ?, ?, 1, {now} + ?) ON CONFLICT (table_name) DO NOTHING",
         ))
         .bind(table)
         .bind(owner)
         .bind(job_id)
-        .bind(expires_ms)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {
-                tx.commit().await?;
-                Ok(Ok(()))
-            }
-            // Another process inserted between our read and write (Postgres, concurrent owners).
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                tx.rollback().await?;
-                Ok(Err("another process".to_string()))
-            }
-            Err(e) => Err(e.into()),
+        .bind(ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        if fresh.rows_affected() == 1 {
+            return Ok(Ok(1));
         }
+        let taken = sqlx::query(&self.sql(
+            "UPDATE table_locks SET owner = ?, job_id = ?, epoch = epoch + 1, expires_ms = {now} + ? WHERE table_name = ? AND expires_ms <= {now} RETURNING epoch",
+        ))
+        .bind(owner)
+        .bind(job_id)
+        .bind(ttl_ms)
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = taken {
+            return Ok(Ok(row.try_get(0)?));
+        }
+        let holder = self.lease(table).await?;
+        Ok(Err(holder.map_or_else(
+            || "another process".to_string(),
+            |l| l.job_id,
+        )))
     }
 
-    /// Extends a held lock; false when it is no longer ours.
+    /// Extends a held lease to `ttl_ms` from now; false when it is no longer ours (another job or
+    /// epoch holds it) or already expired: a lapsed lease is never revived, because another
+    /// replica may have judged it dead.
     pub async fn renew_lock(
         &self,
         table: &str,
         job_id: &str,
-        expires_ms: i64,
+        epoch: i64,
+        ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            &self.sql("UPDATE table_locks SET expires_ms = ? WHERE table_name = ? AND job_id = ?"),
-        )
-        .bind(expires_ms)
+        let r = sqlx::query(&self.sql(
+            "UPDATE table_locks SET expires_ms = {now} + ? WHERE table_name = ? AND job_id = ? AND epoch = ? AND expires_ms > {now}",
+        ))
+        .bind(ttl_ms)
         .bind(table)
         .bind(job_id)
+        .bind(epoch)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
-    pub async fn unlock(&self, table: &str, job_id: &str) -> Result<(), StoreError> {
-        sqlx::query(&self.sql("DELETE FROM table_locks WHERE table_name = ? AND job_id = ?"))
+    /// The lease of `table` now (live or expired), or `None` when it was never taken.
+    pub async fn lease(&self, table: &str) -> Result<Option<LeaseView>, StoreError> {
+        let row =
+            sqlx::query(&self.sql(
+                "SELECT job_id, epoch, expires_ms - {now} FROM table_locks WHERE table_name = ?",
+            ))
             .bind(table)
-            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(LeaseView {
+                job_id: r.try_get(0)?,
+                epoch: r.try_get(1)?,
+                remaining_ms: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Releases a lease we hold by expiring it (the row and its epoch stay).
+    pub async fn unlock(&self, table: &str, job_id: &str, epoch: i64) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "UPDATE table_locks SET expires_ms = 0 WHERE table_name = ? AND job_id = ? AND epoch = ?",
+        ))
+        .bind(table)
+        .bind(job_id)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Claims the fire of `kind` on `table` at `fire_ms` for `owner`: true for the one caller
+    /// whose insert created the claim, false for every other (the fire is someone else's).
+    pub async fn claim_fire(
+        &self,
+        table: &str,
+        kind: &str,
+        fire_ms: i64,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(&self.sql(
+            "INSERT INTO schedule_fires (table_name, kind, fire_ms, owner, claimed_ms) VALUES (?, ?, ?, ?, {now}) ON CONFLICT DO NOTHING",
+        ))
+        .bind(table)
+        .bind(kind)
+        .bind(fire_ms)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Forgets fire claims made more than `older_than_ms` ago (by the store's clock); returns how
+    /// many. A claim only matters while replicas may still try the same fire (seconds).
+    pub async fn prune_fire_claims(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(&self.sql("DELETE FROM schedule_fires WHERE claimed_ms < {now} - ?"))
+            .bind(older_than_ms)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(r.rows_affected())
     }
 }
 
@@ -434,6 +516,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRecord, StoreError> {
         finished_ms: r.try_get(7)?,
         detail: serde_json::from_str(&detail).map_err(|e| StoreError::BadRow(e.to_string()))?,
         error: r.try_get(9)?,
+        fire_ms: r.try_get(10)?,
     })
 }
 
@@ -494,6 +577,7 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -539,25 +623,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn locks_exclude_and_expire() {
+    async fn leases_exclude_renew_and_expire_by_the_store_clock() {
         let (s, _d) = store().await;
-        assert_eq!(s.try_lock("m.t", "p1", "j1", 0, 100).await.unwrap(), Ok(()));
+        assert_eq!(s.try_lock("m.t", "p1", "j1", 60_000).await.unwrap(), Ok(1));
         assert_eq!(
-            s.try_lock("m.t", "p2", "j2", 50, 150).await.unwrap(),
+            s.try_lock("m.t", "p2", "j2", 60_000).await.unwrap(),
             Err("j1".to_string())
         );
-        assert!(s.renew_lock("m.t", "j1", 200).await.unwrap());
-        assert!(!s.renew_lock("m.t", "j2", 200).await.unwrap());
-        // Past expiry a crashed holder's lock is taken over.
-        assert_eq!(
-            s.try_lock("m.t", "p2", "j2", 201, 300).await.unwrap(),
-            Ok(())
+        assert!(s.renew_lock("m.t", "j1", 1, 60_000).await.unwrap());
+        assert!(!s.renew_lock("m.t", "j2", 1, 60_000).await.unwrap());
+        assert!(
+            !s.renew_lock("m.t", "j1", 2, 60_000).await.unwrap(),
+            "wrong epoch"
         );
-        s.unlock("m.t", "j2").await.unwrap();
-        assert_eq!(
-            s.try_lock("m.t", "p3", "j3", 202, 300).await.unwrap(),
-            Ok(())
+        let l = s.lease("m.t").await.unwrap().unwrap();
+        assert_eq!((l.job_id.as_str(), l.epoch), ("j1", 1));
+        assert!(l.remaining_ms > 50_000 && l.remaining_ms <= 60_000, "{l:?}");
+
+        // A lease shorter than the pause below expires by the store's clock, whatever the
+        // caller's: it is neither renewed nor counted live, and is taken over.
+        assert!(s.renew_lock("m.t", "j1", 1, 30).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(s.lease("m.t").await.unwrap().unwrap().remaining_ms <= 0);
+        assert!(
+            !s.renew_lock("m.t", "j1", 1, 60_000).await.unwrap(),
+            "lapsed"
         );
+        assert_eq!(s.try_lock("m.t", "p2", "j2", 60_000).await.unwrap(), Ok(2));
+        assert!(!s.renew_lock("m.t", "j1", 1, 60_000).await.unwrap());
+        // Releasing someone else's lease (or an old epoch of ours) does nothing.
+        s.unlock("m.t", "j1", 1).await.unwrap();
+        assert_eq!(
+            s.try_lock("m.t", "p3", "j3", 60_000).await.unwrap(),
+            Err("j2".to_string())
+        );
+        s.unlock("m.t", "j2", 2).await.unwrap();
+        // The epoch keeps growing across releases and takeovers, per table.
+        assert_eq!(s.try_lock("m.t", "p3", "j3", 60_000).await.unwrap(), Ok(3));
+        assert_eq!(s.try_lock("m.u", "p3", "j4", 60_000).await.unwrap(), Ok(1));
+        assert!(s.lease("m.none").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn store_clock_is_close_to_the_wall_clock() {
+        let (s, _d) = store().await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let store_now = s.now_ms().await.unwrap();
+        assert!((store_now - now).abs() < 5_000, "{store_now} vs {now}");
     }
 
     #[tokio::test]
@@ -565,17 +677,17 @@ mod tests {
         let (s, _d) = store().await;
         // Lease expired (crashed holder), lease taken over by another job, lease live.
         s.insert_job(&job("expired", "m.a", 1)).await.unwrap();
-        s.try_lock("m.a", "p1", "expired", 1, 100)
+        s.try_lock("m.a", "p1", "expired", -1)
             .await
             .unwrap()
             .unwrap();
         s.insert_job(&job("taken-over", "m.b", 1)).await.unwrap();
-        s.try_lock("m.b", "p2", "newer", 1, 1_000)
+        s.try_lock("m.b", "p2", "newer", 60_000)
             .await
             .unwrap()
             .unwrap();
         s.insert_job(&job("live", "m.c", 1)).await.unwrap();
-        s.try_lock("m.c", "p3", "live", 1, 1_000)
+        s.try_lock("m.c", "p3", "live", 60_000)
             .await
             .unwrap()
             .unwrap();
@@ -583,7 +695,8 @@ mod tests {
         done.status = "succeeded".into();
         s.insert_job(&done).await.unwrap();
 
-        assert_eq!(s.fail_running_jobs(500, "gone").await.unwrap(), 2);
+        let before = s.now_ms().await.unwrap();
+        assert_eq!(s.fail_running_jobs("gone").await.unwrap(), 2);
         for (id, status) in [
             ("expired", "failed"),
             ("taken-over", "failed"),
@@ -594,12 +707,61 @@ mod tests {
             assert_eq!(j.status, status, "{id}");
         }
         let j = s.job("expired").await.unwrap().unwrap();
-        assert_eq!(
-            (j.finished_ms, j.error.as_deref()),
-            (Some(500), Some("gone"))
+        assert_eq!(j.error.as_deref(), Some("gone"));
+        assert!(
+            j.finished_ms.unwrap() >= before,
+            "finished by the store's clock"
         );
         // Idempotent.
-        assert_eq!(s.fail_running_jobs(600, "gone").await.unwrap(), 0);
+        assert_eq!(s.fail_running_jobs("gone").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fire_is_claimed_once_and_claims_are_pruned() {
+        let (s, _d) = store().await;
+        assert!(
+            s.claim_fire("m.t", "compaction", 1_000, "r1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.claim_fire("m.t", "compaction", 1_000, "r2")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.claim_fire("m.t", "compaction", 1_000, "r1")
+                .await
+                .unwrap()
+        );
+        // Another fire time, kind or table is another claim.
+        assert!(
+            s.claim_fire("m.t", "compaction", 2_000, "r2")
+                .await
+                .unwrap()
+        );
+        assert!(s.claim_fire("m.t", "expire", 1_000, "r2").await.unwrap());
+        assert!(
+            s.claim_fire("m.u", "compaction", 1_000, "r3")
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.prune_fire_claims(60_000).await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(s.prune_fire_claims(5).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_job_keeps_its_fire_time() {
+        let (s, _d) = store().await;
+        let fired = JobRecord {
+            fire_ms: Some(1_234),
+            ..job("f", "m.t", 1)
+        };
+        s.insert_job(&fired).await.unwrap();
+        s.insert_job(&job("m", "m.t", 2)).await.unwrap();
+        assert_eq!(s.job("f").await.unwrap().unwrap().fire_ms, Some(1_234));
+        assert_eq!(s.job("m").await.unwrap().unwrap().fire_ms, None);
     }
 
     #[tokio::test]

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use iceberg::table::Table;
 
+use crate::fence::FenceError;
+
 pub use producer::{BuiltSnapshot, SnapshotChange, SnapshotProducer, commit_change};
 pub use replace::{ReplaceDataFiles, commit_replace};
 pub use retry::RetryPolicy;
@@ -76,6 +78,9 @@ pub enum ReplaceError {
     /// Reading or writing metadata files failed.
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
+    /// The job's table lease was lost: nothing was sent to the catalog.
+    #[error(transparent)]
+    Fenced(#[from] FenceError),
 }
 
 impl ReplaceError {

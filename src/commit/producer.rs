@@ -23,6 +23,7 @@ use super::retry::RetryPolicy;
 use super::{CommitOutcome, ReplaceError};
 use crate::catalog::{CommitBackend, CommitError};
 use crate::crashpoint::{self, CrashPoint};
+use crate::fence::Fence;
 
 /// Table property naming where metadata files (and so manifests) go; default
 /// `<table location>/metadata`.
@@ -307,12 +308,16 @@ pub(crate) fn check_format_version(table: &Table) -> Result<(), ReplaceError> {
 /// - commit state unknown: the table is reloaded; when the snapshot is there the commit counts as
 ///   done, otherwise [`ReplaceError::StateUnknown`] is returned and nothing is deleted;
 /// - any other failure: this attempt's files are deleted and the error returned.
+///
+/// Right before each send, `fence` proves the job still holds the table's lease; when it does
+/// not, the attempt's files are deleted and [`ReplaceError::Fenced`] returned, nothing sent.
 pub async fn commit_change(
     catalog: &dyn Catalog,
     backend: &dyn CommitBackend,
     ident: &TableIdent,
     change: &dyn SnapshotChange,
     retry: &RetryPolicy,
+    fence: &Fence,
 ) -> Result<CommitOutcome, ReplaceError> {
     let started = Instant::now();
     let mut identity: Option<CommitIdentity> = None;
@@ -332,6 +337,12 @@ pub async fn commit_change(
 
         let summary = prepared.summary;
         crashpoint::reached(CrashPoint::CommitBeforeCatalog);
+        if let Err(e) = fence.before_commit().await {
+            // Our own unsent manifests: no other writer can know them, so deleting them needs
+            // no lease.
+            producer.cleanup().await;
+            return Err(e.into());
+        }
         match backend
             .commit(&table, prepared.requirements, prepared.updates)
             .await

@@ -39,6 +39,7 @@ use super::summary::{SummaryDelta, build_summary};
 use super::validate::{self, AddedDelete, ConflictIndex, ReplacedFile};
 use super::{CommitOutcome, ReplaceError};
 use crate::catalog::CommitBackend;
+use crate::fence::Fence;
 
 /// Manifests read at the same time while scanning a snapshot.
 const MANIFEST_READ_CONCURRENCY: usize = 8;
@@ -78,16 +79,17 @@ impl Default for ReplaceDataFiles {
 }
 
 /// Commits `change` as one `replace` snapshot on `main`; see the module documentation for the
-/// rules and [`commit_change`] for retries and failure handling.
+/// rules and [`commit_change`] for retries, fencing and failure handling.
 pub async fn commit_replace(
     catalog: &dyn Catalog,
     backend: &dyn CommitBackend,
     ident: &TableIdent,
     change: &ReplaceDataFiles,
     retry: &RetryPolicy,
+    fence: &Fence,
 ) -> Result<CommitOutcome, ReplaceError> {
     let op = ReplaceOp::new(change)?;
-    commit_change(catalog, backend, ident, &op, retry).await
+    commit_change(catalog, backend, ident, &op, retry, fence).await
 }
 
 /// The change, checked and indexed once for all attempts.

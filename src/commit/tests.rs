@@ -41,6 +41,7 @@ use super::*;
 use crate::catalog::sql::SqlCommitBackend;
 use crate::catalog::{CommitBackend, CommitError};
 use crate::config::{CatalogConfig, CatalogType};
+use crate::fence::Fence;
 
 /// A catalog with table `db.t` (`id long, name string, part int`, identity-partitioned by `part`).
 struct Env {
@@ -144,6 +145,7 @@ impl Env {
             &self.ident,
             change,
             &fast_retry(),
+            &Fence::none(),
         )
         .await
     }
@@ -318,6 +320,7 @@ async fn add_deletes(env: &Env, files: Vec<DataFile>) -> CommitOutcome {
         &env.ident,
         &AddDeletes(files),
         &fast_retry(),
+        &Fence::none(),
     )
     .await
     .unwrap()
@@ -617,9 +620,16 @@ async fn concurrent_append_survives_a_conflict_and_retry() {
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
     };
-    let out = commit_replace(&*env.catalog, &backend, &env.ident, &change, &fast_retry())
-        .await
-        .unwrap();
+    let out = commit_replace(
+        &*env.catalog,
+        &backend,
+        &env.ident,
+        &change,
+        &fast_retry(),
+        &Fence::none(),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.attempts, 2);
     assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
 
@@ -960,9 +970,16 @@ async fn unknown_state_is_resolved_by_looking_for_the_snapshot() {
         inner: env.backend.clone(),
         really_commit: false,
     };
-    let err = commit_replace(&*env.catalog, &backend, &env.ident, &change, &fast_retry())
-        .await
-        .unwrap_err();
+    let err = commit_replace(
+        &*env.catalog,
+        &backend,
+        &env.ident,
+        &change,
+        &fast_retry(),
+        &Fence::none(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ReplaceError::StateUnknown(_)), "{err:?}");
     assert!(err.may_have_committed());
     let table = env.table().await;
@@ -980,9 +997,16 @@ async fn unknown_state_is_resolved_by_looking_for_the_snapshot() {
         inner: env.backend.clone(),
         really_commit: true,
     };
-    let out = commit_replace(&*env.catalog, &backend, &env.ident, &change, &fast_retry())
-        .await
-        .unwrap();
+    let out = commit_replace(
+        &*env.catalog,
+        &backend,
+        &env.ident,
+        &change,
+        &fast_retry(),
+        &Fence::none(),
+    )
+    .await
+    .unwrap();
     let table = env.table().await;
     assert_eq!(
         table.metadata().current_snapshot_id(),
@@ -1027,6 +1051,7 @@ async fn conflicts_stop_at_the_retry_budget_and_clean_up() {
             use_starting_sequence_number: true,
         },
         &fast_retry(),
+        &Fence::none(),
     )
     .await
     .unwrap_err();
@@ -1044,6 +1069,64 @@ async fn conflicts_stop_at_the_retry_budget_and_clean_up() {
             .await
             .is_empty()
     );
+}
+
+/// A job whose lease was taken over sends nothing: the fence refuses right before the backend
+/// call, the attempt's manifests are deleted and the table is unchanged.
+#[tokio::test]
+async fn a_lost_lease_sends_no_commit() {
+    let env = Env::new().await;
+    let a = env.write(1, &[(1, "a")]).await;
+    let start = env.append(vec![a.clone()]).await;
+    let url = format!("sqlite://{}", env.dir.path().join("state.db").display());
+    let store = crate::store::Store::connect(&url).await.unwrap();
+    let epoch = store.try_lock("db.t", "p", "j1", 60_000).await.unwrap();
+    let epoch = epoch.unwrap();
+    let lease = crate::fence::Lease {
+        table: "db.t".into(),
+        job_id: "j1".into(),
+        epoch,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let fence = Fence::new(store.clone(), lease, Duration::from_secs(60), cancel);
+    // Another replica took the table over while this job was paused.
+    store.unlock("db.t", "j1", epoch).await.unwrap();
+    store
+        .try_lock("db.t", "q", "j2", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let backend = AlwaysConflict(AtomicU32::new(0));
+    let change = ReplaceDataFiles {
+        starting_snapshot_id: start.metadata().current_snapshot_id().unwrap(),
+        delete_paths: paths(&[a]),
+        add: vec![env.write(1, &[(1, "a")]).await],
+        summary_properties: HashMap::new(),
+        remove_dangling_deletes: false,
+        use_starting_sequence_number: true,
+    };
+    let err = commit_replace(
+        &*env.catalog,
+        &backend,
+        &env.ident,
+        &change,
+        &fast_retry(),
+        &fence,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ReplaceError::Fenced(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("lease on db.t lost: taken over by job j2"),
+        "{msg}"
+    );
+    assert!(!err.is_retryable() && !err.may_have_committed());
+    assert_eq!(backend.0.load(Ordering::SeqCst), 0, "nothing sent");
+    let table = env.table().await;
+    assert_eq!(table.metadata_location(), start.metadata_location());
+    assert!(unreferenced_metadata_files(&table).await.is_empty());
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{CatalogError, CatalogHandle, CommitBackend, ident_name};
 use crate::commit::{ReplaceDataFiles, ReplaceError, RetryPolicy, commit_replace};
 use crate::crashpoint::{self, CrashPoint};
+use crate::fence::Fence;
 use crate::telemetry::Metrics;
 use options::{CompactionOptions, OptionError};
 use plan::{FileGroup, Plan, PlanSettings};
@@ -48,7 +49,7 @@ pub enum CompactionError {
     Unsupported { table: String, reason: String },
     #[error("rewrite failed: {0}")]
     Rewrite(RewriteError),
-    #[error("compaction cancelled by shutdown before committing")]
+    #[error("compaction cancelled by shutdown (or a lost lease) before committing")]
     Cancelled,
 }
 
@@ -229,6 +230,8 @@ pub struct Env<'a> {
     pub metrics: &'a Metrics,
     /// Stops new groups from starting; a commit already sent is never cut off.
     pub cancel: CancellationToken,
+    /// Checked right before each commit: a job that lost its table's lease commits nothing.
+    pub fence: &'a Fence,
     pub job_id: String,
     /// Called after each group and commit with the report so far.
     pub progress: Box<dyn Fn(&Report) + Send + Sync + 'a>,
@@ -541,6 +544,7 @@ async fn commit_groups(
         table.identifier(),
         &change,
         &commit.retry,
+        env.fence,
     )
     .await?;
     report.delete_files_removed += outcome

@@ -36,11 +36,12 @@ use iceberg::{
 use serde::Serialize;
 
 use super::files::{
-    self, DeleteFailure, FileIoRemover, FileKind, FileRef, ManifestReach, RetryPolicy,
-    SnapshotReach, Totals, WalkError, canonical,
+    self, DeleteFailure, FencedRemover, FileIoRemover, FileKind, FileRef, ManifestReach,
+    RetryPolicy, SnapshotReach, Totals, WalkError, canonical,
 };
 use crate::catalog::{CatalogError, CatalogHandle, CommitError};
 use crate::crashpoint::{self, CrashPoint};
+use crate::fence::{Fence, FenceError};
 use crate::telemetry::Metrics;
 
 /// How many manifests are read at once.
@@ -73,6 +74,8 @@ pub enum ExpireError {
         #[source]
         source: CommitError,
     },
+    #[error(transparent)]
+    Fenced(#[from] FenceError),
 }
 
 impl ExpireError {
@@ -81,6 +84,7 @@ impl ExpireError {
             ExpireError::Catalog(e) => e.is_retryable(),
             ExpireError::Walk(e) => e.is_retryable(),
             ExpireError::Commit { source, .. } => source.is_retryable(),
+            ExpireError::Fenced(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -529,12 +533,14 @@ fn gc_enabled(table: &Table) -> bool {
 // The job
 // ---------------------------------------------------------------------------------------------
 
-/// Expires snapshots of `name` and deletes the files that became unreachable.
+/// Expires snapshots of `name` and deletes the files that became unreachable; `fence` proves
+/// the job's lease before the commit and before each deletion.
 pub async fn expire_table(
     catalog: &CatalogHandle,
     name: &str,
     opts: &ExpireOptions,
     metrics: &Metrics,
+    fence: &Fence,
 ) -> Result<ExpireReport, ExpireError> {
     if opts.retain_last == Some(0) {
         return Err(ExpireError::RetainLastZero);
@@ -544,6 +550,7 @@ pub async fn expire_table(
         name,
         opts,
         metrics,
+        fence,
     };
     let before = catalog.load(name).await?;
     if !gc_enabled(&before) {
@@ -635,6 +642,7 @@ struct ExpireRun<'a> {
     name: &'a str,
     opts: &'a ExpireOptions,
     metrics: &'a Metrics,
+    fence: &'a Fence,
 }
 
 impl ExpireRun<'_> {
@@ -651,6 +659,7 @@ impl ExpireRun<'_> {
     async fn commit(&self, before: &Table, cutoff_ms: Option<i64>) -> Result<Table, ExpireError> {
         let tx = transaction(before, cutoff_ms, self.opts.retain_last)
             .map_err(|e| self.plan_error(e))?;
+        self.fence.before_commit().await?;
         match tx.commit(self.catalog.catalog.as_ref()).await {
             Ok(t) => {
                 crashpoint::reached(CrashPoint::ExpireAfterCommit);
@@ -728,7 +737,8 @@ impl ExpireRun<'_> {
                 return;
             }
         };
-        let remover = Arc::new(FileIoRemover(after.file_io().clone()));
+        let remover =
+            FencedRemover::wrap(Arc::new(FileIoRemover(after.file_io().clone())), self.fence);
         let deleted = files::delete_files(
             remover,
             plan,

@@ -14,6 +14,7 @@ use iceberg::table::Table;
 use serde::Serialize;
 
 use crate::crashpoint::{self, CrashPoint};
+use crate::fence::Fence;
 use crate::telemetry::Metrics;
 
 /// What a file is to the table. The names are the `file_kind` label of the deletion metrics.
@@ -273,6 +274,37 @@ impl Remover for FileIoRemover {
         // opendal's delete is idempotent: a missing file is success.
         self.0.delete(path).await.map_err(io_err)?;
         Ok(Removed::Deleted)
+    }
+}
+
+/// A remover that checks the job's fence before every delete, so a job whose table lease is
+/// lost deletes nothing more (each remaining file fails with the lease error, not retried).
+pub struct FencedRemover {
+    inner: Arc<dyn Remover>,
+    fence: Fence,
+}
+
+impl FencedRemover {
+    pub fn wrap(inner: Arc<dyn Remover>, fence: &Fence) -> Arc<dyn Remover> {
+        Arc::new(Self {
+            inner,
+            fence: fence.clone(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Remover for FencedRemover {
+    async fn size(&self, path: &str) -> Result<Option<u64>, RemoveError> {
+        self.inner.size(path).await
+    }
+
+    async fn remove(&self, path: &str) -> Result<Removed, RemoveError> {
+        self.fence.before_delete().await.map_err(|e| RemoveError {
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+        })?;
+        self.inner.remove(path).await
     }
 }
 
@@ -564,5 +596,54 @@ mod tests {
         let text = m.render();
         assert!(text.contains("icemaint_files_deleted_total{file_kind=\"data\"} 2"));
         assert!(text.contains("icemaint_deleted_bytes_total{file_kind=\"manifest_list\"} 7"));
+    }
+
+    /// A job whose lease was lost deletes nothing more: every file fails with the lease error
+    /// at once (not retried), and the storage is never asked.
+    #[tokio::test]
+    async fn a_fenced_remover_stops_deleting_once_the_lease_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = crate::store::Store::connect(&url).await.unwrap();
+        let epoch = store.try_lock("m.t", "p", "j1", 60_000).await.unwrap();
+        let lease = crate::fence::Lease {
+            table: "m.t".into(),
+            job_id: "j1".into(),
+            epoch: epoch.unwrap(),
+        };
+        let fence = Fence::new(
+            store,
+            lease,
+            Duration::from_secs(60),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let fake = Arc::new(Fake::default());
+        for p in ["a", "b", "c"] {
+            fake.files.lock().unwrap().insert(p.into(), 1);
+        }
+        let files = || {
+            vec![
+                f("a", FileKind::Data, Some(1)),
+                f("b", FileKind::Data, Some(1)),
+            ]
+        };
+        let remover = FencedRemover::wrap(fake.clone(), &fence);
+        let report = delete_files(remover.clone(), files(), 2, RetryPolicy::default()).await;
+        assert_eq!((report.files(), report.failed), (2, 0), "lease held");
+
+        fence.lose("taken over by job j2");
+        let last = vec![f("c", FileKind::Data, Some(1))];
+        let report = delete_files(remover, last, 2, RetryPolicy::default()).await;
+        assert_eq!((report.files(), report.failed), (0, 1));
+        assert_eq!(
+            report.failures[0].error,
+            "lease on m.t lost: taken over by job j2"
+        );
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            2,
+            "storage asked only while held"
+        );
+        assert!(fake.files.lock().unwrap().contains_key("c"));
     }
 }

@@ -19,6 +19,7 @@ use crate::commit::summary::{SummaryDelta, build_summary};
 use crate::commit::{
     BuiltSnapshot, ReplaceError, RetryPolicy, SnapshotChange, SnapshotProducer, commit_change,
 };
+use crate::fence::Fence;
 
 /// Java's default for `commit.manifest.target-size-bytes`.
 pub const DEFAULT_TARGET_SIZE_BYTES: u64 = 8 * 1024 * 1024;
@@ -280,6 +281,7 @@ pub async fn rewrite_manifests(
     table: &Table,
     settings: ManifestSettings,
     job_id: &str,
+    fence: &Fence,
 ) -> Result<Option<ManifestsReport>, ReplaceError> {
     let facts = data_manifest_facts(table).await?;
     if specs_to_rewrite(&facts, &settings).is_empty() {
@@ -296,6 +298,7 @@ pub async fn rewrite_manifests(
         table.identifier(),
         &op,
         &retry,
+        fence,
     )
     .await
     {

@@ -40,6 +40,7 @@ use super::files::{
     self, DeleteFailure, FileKind, FileRef, RemoveError, Removed, Remover, RetryPolicy, WalkError,
 };
 use crate::catalog::{CatalogError, CatalogHandle};
+use crate::fence::Fence;
 use crate::telemetry::Metrics;
 use crate::util::human_duration;
 
@@ -671,12 +672,14 @@ impl Remover for S3Remover {
 // The job
 // ---------------------------------------------------------------------------------------------
 
-/// Finds (and unless `dry_run` deletes) the orphan files of `name`.
+/// Finds (and unless `dry_run` deletes) the orphan files of `name`; `fence` proves the job's
+/// lease before each deletion.
 pub async fn remove_orphans(
     catalog: &CatalogHandle,
     name: &str,
     opts: &OrphanOptions,
     metrics: &Metrics,
+    fence: &Fence,
 ) -> Result<OrphanReport, OrphansError> {
     if opts.older_than < MIN_OLDER_THAN && !opts.force {
         return Err(OrphansError::TooRecent(human_duration(opts.older_than)));
@@ -685,6 +688,7 @@ pub async fn remove_orphans(
         name,
         opts,
         metrics,
+        fence,
     };
     let table = catalog.load(name).await?;
     let gc = table
@@ -800,6 +804,7 @@ struct OrphanRun<'a> {
     name: &'a str,
     opts: &'a OrphanOptions,
     metrics: &'a Metrics,
+    fence: &'a Fence,
 }
 
 impl OrphanRun<'_> {
@@ -844,7 +849,7 @@ impl OrphanRun<'_> {
             })
             .collect();
         let deleted = files::delete_files(
-            storage.remover(),
+            files::FencedRemover::wrap(storage.remover(), self.fence),
             files,
             self.opts.max_concurrent_deletes.max(1),
             RetryPolicy::default(),

@@ -12,6 +12,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use serde::Serialize;
 
 use crate::catalog::{CatalogHandle, format_version_number};
+use crate::fence::{Fence, FenceError};
 use crate::policy::Policy;
 
 /// Errors while reconciling.
@@ -23,12 +24,15 @@ pub enum PropertiesError {
         #[source]
         source: iceberg::Error,
     },
+    #[error(transparent)]
+    Fenced(#[from] FenceError),
 }
 
 impl PropertiesError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PropertiesError::Commit { source, .. } => source.retryable(),
+            PropertiesError::Fenced(e) => e.is_retryable(),
         }
     }
 }
@@ -105,11 +109,13 @@ pub fn table_drift(table: &Table, policy: &Policy) -> Drift {
     )
 }
 
-/// Commits `drift` to the table in one transaction and returns the table after it.
+/// Commits `drift` to the table in one transaction and returns the table after it; `fence`
+/// proves the job's lease right before the commit.
 pub async fn reconcile(
     catalog: &CatalogHandle,
     table: &Table,
     drift: &Drift,
+    fence: &Fence,
 ) -> Result<Table, PropertiesError> {
     let name = crate::catalog::ident_name(table.identifier());
     let err = |source| PropertiesError::Commit {
@@ -136,6 +142,7 @@ pub async fn reconcile(
         }
         tx = action.apply(tx).map_err(err)?;
     }
+    fence.before_commit().await?;
     tx.commit(catalog.catalog.as_ref()).await.map_err(err)
 }
 

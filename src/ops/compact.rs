@@ -95,6 +95,7 @@ pub async fn run(
         backend,
         metrics: deps.metrics,
         cancel: deps.cancel.child_token(),
+        fence: deps.fence,
         job_id: job_id.to_string(),
         progress: on_progress,
     };
@@ -139,7 +140,7 @@ async fn upgrade_format(
         properties: Vec::new(),
         format_version: Some(versions),
     };
-    properties::reconcile(deps.catalog, &t, &upgrade)
+    properties::reconcile(deps.catalog, &t, &upgrade, deps.fence)
         .await
         .map_err(|e| {
             format!(

@@ -33,7 +33,16 @@ pub async fn run(deps: Deps<'_>, table: &str, policy: &Policy, job_id: &str) -> 
     };
     let settings =
         ManifestSettings::resolve(min_manifests, target_size_bytes, t.metadata().properties());
-    match rewrite_manifests(deps.catalog, backend.as_ref(), &t, settings, job_id).await {
+    match rewrite_manifests(
+        deps.catalog,
+        backend.as_ref(),
+        &t,
+        settings,
+        job_id,
+        deps.fence,
+    )
+    .await
+    {
         Ok(None) => skipped(
             serde_json::json!({"reason": "manifests are within the policy's thresholds", "settings": settings}),
         ),

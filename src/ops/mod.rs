@@ -9,6 +9,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::CatalogHandle;
+use crate::fence::Fence;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -24,6 +25,9 @@ pub struct Deps<'a> {
     /// For the operation's own records (property changes); job records are the dispatcher's.
     pub store: &'a Store,
     pub metrics: &'a Metrics,
-    /// Stops new work from starting; a commit already sent is never cut off.
+    /// Stops new work from starting; a commit already sent is never cut off. The job's token:
+    /// cancelled on shutdown and when the job's table lease is lost.
     pub cancel: &'a CancellationToken,
+    /// The job's lease as a fencing token, checked before every commit and deletion.
+    pub fence: &'a Fence,
 }

@@ -74,7 +74,7 @@ pub async fn expire(
             .map_or(DEFAULT_MAX_CONCURRENT_DELETES, |p| p.max_concurrent_deletes),
         dry_run: overrides.dry_run.unwrap_or(false),
     };
-    match expire::expire_table(deps.catalog, table, &opts, deps.metrics).await {
+    match expire::expire_table(deps.catalog, table, &opts, deps.metrics, deps.fence).await {
         Ok(r) => {
             let problem = r.cleanup_error.clone().or_else(|| {
                 (r.delete_failures > 0)
@@ -123,7 +123,7 @@ pub async fn remove_orphans(
         max_concurrent_deletes: p
             .map_or(DEFAULT_MAX_CONCURRENT_DELETES, |p| p.max_concurrent_deletes),
     };
-    match orphans::remove_orphans(deps.catalog, table, &opts, deps.metrics).await {
+    match orphans::remove_orphans(deps.catalog, table, &opts, deps.metrics, deps.fence).await {
         Ok(r) => {
             let problem = (r.delete_failures > 0)
                 .then(|| format!("{} file(s) could not be deleted", r.delete_failures));

@@ -28,7 +28,7 @@ pub async fn run(deps: Deps<'_>, table: &str, policy: &Policy, job_id: &str) -> 
         .with_label_values(&label)
         .inc_by(drift.len() as u64);
     tracing::info!(table, policy = policy.name, keys = ?drift.keys(), "property drift detected");
-    match properties::reconcile(deps.catalog, &t, &drift).await {
+    match properties::reconcile(deps.catalog, &t, &drift, deps.fence).await {
         Ok(_) => {
             deps.metrics
                 .drift_corrected_total

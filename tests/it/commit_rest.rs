@@ -33,6 +33,7 @@ use icemaint::catalog::rest::RestCommitBackend;
 use icemaint::catalog::{CommitBackend, CommitError};
 use icemaint::commit::{ReplaceDataFiles, ReplaceError, RetryPolicy, commit_replace};
 use icemaint::config::{CatalogConfig, CatalogType};
+use icemaint::fence::Fence;
 use parquet::file::properties::WriterProperties;
 
 use crate::harness::RestCatalogServer;
@@ -238,6 +239,7 @@ async fn rest_replace_merges_files_and_keeps_rows() {
             use_starting_sequence_number: true,
         },
         &fast_retry(),
+        &Fence::none(),
     )
     .await
     .unwrap();
@@ -323,6 +325,7 @@ async fn rest_conflict_is_retried_and_the_concurrent_append_survives() {
             use_starting_sequence_number: true,
         },
         &fast_retry(),
+        &Fence::none(),
     )
     .await
     .unwrap();
@@ -423,6 +426,7 @@ async fn rest_replace_of_a_removed_file_fails_validation() {
         &env.ident,
         &replace(paths(std::slice::from_ref(&a)), a2),
         &fast_retry(),
+        &Fence::none(),
     )
     .await
     .unwrap();
@@ -435,6 +439,7 @@ async fn rest_replace_of_a_removed_file_fails_validation() {
         &env.ident,
         &replace(paths(&[a.clone(), b]), merged),
         &fast_retry(),
+        &Fence::none(),
     )
     .await
     .unwrap_err();

@@ -57,6 +57,7 @@ use icemaint::commit::{
     BuiltSnapshot, ReplaceError, RetryPolicy, SnapshotChange, SnapshotProducer, commit_change,
 };
 use icemaint::compaction::{self, Env, Report};
+use icemaint::fence::Fence;
 use icemaint::telemetry::Metrics;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
@@ -469,6 +470,7 @@ async fn execute(catalog: &CatalogHandle, prepared: compaction::Prepared, job_id
         backend: catalog.committer().await.expect("commit backend"),
         metrics: &metrics,
         cancel: CancellationToken::new(),
+        fence: &Fence::none(),
         job_id: job_id.to_string(),
         progress: Box::new(|_| {}),
     };
@@ -606,6 +608,7 @@ async fn commit_position_delete(
         t.identifier(),
         &AddDeletes { files },
         &RetryPolicy::from_table_properties(md.properties()),
+        &Fence::none(),
     )
     .await
     .expect("commit position delete")
@@ -669,6 +672,7 @@ async fn commit_equality_delete(catalog: &CatalogHandle, table: &str, names: &[&
         t.identifier(),
         &AddDeletes { files },
         &RetryPolicy::from_table_properties(md.properties()),
+        &Fence::none(),
     )
     .await
     .expect("commit equality delete");
@@ -1549,9 +1553,8 @@ async fn daemon_api_compacts_skips_empty_tables_and_refuses_bad_requests() {
         icemaint::store::Store::connect(&format!("sqlite://{}", fx.dir.join("state.db").display()))
             .await
             .unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .try_lock(t, "it-other-process", "it-held-job", now, now + 120_000)
+    let epoch = store
+        .try_lock(t, "it-other-process", "it-held-job", 120_000)
         .await
         .unwrap()
         .expect("lock taken");
@@ -1564,7 +1567,7 @@ async fn daemon_api_compacts_skips_empty_tables_and_refuses_bad_requests() {
         .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["job_id"], "it-held-job", "{v}");
-    store.unlock(t, "it-held-job").await.unwrap();
+    store.unlock(t, "it-held-job", epoch).await.unwrap();
 
     // 202, then the job succeeds.
     let (s, v) = d

@@ -34,6 +34,8 @@ const LAYERS: &[&[&str]] = &[
     &["compaction::options"],
     &["compaction::filter"],
     &["config"],
+    // The lease's fencing token: checked by the engines, kept by the job lock, read from the store.
+    &["fence"],
     &["store", "telemetry", "crashpoint"],
     &["tomlcheck", "util"],
 ];

@@ -14,5 +14,6 @@ mod ops_util;
 mod peers_smoke;
 mod postgres;
 mod pruning;
+mod replicas;
 mod sqlite_busy;
 mod status_page;

@@ -69,33 +69,66 @@ async fn store_on_postgres_keeps_jobs_changes_and_locks() {
     a.record_property_change(&c).await.unwrap();
     assert_eq!(b.property_changes("m.t1").await.unwrap(), vec![c]);
 
-    // Locks: exclusive across pools, renewable only by the holder, taken over once expired.
-    assert_eq!(a.try_lock("m.t", "pa", "la", 0, 100).await.unwrap(), Ok(()));
+    // Leases: exclusive across pools, renewable only by the holder of that epoch, taken over
+    // once expired by the store's clock (here: a lease of 30 ms), each acquisition a new epoch.
+    assert_eq!(a.try_lock("m.t", "pa", "la", 60_000).await.unwrap(), Ok(1));
     assert_eq!(
-        b.try_lock("m.t", "pb", "lb", 50, 150).await.unwrap(),
+        b.try_lock("m.t", "pb", "lb", 60_000).await.unwrap(),
         Err("la".to_string())
     );
-    assert!(a.renew_lock("m.t", "la", 200).await.unwrap());
-    assert!(!b.renew_lock("m.t", "lb", 300).await.unwrap());
-    assert_eq!(
-        b.try_lock("m.t", "pb", "lb", 201, 300).await.unwrap(),
-        Ok(())
+    assert!(a.renew_lock("m.t", "la", 1, 30).await.unwrap());
+    assert!(!b.renew_lock("m.t", "lb", 1, 60_000).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !a.renew_lock("m.t", "la", 1, 60_000).await.unwrap(),
+        "lapsed"
     );
-    assert!(!a.renew_lock("m.t", "la", 400).await.unwrap(), "taken over");
+    assert_eq!(b.try_lock("m.t", "pb", "lb", 60_000).await.unwrap(), Ok(2));
+    assert!(
+        !a.renew_lock("m.t", "la", 1, 60_000).await.unwrap(),
+        "taken over"
+    );
+    let lease = a.lease("m.t").await.unwrap().unwrap();
+    assert_eq!((lease.job_id.as_str(), lease.epoch), ("lb", 2));
+    assert!(lease.remaining_ms > 50_000, "{lease:?}");
+    b.unlock("m.t", "lb", 2).await.unwrap();
+    assert_eq!(a.try_lock("m.t", "pa", "lc", 60_000).await.unwrap(), Ok(3));
+    let (wall, store_now) = (
+        chrono::Utc::now().timestamp_millis(),
+        a.now_ms().await.unwrap(),
+    );
+    assert!((store_now - wall).abs() < 5_000, "{store_now} vs {wall}");
+
+    // Fire claims: one insert wins, across pools.
+    assert!(
+        a.claim_fire("m.t", "compaction", 10_000, "pa")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.claim_fire("m.t", "compaction", 10_000, "pb")
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.claim_fire("m.t", "compaction", 20_000, "pb")
+            .await
+            .unwrap()
+    );
 
     // Crash recovery: a running job whose lease expired is failed; one with a live lease is not.
     a.insert_job(&job("dead", "m.dead", 10)).await.unwrap();
-    a.try_lock("m.dead", "pa", "dead", 10, 20)
+    a.try_lock("m.dead", "pa", "dead", -1)
         .await
         .unwrap()
         .unwrap();
     a.insert_job(&job("alive", "m.alive", 10)).await.unwrap();
-    a.try_lock("m.alive", "pa", "alive", 10, 10_000)
+    a.try_lock("m.alive", "pa", "alive", 60_000)
         .await
         .unwrap()
         .unwrap();
     // j2 and j3 never held a lease (inserted as `running` above): dead as well.
-    assert_eq!(b.fail_running_jobs(500, "owner gone").await.unwrap(), 3);
+    assert_eq!(b.fail_running_jobs("owner gone").await.unwrap(), 3);
     for (id, status) in [
         ("dead", "failed"),
         ("j2", "failed"),
@@ -113,7 +146,7 @@ async fn store_on_postgres_keeps_jobs_changes_and_locks() {
         let s = Arc::clone(&stores[i % 2]);
         tasks.spawn(async move {
             let id = format!("race-{i}");
-            (id.clone(), s.try_lock("m.race", "p", &id, 1, 1_000).await)
+            (id.clone(), s.try_lock("m.race", "p", &id, 60_000).await)
         });
     }
     let mut winners = BTreeSet::new();
@@ -121,7 +154,8 @@ async fn store_on_postgres_keeps_jobs_changes_and_locks() {
     while let Some(r) = tasks.join_next().await {
         let (id, r) = r.unwrap();
         match r.unwrap_or_else(|e| panic!("{id}: {e}\n{}", pg.log_tail(20))) {
-            Ok(()) => {
+            Ok(epoch) => {
+                assert_eq!(epoch, 1, "{id}");
                 winners.insert(id);
             }
             Err(holder) => {
@@ -178,7 +212,7 @@ async fn two_daemons_share_one_postgres_store() {
             .await
             .unwrap();
         store
-            .try_lock("metrics.other", "dead-replica", CRASHED, 1, 2)
+            .try_lock("metrics.other", "dead-replica", CRASHED, -1)
             .await
             .unwrap()
             .unwrap();

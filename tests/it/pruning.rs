@@ -17,6 +17,7 @@ use crate::harness::{
     CatalogSpec, RestCatalogServer, S3Server, TestDir, make_table, pyiceberg_ops, table_info, tool,
     verify,
 };
+use icemaint::fence::Fence;
 
 const T: &str = "db.events";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -668,9 +669,8 @@ async fn http_endpoints_and_cli_errors() {
         icemaint::store::Store::connect(&format!("sqlite://{}", dir.join("state.db").display()))
             .await
             .unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .try_lock(T, "another-process", "their-job", now, now + 60_000)
+    let epoch = store
+        .try_lock(T, "another-process", "their-job", 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -683,7 +683,7 @@ async fn http_endpoints_and_cli_errors() {
     let (code, _, err) = icemaint(&["expire", T, "--config", cfg]);
     assert_ne!(code, 0);
     assert!(err.contains("busy with job their-job"), "{err}");
-    store.unlock(T, "their-job").await.unwrap();
+    store.unlock(T, "their-job", epoch).await.unwrap();
     assert_eq!(d.stop(), 0);
 }
 
@@ -851,9 +851,10 @@ async fn unknown_commit_outcome_deletes_nothing() {
         dry_run: false,
     };
     let metrics = icemaint::telemetry::Metrics::new();
-    let err = icemaint::maintenance::expire::expire_table(&failing, T, &opts, &metrics)
-        .await
-        .unwrap_err();
+    let err =
+        icemaint::maintenance::expire::expire_table(&failing, T, &opts, &metrics, &Fence::none())
+            .await
+            .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("commit state unknown") && msg.contains("nothing was deleted"),
@@ -887,9 +888,10 @@ async fn unknown_commit_outcome_deletes_nothing() {
     // The same table through the real catalog: expired, the other appends' manifest lists go, no
     // data file (all still live) is touched, and the old metadata files go too.
     use icemaint::maintenance::files::FileKind;
-    let report = icemaint::maintenance::expire::expire_table(&real, T, &opts, &metrics)
-        .await
-        .unwrap();
+    let report =
+        icemaint::maintenance::expire::expire_table(&real, T, &opts, &metrics, &Fence::none())
+            .await
+            .unwrap();
     assert_eq!(report.snapshots_expired, 3);
     assert_eq!(report.missing_files, 1, "{report:?}");
     assert!(!report.deleted.contains_key(&FileKind::Data), "{report:?}");
@@ -905,9 +907,10 @@ async fn unknown_commit_outcome_deletes_nothing() {
     }
     assert_eq!(metadata_json(&after), 3, "current + previous-versions-max");
     // Idempotent: nothing more to do.
-    let again = icemaint::maintenance::expire::expire_table(&real, T, &opts, &metrics)
-        .await
-        .unwrap();
+    let again =
+        icemaint::maintenance::expire::expire_table(&real, T, &opts, &metrics, &Fence::none())
+            .await
+            .unwrap();
     assert_eq!(
         (again.snapshots_expired, again.files_deleted),
         (0, 0),
@@ -960,9 +963,10 @@ async fn snapshots_seen_after_the_commit_keep_what_they_reach() {
         dry_run: false,
     };
     let metrics = icemaint::telemetry::Metrics::new();
-    let report = icemaint::maintenance::expire::expire_table(&twisted, T, &opts, &metrics)
-        .await
-        .unwrap();
+    let report =
+        icemaint::maintenance::expire::expire_table(&twisted, T, &opts, &metrics, &Fence::none())
+            .await
+            .unwrap();
     // The commit landed and the plan found replaced data files, but the re-read before deleting
     // showed snapshots reaching them: nothing is deleted.
     assert_eq!(report.snapshots_expired, 3, "{report:?}");
