@@ -726,7 +726,7 @@ dir = "pol"
         assert_eq!(
             err,
             "c.toml: environment variable ICEMAINT__SERVER__NOPE: unknown key 'server.nope' \
-             (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds)"
+             (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds, lease-seconds)"
         );
     }
 
@@ -865,7 +865,7 @@ dir = \"pol\"
                 "c.toml:1: missing 'catalog.uri' (the catalog's base uri or database url)",
                 "c.toml:3: 'catalog.warehouse' must be a string, not integer",
                 "c.toml:7: catalog property 's3.region' must be a string, not integer",
-                "c.toml:10: unknown key 'server.bogus' (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds)",
+                "c.toml:10: unknown key 'server.bogus' (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds, lease-seconds)",
                 "c.toml:11: 'server.shutdown-grace-seconds' must be zero or more, not -2",
             ],
             "{got:#?}"
