@@ -462,7 +462,11 @@ async fn unreachable_catalog_is_not_ready_and_a_clear_cli_error() {
 /// JSON like every other; only a valid request that needs the catalog gets the 502.
 async fn api_errors_before_the_catalog(d: &Daemon) {
     let t = "/api/v1/tables/metrics.rollups_1m";
-    let client = reqwest::Client::new();
+    // No connection reuse: after a 413 the server closes the connection it did not drain.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let cases: Vec<(reqwest::Method, String, Option<Value>, u16, &str)> = vec![
         (
             reqwest::Method::POST,
