@@ -178,7 +178,10 @@ pub async fn prepare(
         output_spec_id,
         filter,
     } = resolve_for_table(&table, policy_options, overrides)?;
-    let settings = PlanSettings::new(&options, output_spec_id);
+    let settings = PlanSettings::new(&options, output_spec_id).with_current_spec(
+        md.default_partition_spec_id(),
+        rewrite::current_null_partition(md),
+    );
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),
         Some(s) => {

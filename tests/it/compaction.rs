@@ -843,8 +843,8 @@ fn partitioned_table_keeps_partitions_and_target_size() {
     fx.done();
 }
 
-/// Case 3: the partition spec evolved mid-history; files of the old spec are rewritten into the
-/// current spec.
+/// Case 3: the partition spec evolved mid-history; the old spec's files, small and so candidates,
+/// are packed together (as Spark does) and rewritten into the current spec.
 #[test]
 fn files_of_an_old_partition_spec_move_to_the_current_spec() {
     let fx = Fx::sql("compact-spec-evolution");
