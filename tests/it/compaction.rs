@@ -1236,9 +1236,10 @@ async fn append_during_the_rewrite_survives() {
     fx.done();
 }
 
-/// Case 7: a copy-on-write delete rewrites files of two planned groups between planning and
-/// committing: those groups are refused, the others commit, no deleted row comes back, and the
-/// files the refused groups wrote are removed.
+/// Case 7 with partial progress: a copy-on-write delete rewrites files of two planned groups
+/// between planning and committing: those groups are refused, the others commit, no deleted row
+/// comes back, and the files the refused groups wrote are removed. (Without partial progress
+/// nothing commits: `compaction_parity`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
     let fx = Fx::sql("compact-concurrent-delete");
@@ -1260,7 +1261,8 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
     })
     .await;
     let catalog = connect(&fx.spec).await;
-    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &overrides(MIN2))
+    let opts = overrides(&[MIN2[0], "partial-progress.enabled=true"]);
+    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &opts)
         .await
         .unwrap();
     assert_eq!(prepared.plan.groups.len(), 4);
@@ -1301,7 +1303,7 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
             .all(|e| e.contains("validation failed: missing required files to delete")),
         "{report:?}"
     );
-    // The combined commit was refused, so the groups were committed one by one.
+    // One commit per group (4 groups, up to 10 commits): the refused ones are dropped.
     assert_eq!(report.snapshot_ids.len(), 2, "{report:?}");
 
     let spec = fx.spec.clone();
@@ -1357,8 +1359,8 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
 }
 
 /// Case 7 with a position delete (merge-on-read, as Spark writes them) on a planned file,
-/// committed between planning and committing on the REST catalog: the group holding that file is
-/// refused, the other one commits, and the deleted rows stay deleted.
+/// committed between planning and committing on the REST catalog, with partial progress: the
+/// group holding that file is refused, the other one commits, and the deleted rows stay deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn position_delete_during_the_rewrite_refuses_its_group() {
     let fx = Fx::rest("compact-concurrent-position-delete");
@@ -1378,7 +1380,11 @@ async fn position_delete_during_the_rewrite_refuses_its_group() {
         .unwrap()
         .plan;
     let half = plan.groups[0].input_bytes / 2 + 1000;
-    let opts = overrides(&[MIN2[0], &format!("max-file-group-size-bytes={half}")]);
+    let opts = overrides(&[
+        MIN2[0],
+        "partial-progress.enabled=true",
+        &format!("max-file-group-size-bytes={half}"),
+    ]);
     let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &opts)
         .await
         .unwrap();
