@@ -246,6 +246,8 @@ struct CommitSettings {
     /// Partial progress: a batch refused by validation is retried group by group. Without it
     /// the one commit is all or nothing, as in Spark.
     split_refused_batches: bool,
+    /// The spec the groups are written in (`output-spec-id`): their manifest is written under it.
+    output_spec_id: i32,
 }
 
 /// A rewritten group waiting for its commit.
@@ -281,6 +283,7 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
             remove_dangling_deletes: opts.remove_dangling_deletes,
             use_starting_sequence_number: opts.use_starting_sequence_number,
             split_refused_batches: opts.partial_progress_enabled,
+            output_spec_id: prepared.output_spec_id,
         },
         batch_size: batch_size(opts, prepared.plan.groups.len()),
         report,
@@ -560,6 +563,7 @@ async fn commit_groups(
         summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
         remove_dangling_deletes: commit.remove_dangling_deletes,
         use_starting_sequence_number: commit.use_starting_sequence_number,
+        output_spec_id: Some(commit.output_spec_id),
     };
     let outcome = commit_replace(
         env.catalog.catalog.as_ref(),
