@@ -22,7 +22,8 @@
 //! Spark position deletes, then Spark reading and appending to the compacted table (REST);
 //! equality deletes, one of them committed during the rewrite (SQL); an append during the rewrite
 //! (REST); a copy-on-write delete (SQL) or a position delete (REST) during the rewrite refusing
-//! only the groups it touched; empty and already-compacted tables (no-op); the daemon stopped
+//! only the groups it touched (partial progress); a group that cannot be rewritten, without partial
+//! progress (nothing commits); empty and already-compacted tables (no-op); the daemon stopped
 //! (SIGTERM) and the CLI killed (SIGKILL) mid-rewrite; bad options on the CLI and the API (400);
 //! the daemon's API with a lock held by another process (409) on a SQL catalog with moto S3; and
 //! the `icemaint demo` acceptance run.
@@ -1460,6 +1461,61 @@ async fn position_delete_during_the_rewrite_refuses_its_group() {
         leaked.is_empty(),
         "uncommitted files left behind: {leaked:?}"
     );
+    fx.done();
+}
+
+/// Without partial progress a run is all or nothing, as in Spark: when one group cannot be
+/// rewritten (here a planned data file vanished from storage), the groups that were rewritten are
+/// not committed either and their files are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_commits_nothing_without_partial_progress() {
+    let fx = Fx::sql("compact-all-or-nothing");
+    let t = "metrics.all_or_nothing";
+    let spec = fx.spec.clone();
+    let before = blocking(move || {
+        let args = [
+            "--appends",
+            "8",
+            "--rows",
+            "200",
+            "--orgs",
+            "2",
+            "--days",
+            "2",
+        ];
+        make_table(&spec, "metrics.all_or_nothing", &args);
+        table_info(&spec, "metrics.all_or_nothing")
+    })
+    .await;
+    let catalog = connect(&fx.spec).await;
+    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &overrides(MIN2))
+        .await
+        .unwrap();
+    assert_eq!(prepared.plan.groups.len(), 4);
+    let victim = fx
+        .local_file(&prepared.plan.groups[0].files[0].path)
+        .unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let on_disk = fx.parquet_files();
+
+    let report = execute(&catalog, prepared, "it-all-or-nothing").await;
+    assert_eq!(
+        (report.groups_committed, report.groups_failed),
+        (0, 4),
+        "{report:?}"
+    );
+    assert!(report.snapshot_ids.is_empty(), "{report:?}");
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("not committed: another group failed")),
+        "{report:?}"
+    );
+    assert_eq!(fx.parquet_files(), on_disk, "written files are removed");
+    let spec = fx.spec.clone();
+    let after = blocking(move || table_info(&spec, "metrics.all_or_nothing")).await;
+    assert_eq!(after["current_snapshot_id"], before["current_snapshot_id"]);
     fx.done();
 }
 
