@@ -8,8 +8,8 @@
 //!    conflict; equality deletes do not when the new files keep the starting snapshot's data
 //!    sequence number, the default, because they stay subject to them — Java's rule for this
 //!    mode; with `use_starting_sequence_number` off they do);
-//! 4. manifests: the new files in a new manifest (ADDED, data sequence number = starting
-//!    snapshot's, or the new snapshot's), each data manifest holding a replaced file rewritten with that entry DELETED and
+//! 4. manifests: the new files in a new manifest under the spec they were written in (ADDED, data
+//!    sequence number = starting snapshot's, or the new snapshot's), each data manifest holding a replaced file rewritten with that entry DELETED and
 //!    the rest EXISTING, every other manifest (concurrent appends, delete manifests) carried as is,
 //!    manifests left without live files dropped (Java's `shouldKeep`);
 //! 5. with `remove_dangling_deletes` (Spark's `remove-dangling-deletes`), delete files that can no
@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
-    DataContentType, DataFile, ManifestContentType, ManifestFile, Operation, PrimitiveLiteral,
-    SnapshotRef, Struct, TableMetadata,
+    DataContentType, DataFile, ManifestContentType, ManifestFile, Operation, PartitionSpecRef,
+    PrimitiveLiteral, SnapshotRef, Struct, TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
@@ -52,7 +52,7 @@ pub struct ReplaceDataFiles {
     pub starting_snapshot_id: i64,
     /// Data files replaced, with their paths exactly as the manifests spell them.
     pub delete_paths: Vec<String>,
-    /// New data files (content `data`, written under the table's default partition spec).
+    /// New data files (content `data`, written under [`Self::output_spec_id`]).
     pub add: Vec<DataFile>,
     /// Extra snapshot summary entries, e.g. `icemaint.job-id`.
     pub summary_properties: HashMap<String, String>,
@@ -63,6 +63,10 @@ pub struct ReplaceDataFiles {
     /// apply to them. With false they get the new snapshot's, and such a delete is a conflict
     /// (it would no longer apply to the rows it was meant for).
     pub use_starting_sequence_number: bool,
+    /// The partition spec the new files were written in (Spark's `output-spec-id`); `None`: the
+    /// table's default spec. Their manifest is written under it, so readers prune them with its
+    /// transforms. (iceberg-rust's `DataFile` does not expose the spec it was written for.)
+    pub output_spec_id: Option<i32>,
 }
 
 impl Default for ReplaceDataFiles {
@@ -74,6 +78,7 @@ impl Default for ReplaceDataFiles {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         }
     }
 }
@@ -345,9 +350,20 @@ impl ReplaceOp<'_> {
         })
     }
 
-    /// Checks that every file to add has a partition tuple of the default spec's arity.
+    /// The spec the new files are written in: `output_spec_id`, else the default spec.
+    fn output_spec<'t>(&self, md: &'t TableMetadata) -> Result<&'t PartitionSpecRef, ReplaceError> {
+        match self.change.output_spec_id {
+            None => Ok(md.default_partition_spec()),
+            Some(id) => md.partition_spec_by_id(id).ok_or_else(|| {
+                ReplaceError::InvalidChange(format!("the table has no partition spec with id {id}"))
+            }),
+        }
+    }
+
+    /// Checks that every file to add has a partition tuple of the output spec's arity.
     fn check_added_partitions(&self, md: &TableMetadata) -> Result<(), ReplaceError> {
-        let partition_arity = md.default_partition_type().fields().len();
+        let spec = self.output_spec(md)?;
+        let partition_arity = spec.fields().len();
         if let Some(f) = self
             .change
             .add
@@ -355,10 +371,10 @@ impl ReplaceOp<'_> {
             .find(|f| f.partition().fields().len() != partition_arity)
         {
             return Err(ReplaceError::InvalidChange(format!(
-                "file to add {} has a partition tuple of {} fields; the default partition spec {} has {}",
+                "file to add {} has a partition tuple of {} fields; partition spec {} has {}",
                 f.file_path(),
                 f.partition().fields().len(),
-                md.default_partition_spec_id(),
+                spec.spec_id(),
                 partition_arity
             )));
         }
@@ -401,9 +417,9 @@ impl ReplaceOp<'_> {
                 .collect();
             return Ok((carried, HashSet::new()));
         }
-        let default_spec = table.metadata().default_partition_spec_id();
+        let output_spec = self.output_spec(table.metadata())?.spec_id();
         for f in &self.change.add {
-            live_seqs.add(default_spec, f.partition(), added_seq);
+            live_seqs.add(output_spec, f.partition(), added_seq);
         }
         self.scan_delete_manifests(table, manifests, &live_seqs)
             .await
@@ -418,7 +434,7 @@ impl ReplaceOp<'_> {
         delta: &mut SummaryDelta,
     ) -> Result<ManifestFile, ReplaceError> {
         let md = producer.table().metadata();
-        let spec = md.default_partition_spec();
+        let spec = self.output_spec(md)?;
         let mut writer = producer.new_manifest_writer(
             ManifestContentType::Data,
             md.current_schema().clone(),

@@ -462,6 +462,7 @@ async fn replace_merges_small_files_into_one() {
         summary_properties: job_props(),
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
+        output_spec_id: None,
     };
     let out = env.replace(&change).await.unwrap();
     assert_eq!(out.attempts, 1);
@@ -551,6 +552,7 @@ async fn replace_merges_small_files_into_one() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -619,6 +621,7 @@ async fn concurrent_append_survives_a_conflict_and_retry() {
         summary_properties: job_props(),
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
+        output_spec_id: None,
     };
     let out = commit_replace(
         &*env.catalog,
@@ -676,6 +679,7 @@ async fn file_removed_after_start_fails_validation_and_leaves_table_unchanged() 
         summary_properties: HashMap::new(),
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
+        output_spec_id: None,
     })
     .await
     .unwrap();
@@ -690,6 +694,7 @@ async fn file_removed_after_start_fails_validation_and_leaves_table_unchanged() 
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap_err();
@@ -733,6 +738,7 @@ async fn position_delete_after_start_on_a_replaced_file_is_a_conflict() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -764,6 +770,7 @@ async fn position_delete_after_start_on_a_replaced_file_is_a_conflict() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap_err();
@@ -816,6 +823,7 @@ async fn equality_delete_after_start_is_no_conflict_and_still_applies() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -963,6 +971,7 @@ async fn unknown_state_is_resolved_by_looking_for_the_snapshot() {
         summary_properties: HashMap::new(),
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
+        output_spec_id: None,
     };
 
     // Not committed: the error says so, and the written manifests stay (they might be live).
@@ -1049,6 +1058,7 @@ async fn conflicts_stop_at_the_retry_budget_and_clean_up() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         },
         &fast_retry(),
         &Fence::none(),
@@ -1105,6 +1115,7 @@ async fn a_lost_lease_sends_no_commit() {
         summary_properties: HashMap::new(),
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
+        output_spec_id: None,
     };
     let err = commit_replace(
         &*env.catalog,
@@ -1142,6 +1153,7 @@ async fn starting_snapshot_must_be_an_ancestor() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap_err();
@@ -1165,6 +1177,7 @@ async fn replace_without_added_files_removes_the_files() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -1190,6 +1203,7 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap_err();
@@ -1206,6 +1220,7 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap_err();
@@ -1225,6 +1240,7 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap_err();
@@ -1271,6 +1287,7 @@ async fn retention_of_main_is_kept() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -1341,6 +1358,7 @@ async fn dangling_deletes_are_removed_in_the_same_snapshot() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: true,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -1384,6 +1402,7 @@ async fn without_the_option_every_delete_file_is_carried() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         })
         .await
         .unwrap();
@@ -1406,6 +1425,7 @@ async fn without_starting_sequence_number_a_new_equality_delete_conflicts() {
         delete_paths: paths(&[a.clone(), b.clone()]),
         add: vec![add],
         use_starting_sequence_number: false,
+        output_spec_id: None,
         ..Default::default()
     };
 
@@ -1441,6 +1461,7 @@ async fn without_starting_sequence_number_a_new_equality_delete_conflicts() {
             delete_paths: paths(&[a, b]),
             add: vec![merged.clone()],
             use_starting_sequence_number: false,
+            output_spec_id: None,
             ..Default::default()
         })
         .await
@@ -1466,4 +1487,69 @@ async fn without_starting_sequence_number_a_new_equality_delete_conflicts() {
                 .sequence_number()
     );
     assert_eq!(rows(&out.table).await, expected(&[(1, "a"), (2, "b")]));
+}
+
+/// The spec's partition tuple is interpreted with that spec's transforms: new files written under
+/// an older spec (`output-spec-id`) get a manifest of that spec, even when the default spec has
+/// the same number of fields (else readers would prune them with the wrong transforms).
+#[tokio::test]
+async fn added_files_are_recorded_under_their_output_spec() {
+    let env = Env::new().await;
+    let a = env.write(1, &[(1, "a")]).await;
+    let b = env.write(1, &[(2, "b")]).await;
+    env.append(vec![a.clone()]).await;
+    let before = env.append(vec![b.clone()]).await;
+    let start = before.metadata().current_snapshot().unwrap().snapshot_id();
+    let merged = env.write(1, &[(1, "a"), (2, "b")]).await;
+    // The table moves to bucket(2, id): one field, like identity(part).
+    let bucketed = UnboundPartitionSpec::builder()
+        .add_partition_field(1, "id_bucket", Transform::Bucket(2))
+        .unwrap()
+        .build();
+    env.backend
+        .commit(
+            &before,
+            Vec::new(),
+            vec![
+                TableUpdate::AddSpec { spec: bucketed },
+                TableUpdate::SetDefaultSpec { spec_id: -1 },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(env.table().await.metadata().default_partition_spec_id(), 1);
+    let change = |output_spec_id| ReplaceDataFiles {
+        starting_snapshot_id: start,
+        delete_paths: paths(&[a.clone(), b.clone()]),
+        add: vec![merged.clone()],
+        output_spec_id,
+        ..Default::default()
+    };
+
+    let e = env.replace(&change(Some(7))).await.unwrap_err();
+    assert!(
+        matches!(&e, ReplaceError::InvalidChange(m) if m.contains("no partition spec with id 7")),
+        "{e}"
+    );
+    env.replace(&change(Some(0))).await.unwrap();
+    let table = env.table().await;
+    let snap = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(snap).load().await.unwrap();
+    let added: Vec<_> = list
+        .entries()
+        .iter()
+        .filter(|m| m.added_snapshot_id == snap.snapshot_id() && m.has_added_files())
+        .collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].partition_spec_id, 0);
+    let manifest = added[0].load_manifest(table.file_io()).await.unwrap();
+    assert_eq!(manifest.metadata().partition_spec().spec_id(), 0);
+    assert_eq!(
+        manifest.entries()[0].data_file().partition(),
+        &Struct::from_iter([Some(Literal::int(1))])
+    );
+    assert_eq!(
+        rows(&table).await,
+        vec![(1, "a".to_string()), (2, "b".to_string())]
+    );
 }

@@ -4,10 +4,11 @@
 //! [`execute`] rewrites the groups concurrently and commits them as `replace` snapshots through
 //! [`crate::commit`].
 //!
-//! Commits follow Spark: without partial progress every group lands in one snapshot; with
-//! `partial-progress.enabled` groups are committed in up to `partial-progress.max-commits` batches
-//! as they finish. When validation refuses a combined commit (a concurrent delete touched one of
-//! the groups), the groups are committed one by one so that only the conflicting ones are dropped.
+//! Commits follow Spark: without partial progress every group lands in one snapshot or none does
+//! (a refused commit fails the run and its files are deleted); with `partial-progress.enabled`
+//! groups are committed in up to `partial-progress.max-commits` batches as they finish, and when
+//! validation refuses a batch of several groups (a concurrent delete touched one of them), its
+//! groups are committed one by one so that only the conflicting ones are dropped.
 
 pub mod filter;
 pub mod options;
@@ -182,7 +183,10 @@ pub async fn prepare(
         output_spec_id,
         filter,
     } = resolve_for_table(&table, policy_options, overrides)?;
-    let settings = PlanSettings::new(&options, output_spec_id);
+    let settings = PlanSettings::new(&options, output_spec_id).with_current_spec(
+        md.default_partition_spec_id(),
+        rewrite::current_null_partition(md),
+    );
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),
         Some(s) => {
@@ -245,6 +249,11 @@ struct CommitSettings {
     remove_dangling_deletes: bool,
     /// Spark's `use-starting-sequence-number`.
     use_starting_sequence_number: bool,
+    /// Partial progress: a batch refused by validation is retried group by group. Without it
+    /// the one commit is all or nothing, as in Spark.
+    split_refused_batches: bool,
+    /// The spec the groups are written in (`output-spec-id`): their manifest is written under it.
+    output_spec_id: i32,
 }
 
 /// A rewritten group waiting for its commit.
@@ -279,6 +288,8 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
             retry: RetryPolicy::from_table_properties(prepared.table.metadata().properties()),
             remove_dangling_deletes: opts.remove_dangling_deletes,
             use_starting_sequence_number: opts.use_starting_sequence_number,
+            split_refused_batches: opts.partial_progress_enabled,
+            output_spec_id: prepared.output_spec_id,
         },
         batch_size: batch_size(opts, prepared.plan.groups.len()),
         report,
@@ -474,17 +485,38 @@ impl Run<'_, '_> {
         }
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
-            self.commit_batch(batch).await;
+            if self.options.partial_progress_enabled || self.report.groups_failed == 0 {
+                self.commit_batch(batch).await;
+            } else {
+                self.abandon(batch).await;
+            }
         }
         self.report.seconds = started.elapsed().as_secs_f64();
         (self.env.progress)(&self.report);
         Ok(self.report)
     }
+
+    /// Without partial progress a run commits all its groups or none, as Spark's does: once a
+    /// group failed to rewrite, the rewritten ones are not committed and their files are deleted.
+    async fn abandon(&mut self, batch: Vec<Rewritten>) {
+        let ids: Vec<String> = batch.iter().map(|r| r.group.id.to_string()).collect();
+        self.report.groups_failed += batch.len();
+        self.env
+            .metrics
+            .compaction_groups_total
+            .with_label_values(&[&self.report.table, "failed"])
+            .inc_by(batch.len() as u64);
+        self.report.errors.push(format!(
+            "groups {}: not committed: another group failed and partial-progress.enabled is false",
+            ids.join(",")
+        ));
+        delete_written(self.table, batch.iter().flat_map(|r| &r.files)).await;
+    }
 }
 
-/// Commits `batch` as one snapshot; when validation refuses it and it holds several groups,
-/// retries them one by one so only the conflicting groups are dropped. Returns false when some
-/// group did not commit.
+/// Commits `batch` as one snapshot; with partial progress, when validation refuses it and it holds
+/// several groups, retries them one by one so only the conflicting groups are dropped. Returns
+/// false when some group did not commit.
 async fn commit_batch(
     env: &Env<'_>,
     table: &Table,
@@ -496,7 +528,7 @@ async fn commit_batch(
     crashpoint::reached(CrashPoint::CompactionRewritten);
     match commit_groups(env, table, candidates, &batch, commit, report).await {
         Ok(()) => true,
-        Err(ReplaceError::Validation(msg)) if batch.len() > 1 => {
+        Err(ReplaceError::Validation(msg)) if batch.len() > 1 && commit.split_refused_batches => {
             tracing::warn!(table = report.table, groups = batch.len(), reason = %msg, "combined commit refused; committing groups one by one");
             let mut all = true;
             for one in batch {
@@ -537,6 +569,7 @@ async fn commit_groups(
         summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
         remove_dangling_deletes: commit.remove_dangling_deletes,
         use_starting_sequence_number: commit.use_starting_sequence_number,
+        output_spec_id: Some(commit.output_spec_id),
     };
     let outcome = commit_replace(
         env.catalog.catalog.as_ref(),

@@ -4,7 +4,8 @@
 //! Spark's `CALL system.rewrite_data_files(options => map(...))` runs), so a user moving from Spark
 //! gets the same behaviour from the same map. [`resolve`] validates the whole map at once and
 //! reports every problem, not only the first one, because options usually come from a policy file
-//! that a human fixes in one go.
+//! that a human fixes in one go. One option is icemaint's own, with a name Spark does not use:
+//! [`REWRITE_OLDER_SPECS`].
 //!
 //! Validation follows Java (`SizeBasedFileRewritePlanner`, `BinPackRewriteFilePlanner`,
 //! `RewriteDataFilesSparkAction`): `min-file-size-bytes < target-file-size-bytes <
@@ -53,6 +54,11 @@ pub const USE_STARTING_SEQUENCE_NUMBER: &str = "use-starting-sequence-number";
 pub const OUTPUT_SPEC_ID: &str = "output-spec-id";
 /// `remove-dangling-deletes`
 pub const REMOVE_DANGLING_DELETES: &str = "remove-dangling-deletes";
+/// `rewrite-older-specs`: icemaint's own option, not Spark's. When true, every file written under
+/// a partition spec other than the output spec is a candidate for that reason alone and is
+/// grouped per (spec, partition), so one run moves the whole table to the output spec. Spark
+/// (the default, false) selects by size and deletes only.
+pub const REWRITE_OLDER_SPECS: &str = "rewrite-older-specs";
 /// `where`: in Spark a procedure argument rather than an option; icemaint accepts it in the same
 /// map so that a policy is one flat set of keys.
 pub const WHERE: &str = "where";
@@ -78,6 +84,7 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     USE_STARTING_SEQUENCE_NUMBER,
     OUTPUT_SPEC_ID,
     REMOVE_DANGLING_DELETES,
+    REWRITE_OLDER_SPECS,
     WHERE,
 ];
 
@@ -164,8 +171,10 @@ pub struct CompactionOptions {
     pub use_starting_sequence_number: bool,
     /// `None` means the table's current (default) partition spec.
     pub output_spec_id: Option<i32>,
-    /// Always `false`: removing dangling deletes is not implemented yet and `true` is refused.
+    /// Spark's `remove-dangling-deletes`.
     pub remove_dangling_deletes: bool,
+    /// icemaint's `rewrite-older-specs` (see [`REWRITE_OLDER_SPECS`]); Spark has no such option.
+    pub rewrite_older_specs: bool,
     /// The `where` partition filter as written; syntax-checked by [`resolve`], bound to the table
     /// schema with [`filter::parse_where`] when the table is known.
     #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
@@ -192,6 +201,7 @@ impl Default for CompactionOptions {
             use_starting_sequence_number: true,
             output_spec_id: None,
             remove_dangling_deletes: false,
+            rewrite_older_specs: false,
             where_filter: None,
         }
     }
@@ -512,8 +522,8 @@ impl Parser<'_> {
     }
 
     /// How the groups are rewritten and committed: `max-concurrent-file-group-rewrites`,
-    /// `rewrite-job-order`, `use-starting-sequence-number`, `output-spec-id` and
-    /// `remove-dangling-deletes`.
+    /// `rewrite-job-order`, `use-starting-sequence-number`, `output-spec-id`,
+    /// `remove-dangling-deletes` and icemaint's `rewrite-older-specs`.
     fn execution(&mut self, out: &mut CompactionOptions) {
         match self.usize(MAX_CONCURRENT_FILE_GROUP_REWRITES) {
             Ok(Some(0)) => self.error(MAX_CONCURRENT_FILE_GROUP_REWRITES, "must be > 0"),
@@ -537,6 +547,9 @@ impl Parser<'_> {
         }
         if let Ok(Some(v)) = self.bool(REMOVE_DANGLING_DELETES) {
             out.remove_dangling_deletes = v;
+        }
+        if let Ok(Some(v)) = self.bool(REWRITE_OLDER_SPECS) {
+            out.rewrite_older_specs = v;
         }
     }
 
@@ -592,6 +605,7 @@ mod tests {
         assert!(o.use_starting_sequence_number);
         assert!(!o.partial_progress_enabled);
         assert!(!o.rewrite_all);
+        assert!(!o.rewrite_older_specs);
         assert_eq!(o.rewrite_job_order, RewriteJobOrder::None);
         // About 717 MiB.
         assert_eq!(o.write_max_file_size_bytes(), 751_619_276);
@@ -667,6 +681,12 @@ mod tests {
             }),
             (&[(REMOVE_DANGLING_DELETES, "TRUE")], &[], |o| {
                 o.remove_dangling_deletes
+            }),
+            (&[(REWRITE_OLDER_SPECS, "True")], &[], |o| {
+                o.rewrite_older_specs
+            }),
+            (&[(REWRITE_OLDER_SPECS, "false")], &[], |o| {
+                !o.rewrite_older_specs
             }),
             (&[(WHERE, " org_id = 3 ")], &[], |o| {
                 o.where_filter.as_deref() == Some("org_id = 3")
@@ -803,6 +823,11 @@ mod tests {
                 &[(REMOVE_DANGLING_DELETES, "expected true or false")],
             ),
             (
+                &[(REWRITE_OLDER_SPECS, "yes")],
+                &[],
+                &[(REWRITE_OLDER_SPECS, "expected true or false, got 'yes'")],
+            ),
+            (
                 &[(WHERE, "org_id = ")],
                 &[],
                 &[(WHERE, "syntax error at position")],
@@ -861,7 +886,8 @@ mod tests {
                 REWRITE_ALL
                 | PARTIAL_PROGRESS_ENABLED
                 | USE_STARTING_SEQUENCE_NUMBER
-                | REMOVE_DANGLING_DELETES => "false",
+                | REMOVE_DANGLING_DELETES
+                | REWRITE_OLDER_SPECS => "false",
                 REWRITE_JOB_ORDER => "none",
                 DELETE_RATIO_THRESHOLD => "0.5",
                 WHERE => "a = 1",

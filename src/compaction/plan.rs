@@ -1,26 +1,36 @@
 //! Pure binpack planning: `plan(files, settings) -> Plan`, no I/O and no clock.
 //!
-//! Follows Java's `BinPackRewriteFilePlanner` / `SizeBasedFileRewritePlanner`:
+//! Follows Java's `BinPackRewriteFilePlanner` / `SizeBasedFileRewritePlanner` (Iceberg 1.10):
 //!
 //! 1. **Candidates.** A file is a candidate when it is smaller than `min-file-size-bytes` or larger
-//!    than `max-file-size-bytes`, has at least `delete-file-threshold` delete files, has a known
-//!    deleted-row ratio of at least `delete-ratio-threshold`, or was written under a partition spec
-//!    other than the output spec. `rewrite-all` makes every file a candidate.
-//! 2. **Grouping.** Candidates are grouped by `(spec id, partition)`; a group never crosses either.
-//! 3. **Bin packing.** Within a partition, candidates are packed first-fit-decreasing into bins of
-//!    at most `max-file-group-size-bytes` (a file larger than that gets a bin of its own). Java
-//!    packs in scan order with a look-back of one bin; packing the largest files first gives fewer,
-//!    fuller bins and, unlike scan order, does not depend on manifest layout.
+//!    than `max-file-size-bytes`, has at least `delete-file-threshold` delete files, or has a known
+//!    deleted-row ratio of at least `delete-ratio-threshold`. `rewrite-all` makes every file a
+//!    candidate. A file written under an older partition spec is *not* a candidate for that reason
+//!    alone, as in Java; icemaint's own `rewrite-older-specs` makes it one (see below).
+//! 2. **Grouping.** Candidates in the table's current spec are grouped by partition. Candidates of
+//!    every other spec are grouped together, under the current spec's all-null partition (Java's
+//!    `emptyStruct`: their rows may belong to several partitions of the current spec, and the
+//!    writer splits them), together with current-spec files of that partition, if any.
+//! 3. **Bin packing.** Within a group, candidates are packed in input order into bins of at most
+//!    `max-file-group-size-bytes`, with Java's `BinPacking.ListPacker(max, 1, false)`: one open
+//!    bin; a file that does not fit closes it and opens the next (a file larger than the limit gets
+//!    a bin of its own). Input order is scan order (manifest-list order, then entry order; see
+//!    [`super::rewrite::collect_candidates`]), so the files left out of an undersized bin are the
+//!    ones Spark leaves out when it plans the same manifests sequentially.
 //! 4. **Keeping a bin.** A bin becomes a [`FileGroup`] when it has more than one file and at least
 //!    `min-input-files`, or more than one file and more bytes than the target, or more bytes than
-//!    the max, or a file meeting a delete condition, or files in a non-output spec, or under
-//!    `rewrite-all`.
+//!    the max, or a file meeting a delete condition, or under `rewrite-all`.
 //! 5. **Output file count.** Java's `expectedOutputFiles`, with one deliberate correction (see
 //!    [`PlanSettings::expected_output_files`]) so that compacting a group never produces files that
 //!    the next run would compact again.
 //! 6. **Order.** Groups are ordered by `rewrite-job-order` with a stable sort over the canonical
-//!    planning order (partitions sorted by spec id then partition text), so the same input always
-//!    gives the same plan, whatever order the files arrive in.
+//!    planning order (partitions sorted by spec id then partition text, bins in packing order).
+//!    Java iterates a hash map of partitions instead; the set of groups is the same.
+//!
+//! `rewrite-older-specs` (icemaint's extension, off by default): every file in a spec other than
+//! the output spec is a candidate, old-spec candidates are grouped per (spec, partition), and such
+//! a group is kept whatever its size ([`GroupReason::OutputSpec`]), so one run moves the whole
+//! table to the output spec.
 //!
 //! Two further deviations from Java, both for an always-on daemon that must reach a fixed point:
 //! a file with no delete files never meets `delete-file-threshold` (Java's threshold 0 would make
@@ -31,10 +41,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::options::{CompactionOptions, RewriteJobOrder, write_max_file_size};
-
-/// How many partially filled bins stay open while packing one partition. Java keeps one; more
-/// gives fuller bins, and the bound keeps packing linear in the number of files.
-const PACKING_LOOKBACK: usize = 64;
 
 /// One live data file, as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,9 +72,19 @@ pub struct PlanSettings {
     pub delete_ratio_threshold: f64,
     pub rewrite_job_order: RewriteJobOrder,
     pub output_spec_id: i32,
+    /// The table's current (default) spec: Java groups by its partitions.
+    pub current_spec_id: i32,
+    /// The current spec's all-null partition, rendered like [`CandidateFile::partition`]: where
+    /// files of every other spec are grouped (empty for an unpartitioned current spec).
+    pub other_specs_partition: String,
+    /// icemaint's `rewrite-older-specs`: files outside the output spec are candidates and their
+    /// groups are always kept.
+    pub rewrite_older_specs: bool,
 }
 
 impl PlanSettings {
+    /// Settings for a table whose current spec is the output spec and is unpartitioned as far as
+    /// files of other specs are concerned; [`Self::with_current_spec`] sets the real one.
     pub fn new(options: &CompactionOptions, output_spec_id: i32) -> Self {
         PlanSettings {
             target_file_size_bytes: options.target_file_size_bytes,
@@ -81,7 +97,17 @@ impl PlanSettings {
             delete_ratio_threshold: options.delete_ratio_threshold,
             rewrite_job_order: options.rewrite_job_order,
             output_spec_id,
+            current_spec_id: output_spec_id,
+            other_specs_partition: String::new(),
+            rewrite_older_specs: options.rewrite_older_specs,
         }
+    }
+
+    /// The table's current spec and its all-null partition as rendered for [`CandidateFile`]s.
+    pub fn with_current_spec(mut self, spec_id: i32, null_partition: String) -> Self {
+        self.current_spec_id = spec_id;
+        self.other_specs_partition = null_partition;
+        self
     }
 
     /// Java's `writeMaxFileSize`: target + half the distance from target to max.
@@ -109,8 +135,18 @@ impl PlanSettings {
         deleted / f.record_count as f64 >= self.delete_ratio_threshold
     }
 
+    /// Only under `rewrite-older-specs`: Java never selects a file for its spec.
     fn in_other_spec(&self, f: &CandidateFile) -> bool {
-        f.spec_id != self.output_spec_id
+        self.rewrite_older_specs && f.spec_id != self.output_spec_id
+    }
+
+    /// The `(spec, partition)` a candidate is grouped under (step 2 of the module documentation).
+    fn group_key<'f>(&'f self, f: &'f CandidateFile) -> (i32, &'f str) {
+        if self.rewrite_older_specs || f.spec_id == self.current_spec_id {
+            (f.spec_id, &f.partition)
+        } else {
+            (self.current_spec_id, &self.other_specs_partition)
+        }
     }
 
     /// Whether the planner would consider this file for rewriting.
@@ -200,7 +236,8 @@ impl From<(&CompactionOptions, i32)> for PlanSettings {
     }
 }
 
-/// Why a group is rewritten (Java's group filter, plus spec and `rewrite-all`).
+/// Why a group is rewritten (Java's group filter, plus `rewrite-all` and icemaint's
+/// `rewrite-older-specs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GroupReason {
@@ -214,7 +251,7 @@ pub enum GroupReason {
     DeleteFileThreshold,
     /// A file's deleted-row ratio is at least `delete-ratio-threshold`.
     DeleteRatioThreshold,
-    /// The files were written under a spec other than the output spec.
+    /// The files were written under a spec other than the output spec (`rewrite-older-specs`).
     OutputSpec,
     /// `rewrite-all` is set.
     RewriteAll,
@@ -227,6 +264,8 @@ pub struct FileGroup {
     pub id: usize,
     /// 1-based index of this group within its partition (Java's partition index).
     pub partition_index: usize,
+    /// The group's partition: the files' own, or for files of older specs the current spec's
+    /// all-null partition (see the module documentation), as Java reports it.
     pub spec_id: i32,
     pub partition: String,
     pub files: Vec<CandidateFile>,
@@ -279,54 +318,26 @@ impl Plan {
     }
 }
 
-struct Bin {
-    order: usize,
-    weight: u64,
-    files: Vec<CandidateFile>,
-}
-
-/// First-fit-decreasing with a bounded number of open bins; deterministic for a given set of
-/// files. Returns bins in the order they were opened.
-fn pack(mut files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
-    files.sort_by(|a, b| {
-        b.size_bytes
-            .cmp(&a.size_bytes)
-            .then_with(|| a.path.cmp(&b.path))
-    });
-    let mut open: Vec<Bin> = Vec::new();
-    let mut done: Vec<Bin> = Vec::new();
-    let mut opened = 0;
+/// Java's `BinPacking.ListPacker(capacity, 1, false)` over `files` in their order: one open bin; a
+/// file that does not fit closes it and starts the next. A file above the capacity gets a bin of
+/// its own; a zero-byte file joins the open bin while that bin is within the capacity.
+fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
+    let mut bins: Vec<Vec<CandidateFile>> = Vec::new();
+    let mut open: Vec<CandidateFile> = Vec::new();
+    let mut weight = 0u64;
     for f in files {
         let size = f.size_bytes;
-        if let Some(bin) = open
-            .iter_mut()
-            .find(|b| b.weight.saturating_add(size) <= capacity)
-        {
-            bin.weight += size;
-            bin.files.push(f);
-            continue;
+        if !open.is_empty() && weight.saturating_add(size) > capacity {
+            bins.push(std::mem::take(&mut open));
+            weight = 0;
         }
-        open.push(Bin {
-            order: opened,
-            weight: size,
-            files: vec![f],
-        });
-        opened += 1;
-        if open.len() > PACKING_LOOKBACK {
-            // Retire the fullest bin (the oldest among equals): it is the least likely to take
-            // another file.
-            let mut best = 0;
-            for (i, b) in open.iter().enumerate() {
-                if b.weight > open[best].weight {
-                    best = i;
-                }
-            }
-            done.push(open.remove(best));
-        }
+        weight = weight.saturating_add(size);
+        open.push(f);
     }
-    done.extend(open);
-    done.sort_by_key(|b| b.order);
-    done.into_iter().map(|b| b.files).collect()
+    if !open.is_empty() {
+        bins.push(open);
+    }
+    bins
 }
 
 fn group_reasons(files: &[CandidateFile], bytes: u64, s: &PlanSettings) -> Vec<GroupReason> {
@@ -356,11 +367,13 @@ fn group_reasons(files: &[CandidateFile], bytes: u64, s: &PlanSettings) -> Vec<G
     reasons
 }
 
-/// Plans a binpack rewrite of `files` (the live data files selected by the `where` filter).
+/// Plans a binpack rewrite of `files` (the live data files selected by the `where` filter), in
+/// scan order: the order of files within a group decides how they are packed (step 3 of the
+/// module documentation); the order of groups does not matter.
 pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
-    // Canonical order: by (spec, partition), then path. A path listed twice is a caller bug
-    // (the same file cannot be live twice); keep its first occurrence so it cannot be planned
-    // into two groups.
+    // Groups in canonical order (by spec, then partition), files in input order. A path listed
+    // twice is a caller bug (the same file cannot be live twice); keep its first occurrence so it
+    // cannot be planned into two groups.
     let mut seen = BTreeSet::new();
     let mut by_partition: BTreeMap<(i32, &str), Vec<CandidateFile>> = BTreeMap::new();
     let mut partitions = BTreeSet::new();
@@ -379,7 +392,7 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
             candidate_files += 1;
             candidate_bytes = candidate_bytes.saturating_add(f.size_bytes);
             by_partition
-                .entry((f.spec_id, f.partition.as_str()))
+                .entry(settings.group_key(f))
                 .or_default()
                 .push(f.clone());
         }
@@ -556,6 +569,10 @@ mod tests {
             st.output_spec_id = id;
             st
         };
+        let older = PlanSettings {
+            rewrite_older_specs: true,
+            ..s.clone()
+        };
         let mut deletes = file("d", "", 100);
         deletes.delete_file_count = 2;
         let mut ratio = file("r", "", 100);
@@ -692,23 +709,59 @@ mod tests {
                 outputs: vec![1],
             },
             Case {
-                name: "old-spec files are rewritten into the output spec",
+                name: "an in-range file of an older spec stays, as in Spark",
                 files: vec![old_spec.clone(), file("new", "p=1", 100)],
                 settings: s.clone(),
+                expect: vec![],
+                outputs: vec![],
+            },
+            Case {
+                name: "small files of older specs are packed together under the null partition",
+                files: [
+                    files("x", "p=1", 3, 10),
+                    vec![old_spec.clone()],
+                    files("y", "p=2", 3, 10),
+                    files("n", "p=1", 2, 10),
+                    files("z", "p=null", 1, 10),
+                ]
+                .concat()
+                .into_iter()
+                .map(|mut f| {
+                    if !f.path.starts_with('n') && !f.path.starts_with('z') {
+                        f.spec_id = 1;
+                    }
+                    f
+                })
+                .collect(),
+                settings: s.clone().with_current_spec(0, "p=null".into()),
+                expect: vec![vec!["x000", "x001", "x002", "y000", "y001", "y002", "z000"]],
+                outputs: vec![1],
+            },
+            Case {
+                name: "an older output spec changes nothing but where files are written",
+                files: vec![old_spec.clone(), file("new", "p=1", 100)],
+                settings: with_spec(s.clone(), 1),
+                expect: vec![],
+                outputs: vec![],
+            },
+            Case {
+                name: "rewrite-older-specs: old-spec files are rewritten into the output spec",
+                files: vec![old_spec.clone(), file("new", "p=1", 100)],
+                settings: older.clone(),
                 expect: vec![vec!["old"]],
                 outputs: vec![1],
             },
             Case {
-                name: "output spec may be an older spec",
+                name: "rewrite-older-specs: the output spec may be an older spec",
                 files: vec![old_spec.clone(), file("new", "p=1", 100)],
-                settings: with_spec(s.clone(), 1),
+                settings: with_spec(older.clone(), 1),
                 expect: vec![vec!["new"]],
                 outputs: vec![1],
             },
             Case {
-                name: "old-spec group stays apart from same-named partition",
+                name: "rewrite-older-specs: an old-spec group stays apart from its namesake",
                 files: [vec![old_spec.clone()], files("n", "p=1", 5, 10)].concat(),
-                settings: s.clone(),
+                settings: older.clone(),
                 expect: vec![vec!["n000", "n001", "n002", "n003", "n004"], vec!["old"]],
                 outputs: vec![1, 1],
             },
@@ -818,37 +871,115 @@ mod tests {
         );
     }
 
-    #[test]
-    fn packing_is_first_fit_decreasing() {
-        let bins = pack(
-            vec![
-                file("a", "", 60),
-                file("b", "", 50),
-                file("c", "", 40),
-                file("d", "", 30),
-                file("e", "", 20),
-            ],
-            100,
-        );
-        let names: Vec<Vec<&str>> = bins
-            .iter()
+    fn names(bins: &[Vec<CandidateFile>]) -> Vec<Vec<&str>> {
+        bins.iter()
             .map(|b| b.iter().map(|f| f.path.as_str()).collect())
-            .collect();
-        assert_eq!(names, vec![vec!["a", "c"], vec!["b", "d", "e"]]);
-        // A file above the capacity gets a bin of its own.
-        let bins = pack(vec![file("x", "", 500), file("y", "", 10)], 100);
-        assert_eq!(bins.len(), 2);
-        assert_eq!(bins[0][0].path, "x");
+            .collect()
     }
 
     #[test]
-    fn many_bins_stay_bounded_and_complete() {
-        // More bins than the look-back: every file still lands in exactly one bin.
+    fn packing_follows_java_in_scan_order() {
+        // Java's ListPacker(100, 1, false): one open bin, closed by the first file that does not
+        // fit. First-fit-decreasing would give [a, c], [b, d, e].
+        let input = vec![
+            file("a", "", 60),
+            file("b", "", 50),
+            file("c", "", 40),
+            file("d", "", 30),
+            file("e", "", 20),
+        ];
+        assert_eq!(
+            names(&pack(input, 100)),
+            vec![vec!["a"], vec!["b", "c"], vec!["d", "e"]]
+        );
+        // The same files in another scan order pack differently.
+        let input = vec![
+            file("e", "", 20),
+            file("d", "", 30),
+            file("c", "", 40),
+            file("b", "", 50),
+            file("a", "", 60),
+        ];
+        assert_eq!(
+            names(&pack(input, 100)),
+            vec![vec!["e", "d", "c"], vec!["b"], vec!["a"]]
+        );
+        // No look-back: a later small file does not go back into an earlier bin.
+        let input = vec![file("a", "", 70), file("b", "", 50), file("c", "", 30)];
+        assert_eq!(names(&pack(input, 100)), vec![vec!["a"], vec!["b", "c"]]);
+        // A file above the capacity gets a bin of its own, and closes the one before it.
+        let input = vec![file("x", "", 10), file("big", "", 500), file("y", "", 10)];
+        assert_eq!(
+            names(&pack(input, 100)),
+            vec![vec!["x"], vec!["big"], vec!["y"]]
+        );
+        // Empty files join the open bin while it is within the capacity.
+        let input = vec![file("a", "", 100), file("z", "", 0), file("b", "", 500)];
+        assert_eq!(names(&pack(input, 100)), vec![vec!["a", "z"], vec!["b"]]);
+        let input = vec![file("b", "", 500), file("z", "", 0)];
+        assert_eq!(names(&pack(input, 100)), vec![vec!["b"], vec!["z"]]);
+        assert!(pack(Vec::new(), 100).is_empty());
+    }
+
+    #[test]
+    fn files_left_out_follow_scan_order() {
+        // One partition, min-input-files 2, groups of at most 100 bytes: scan order decides which
+        // file is left alone (and so not rewritten), as in Spark.
+        let s = PlanSettings {
+            min_input_files: 2,
+            max_file_group_size_bytes: 100,
+            ..settings(1000)
+        };
+        let sizes = [("f1", 60), ("f2", 50), ("f3", 40), ("f4", 30), ("f5", 20)];
+        let input: Vec<CandidateFile> = sizes.iter().map(|(p, n)| file(p, "", *n)).collect();
+        let p = plan(&input, &s);
+        assert_eq!(group_paths(&p), vec![vec!["f2", "f3"], vec!["f4", "f5"]]);
+        assert_eq!((p.skipped_groups, p.skipped_files), (1, 1));
+        let reversed: Vec<CandidateFile> = input.iter().rev().cloned().collect();
+        let p = plan(&reversed, &s);
+        assert_eq!(group_paths(&p), vec![vec!["f3", "f4", "f5"]]);
+        assert_eq!((p.skipped_groups, p.skipped_files), (2, 2));
+        // Files of other partitions interleaved in the input change nothing.
+        let mixed: Vec<CandidateFile> = input
+            .iter()
+            .flat_map(|f| [f.clone(), file(&format!("o-{}", f.path), "p=9", 1)])
+            .collect();
+        let p = plan(&mixed, &s);
+        let groups: Vec<Vec<String>> = group_paths(&p)
+            .into_iter()
+            .filter(|g| !g[0].starts_with("o-"))
+            .collect();
+        assert_eq!(groups, vec![vec!["f2", "f3"], vec!["f4", "f5"]]);
+    }
+
+    #[test]
+    fn older_spec_groups_report_the_current_null_partition() {
+        let s = settings(100).with_current_spec(2, "a=null/b=null".into());
+        let input: Vec<CandidateFile> = [("o1", 0, "x=1"), ("o2", 1, ""), ("o3", 0, "x=2")]
+            .iter()
+            .map(|(p, spec, part)| CandidateFile {
+                spec_id: *spec,
+                ..file(p, part, 60)
+            })
+            .collect();
+        let p = plan(&input, &s);
+        assert_eq!(p.groups.len(), 1);
+        let g = &p.groups[0];
+        assert_eq!((g.spec_id, g.partition.as_str()), (2, "a=null/b=null"));
+        assert_eq!(g.paths().collect::<Vec<_>>(), vec!["o1", "o2", "o3"]);
+        assert_eq!(g.reasons, vec![GroupReason::EnoughContent]);
+        // Distinct (spec, partition) pairs among the files are still counted as they are.
+        assert_eq!(p.total_partitions, 3);
+    }
+
+    #[test]
+    fn many_bins_stay_complete() {
         let input = files("f", "", 1000, 7);
         let bins = pack(input, 10);
         assert_eq!(bins.len(), 1000);
         let input = files("f", "", 1000, 3);
         let bins = pack(input, 10);
+        assert_eq!(bins.len(), 334);
         assert_eq!(bins.iter().map(|b| b.len()).sum::<usize>(), 1000);
         assert!(bins.iter().all(|b| b.len() <= 3));
     }
@@ -869,9 +1000,20 @@ mod tests {
             prop_oneof![Just(None), (0usize..4).prop_map(Some)],
             1u32..=10,
             0usize..5,
+            any::<bool>(),
         )
             .prop_map(
-                |(target, min_pct, extra_pct, min_input, group_mult, del_files, ratio, order)| {
+                |(
+                    target,
+                    min_pct,
+                    extra_pct,
+                    min_input,
+                    group_mult,
+                    del_files,
+                    ratio,
+                    order,
+                    older,
+                )| {
                     let min = target * min_pct as u64 / 100;
                     let max = target + min + (target * extra_pct as u64 / 100).max(1);
                     PlanSettings {
@@ -893,6 +1035,10 @@ mod tests {
                             RewriteJobOrder::FilesDesc,
                         ][order],
                         output_spec_id: 1,
+                        current_spec_id: 1,
+                        // Never a partition of the generated files: old-spec groups stay apart.
+                        other_specs_partition: "p=null".to_string(),
+                        rewrite_older_specs: older,
                     }
                 },
             )
@@ -994,8 +1140,8 @@ mod tests {
                 // Each file in at most one group, and only files that were given.
                 assert!(seen.insert(f.path.clone()), "{} in two groups", f.path);
                 assert_eq!(by_path.get(f.path.as_str()), Some(&f));
-                // No group crosses a spec or a partition.
-                assert_eq!((f.spec_id, &f.partition), (g.spec_id, &g.partition));
+                // No group crosses a grouping key (spec and partition, or the other specs').
+                assert_eq!(s.group_key(f), (g.spec_id, g.partition.as_str()));
                 // Only candidates are grouped.
                 assert!(s.is_candidate(f));
             }
@@ -1042,14 +1188,18 @@ mod tests {
             }
         }
 
+        /// The plan depends on the order of files within each group only: files of other
+        /// groups may come in any order (planning order is canonical), files of one group are
+        /// packed in input order.
         #[test]
-        fn plan_is_deterministic_and_order_independent(
+        fn plan_depends_only_on_the_order_within_each_group(
             (s, files) in arb_case(),
             seed in any::<u64>(),
         ) {
             let p = plan(&files, &s);
             prop_assert_eq!(&p, &plan(&files, &s));
-            // A deterministic shuffle.
+            // A deterministic shuffle, then each group's files put back in their original order
+            // in the places the shuffle gave that group.
             let mut shuffled = files.clone();
             let mut x = seed | 1;
             for i in (1..shuffled.len()).rev() {
@@ -1057,6 +1207,18 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let key = |f: &CandidateFile| {
+                let (spec, part) = s.group_key(f);
+                (spec, part.to_string())
+            };
+            let mut in_order: HashMap<(i32, String), std::collections::VecDeque<CandidateFile>> =
+                HashMap::new();
+            for f in &files {
+                in_order.entry(key(f)).or_default().push_back(f.clone());
+            }
+            for slot in shuffled.iter_mut() {
+                *slot = in_order.get_mut(&key(slot)).unwrap().pop_front().unwrap();
             }
             prop_assert_eq!(p, plan(&shuffled, &s));
         }
@@ -1094,6 +1256,8 @@ mod tests {
                 if g.spec_id == s.output_spec_id {
                     g.partition.clone()
                 } else {
+                    // rewrite-older-specs: one old-spec partition's rows, in a partition of
+                    // their own.
                     format!("from-spec-{}/{}", g.spec_id, g.partition)
                 }
             });

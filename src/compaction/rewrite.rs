@@ -208,7 +208,8 @@ impl RewriteSettings {
 #[derive(Debug, Clone)]
 pub struct Candidates {
     pub snapshot_id: i64,
-    /// Selected files, sorted by path.
+    /// Selected files in scan order: the snapshot's manifest-list order, then entry order within
+    /// each manifest (Java's order when it plans the manifests one after the other).
     pub files: Vec<CandidateFile>,
     /// The unfiltered scan task of every selected file, by path.
     pub tasks: HashMap<String, FileScanTask>,
@@ -243,6 +244,8 @@ fn tasks_for(
 
 /// What the manifests say about one live data file.
 struct DataMeta {
+    /// Position in scan order: manifest-list order, then entry order within the manifest.
+    scan_order: usize,
     spec_id: i32,
     partition: Struct,
     record_count: u64,
@@ -299,6 +302,14 @@ fn check_table_supported(metadata: &TableMetadata, snapshot_id: i64) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// The current spec's all-null partition, rendered: where the planner groups files of older specs
+/// (Java's `emptyStruct`).
+pub fn current_null_partition(metadata: &TableMetadata) -> String {
+    let spec = metadata.default_partition_spec();
+    let nulls = Struct::from_iter(spec.fields().iter().map(|_| None::<Literal>));
+    render_partition(spec, metadata.current_schema(), &nulls)
 }
 
 /// Renders a partition tuple canonically: `name=value` pairs joined by `/`, values in the
@@ -366,7 +377,8 @@ async fn read_manifests(
             "a manifest is encrypted".to_string(),
         ));
     }
-    // Manifests are processed as they arrive, so only a few are in memory at once.
+    // A few manifests are read at once and processed in manifest-list order, so only a few are in
+    // memory and the data files keep their scan order.
     let mut manifests = futures::stream::iter(list.entries().iter().cloned())
         .map(|m| {
             let file_io = file_io.clone();
@@ -375,7 +387,7 @@ async fn read_manifests(
                 Ok::<_, iceberg::Error>((m, manifest))
             }
         })
-        .buffer_unordered(MANIFEST_CONCURRENCY);
+        .buffered(MANIFEST_CONCURRENCY);
 
     let mut data = HashMap::new();
     let mut deletes = HashMap::new();
@@ -394,9 +406,11 @@ async fn read_manifests(
             }
             match manifest_file.content {
                 ManifestContentType::Data => {
+                    let scan_order = data.len();
                     data.insert(
                         df.file_path().to_string(),
                         DataMeta {
+                            scan_order,
                             spec_id: manifest_file.partition_spec_id,
                             partition: df.partition().clone(),
                             record_count: df.record_count(),
@@ -504,8 +518,11 @@ pub async fn collect_candidates(
     let mut files = Vec::new();
     let mut tasks = HashMap::new();
     let mut skipped_non_parquet = Vec::new();
+    // Scan order, as Java's planner sees the files when it plans the manifests sequentially: the
+    // planner packs in this order (`super::plan`). A path the manifests do not list is an error
+    // below; sorted last, by path, it is reported deterministically.
     let mut paths: Vec<String> = all_tasks.keys().cloned().collect();
-    paths.sort();
+    paths.sort_by_key(|p| (data.get(p).map_or(usize::MAX, |m| m.scan_order), p.clone()));
     for path in paths {
         if selected.as_ref().is_some_and(|s| !s.contains(&path)) {
             continue;

@@ -415,6 +415,10 @@ pub struct CompactionOverrides {
     /// snapshot.
     #[schema(nullable = false)]
     pub remove_dangling_deletes: Option<bool>,
+    /// icemaint's own option, not Spark's: also rewrite every file written under a partition spec
+    /// other than the output spec, whatever its size.
+    #[schema(nullable = false)]
+    pub rewrite_older_specs: Option<bool>,
     #[schema(exclusive_minimum = 0, maximum = 1, nullable = false)]
     pub delete_ratio_threshold: Option<f64>,
     #[schema(inline, nullable = false)]

@@ -237,6 +237,7 @@ async fn rest_replace_merges_files_and_keeps_rows() {
             )]),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         },
         &fast_retry(),
         &Fence::none(),
@@ -323,6 +324,7 @@ async fn rest_conflict_is_retried_and_the_concurrent_append_survives() {
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
+            output_spec_id: None,
         },
         &fast_retry(),
         &Fence::none(),
@@ -418,6 +420,7 @@ async fn rest_replace_of_a_removed_file_fails_validation() {
         summary_properties: HashMap::new(),
         remove_dangling_deletes: false,
         use_starting_sequence_number: true,
+        output_spec_id: None,
     };
     let a2 = env.write(1, &[(1, "a")]).await;
     commit_replace(

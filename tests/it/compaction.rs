@@ -22,7 +22,8 @@
 //! Spark position deletes, then Spark reading and appending to the compacted table (REST);
 //! equality deletes, one of them committed during the rewrite (SQL); an append during the rewrite
 //! (REST); a copy-on-write delete (SQL) or a position delete (REST) during the rewrite refusing
-//! only the groups it touched; empty and already-compacted tables (no-op); the daemon stopped
+//! only the groups it touched (partial progress); a group that cannot be rewritten, without partial
+//! progress (nothing commits); empty and already-compacted tables (no-op); the daemon stopped
 //! (SIGTERM) and the CLI killed (SIGKILL) mid-rewrite; bad options on the CLI and the API (400);
 //! the daemon's API with a lock held by another process (409) on a SQL catalog with moto S3; and
 //! the `icemaint demo` acceptance run.
@@ -847,8 +848,8 @@ fn partitioned_table_keeps_partitions_and_target_size() {
     fx.done();
 }
 
-/// Case 3: the partition spec evolved mid-history; files of the old spec are rewritten into the
-/// current spec.
+/// Case 3: the partition spec evolved mid-history; the old spec's files, small and so candidates,
+/// are packed together (as Spark does) and rewritten into the current spec.
 #[test]
 fn files_of_an_old_partition_spec_move_to_the_current_spec() {
     let fx = Fx::sql("compact-spec-evolution");
@@ -1240,9 +1241,10 @@ async fn append_during_the_rewrite_survives() {
     fx.done();
 }
 
-/// Case 7: a copy-on-write delete rewrites files of two planned groups between planning and
-/// committing: those groups are refused, the others commit, no deleted row comes back, and the
-/// files the refused groups wrote are removed.
+/// Case 7 with partial progress: a copy-on-write delete rewrites files of two planned groups
+/// between planning and committing: those groups are refused, the others commit, no deleted row
+/// comes back, and the files the refused groups wrote are removed. (Without partial progress
+/// nothing commits: `compaction_parity`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
     let fx = Fx::sql("compact-concurrent-delete");
@@ -1264,7 +1266,8 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
     })
     .await;
     let catalog = connect(&fx.spec).await;
-    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &overrides(MIN2))
+    let opts = overrides(&[MIN2[0], "partial-progress.enabled=true"]);
+    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &opts)
         .await
         .unwrap();
     assert_eq!(prepared.plan.groups.len(), 4);
@@ -1305,7 +1308,7 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
             .all(|e| e.contains("validation failed: missing required files to delete")),
         "{report:?}"
     );
-    // The combined commit was refused, so the groups were committed one by one.
+    // One commit per group (4 groups, up to 10 commits): the refused ones are dropped.
     assert_eq!(report.snapshot_ids.len(), 2, "{report:?}");
 
     let spec = fx.spec.clone();
@@ -1361,8 +1364,8 @@ async fn delete_during_the_rewrite_refuses_only_the_groups_it_touched() {
 }
 
 /// Case 7 with a position delete (merge-on-read, as Spark writes them) on a planned file,
-/// committed between planning and committing on the REST catalog: the group holding that file is
-/// refused, the other one commits, and the deleted rows stay deleted.
+/// committed between planning and committing on the REST catalog, with partial progress: the
+/// group holding that file is refused, the other one commits, and the deleted rows stay deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn position_delete_during_the_rewrite_refuses_its_group() {
     let fx = Fx::rest("compact-concurrent-position-delete");
@@ -1382,7 +1385,11 @@ async fn position_delete_during_the_rewrite_refuses_its_group() {
         .unwrap()
         .plan;
     let half = plan.groups[0].input_bytes / 2 + 1000;
-    let opts = overrides(&[MIN2[0], &format!("max-file-group-size-bytes={half}")]);
+    let opts = overrides(&[
+        MIN2[0],
+        "partial-progress.enabled=true",
+        &format!("max-file-group-size-bytes={half}"),
+    ]);
     let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &opts)
         .await
         .unwrap();
@@ -1458,6 +1465,61 @@ async fn position_delete_during_the_rewrite_refuses_its_group() {
         leaked.is_empty(),
         "uncommitted files left behind: {leaked:?}"
     );
+    fx.done();
+}
+
+/// Without partial progress a run is all or nothing, as in Spark: when one group cannot be
+/// rewritten (here a planned data file vanished from storage), the groups that were rewritten are
+/// not committed either and their files are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_commits_nothing_without_partial_progress() {
+    let fx = Fx::sql("compact-all-or-nothing");
+    let t = "metrics.all_or_nothing";
+    let spec = fx.spec.clone();
+    let before = blocking(move || {
+        let args = [
+            "--appends",
+            "8",
+            "--rows",
+            "200",
+            "--orgs",
+            "2",
+            "--days",
+            "2",
+        ];
+        make_table(&spec, "metrics.all_or_nothing", &args);
+        table_info(&spec, "metrics.all_or_nothing")
+    })
+    .await;
+    let catalog = connect(&fx.spec).await;
+    let prepared = compaction::prepare(&catalog, t, &BTreeMap::new(), &overrides(MIN2))
+        .await
+        .unwrap();
+    assert_eq!(prepared.plan.groups.len(), 4);
+    let victim = fx
+        .local_file(&prepared.plan.groups[0].files[0].path)
+        .unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let on_disk = fx.parquet_files();
+
+    let report = execute(&catalog, prepared, "it-all-or-nothing").await;
+    assert_eq!(
+        (report.groups_committed, report.groups_failed),
+        (0, 4),
+        "{report:?}"
+    );
+    assert!(report.snapshot_ids.is_empty(), "{report:?}");
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("not committed: another group failed")),
+        "{report:?}"
+    );
+    assert_eq!(fx.parquet_files(), on_disk, "written files are removed");
+    let spec = fx.spec.clone();
+    let after = blocking(move || table_info(&spec, "metrics.all_or_nothing")).await;
+    assert_eq!(after["current_snapshot_id"], before["current_snapshot_id"]);
     fx.done();
 }
 

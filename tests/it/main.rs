@@ -4,6 +4,7 @@ mod api;
 mod bench_smoke;
 mod commit_rest;
 mod compaction;
+mod compaction_parity;
 mod crash;
 mod daemon;
 mod deploy;

@@ -458,7 +458,8 @@ async fn where_filter_selects_whole_files() {
     );
     let mut task_paths: Vec<&String> = c.tasks.keys().collect();
     task_paths.sort();
-    let file_paths: Vec<&String> = c.files.iter().map(|f| &f.path).collect();
+    let mut file_paths: Vec<&String> = c.files.iter().map(|f| &f.path).collect();
+    file_paths.sort();
     assert_eq!(task_paths, file_paths);
     // The filter picks files; it never becomes a row filter of the rewrite.
     assert!(c.tasks.values().all(|t| t.predicate.is_none()));
@@ -471,6 +472,49 @@ async fn where_filter_selects_whole_files() {
         .unwrap();
     assert_eq!(c.files.len(), 1);
     assert_eq!(c.files[0].partition, "org_id=2/ts_day=2025-01-01");
+}
+
+#[tokio::test]
+async fn candidates_come_in_scan_order() {
+    // Two appends of three files each: one manifest per append.
+    let mut f = fixture(spec_org_day(), HashMap::new()).await;
+    let mut committed = Vec::new();
+    for first_id in [0, 1000] {
+        let mut data_files = Vec::new();
+        for rows in file_rows(first_id, 3, 10, 1, 0) {
+            data_files.extend(write_data_files(&f.table, &rows).await);
+        }
+        committed.push(
+            data_files
+                .iter()
+                .map(|d| d.file_path().to_string())
+                .collect::<Vec<_>>(),
+        );
+        f.table = append(&f.catalog, &f.table, data_files).await;
+    }
+    // The order Java's scan yields when it reads the manifests one after the other.
+    let snap = f.table.metadata().current_snapshot().unwrap().clone();
+    let list = f.table.manifest_list_reader(&snap).load().await.unwrap();
+    let mut scan_order = Vec::new();
+    for m in list.entries() {
+        let manifest = m.load_manifest(f.table.file_io()).await.unwrap();
+        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+            scan_order.push(e.file_path().to_string());
+        }
+    }
+    let c = collect_candidates(&f.table, snap.snapshot_id(), None)
+        .await
+        .unwrap();
+    let got: Vec<String> = c.files.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(got, scan_order);
+    // Each append's files stay together, in the order they were committed.
+    for files in &committed {
+        let at: Vec<usize> = files
+            .iter()
+            .map(|p| got.iter().position(|g| g == p).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[1] == w[0] + 1), "{at:?}");
+    }
 }
 
 #[tokio::test]
@@ -527,15 +571,43 @@ async fn old_spec_files_are_split_into_the_current_spec() {
     assert_eq!(old_files.len(), 4);
     assert!(old_files.iter().all(|f| f.partition == "org_id=1"));
 
-    let opts = CompactionOptions::default();
-    let p = plan(&c.files, &PlanSettings::new(&opts, new_spec));
+    // As in Java, the old-spec files are grouped under the current spec's all-null partition.
+    let opts = options(&[(options::MIN_INPUT_FILES, "4".to_string())], &f.table);
+    let md = f.table.metadata();
+    let settings =
+        PlanSettings::new(&opts, new_spec).with_current_spec(new_spec, current_null_partition(md));
+    assert_eq!(settings.other_specs_partition, "org_id=null/ts_day=null");
+    let p = plan(&c.files, &settings);
     // Only the old-spec files: the two fresh files are too few and too small.
     assert_eq!(p.groups.len(), 1);
     let g = &p.groups[0];
-    assert_eq!(g.spec_id, 0);
+    assert_eq!(
+        (g.spec_id, g.partition.as_str()),
+        (new_spec, "org_id=null/ts_day=null")
+    );
     assert_eq!(g.files.len(), 4);
-    assert!(g.reasons.contains(&GroupReason::OutputSpec));
+    assert!(g.files.iter().all(|f| f.spec_id == 0));
+    assert_eq!(g.reasons, vec![GroupReason::EnoughInputFiles]);
     assert_eq!(g.expected_output_files, 1);
+    // Four files are too few for the default min-input-files, unless icemaint's
+    // rewrite-older-specs asks for every old-spec file to move.
+    let spark = PlanSettings::new(&CompactionOptions::default(), new_spec)
+        .with_current_spec(new_spec, current_null_partition(md));
+    assert!(plan(&c.files, &spark).groups.is_empty());
+    let older = PlanSettings {
+        rewrite_older_specs: true,
+        ..spark
+    };
+    let p_older = plan(&c.files, &older);
+    assert_eq!(p_older.groups.len(), 1);
+    assert_eq!(
+        (
+            p_older.groups[0].spec_id,
+            p_older.groups[0].partition.as_str()
+        ),
+        (0, "org_id=1")
+    );
+    assert!(p_older.groups[0].reasons.contains(&GroupReason::OutputSpec));
 
     let written = rewrite_file_group(
         &f.table,
