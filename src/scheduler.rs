@@ -291,15 +291,8 @@ pub const IMPLEMENTED: &[JobKind] = &[
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let refresh_every = Duration::from_secs(ctx.config.server.refresh_interval_seconds.max(1));
     ctx.refresh().await;
-    // Start-up reconciliation: every watched table once.
-    if let Ok(watched) = ctx.watched_tables().await {
-        for (table, _) in &watched {
-            if ctx.shutdown.is_cancelled() {
-                break;
-            }
-            start_up(&ctx, table).await;
-        }
-    }
+    let mut start_up = StartUp::default();
+    start_up.retry(&ctx).await;
     let mut next: HashMap<(String, JobKind), DateTime<Utc>> = HashMap::new();
     let mut queue = FireQueue::default();
     let mut watched = ctx.watched_tables().await.unwrap_or_default();
@@ -316,6 +309,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             if let Ok(w) = ctx.watched_tables().await {
                 watched = w;
             }
+            start_up.retry(&ctx).await;
             last_refresh = tokio::time::Instant::now();
         }
         let now = Utc::now();
@@ -408,19 +402,58 @@ async fn start_due(ctx: &Arc<Context>, queue: &mut FireQueue, now: DateTime<Utc>
 
 /// The start-up reconciliation of `table` (every replica's own; not a fire, so not claimed): a
 /// busy table is skipped, its lease holder or the schedule reconciles it.
-async fn start_up(ctx: &Arc<Context>, table: &str) {
+/// The start-up reconciliation: every table watched when the catalog first answers, once. A
+/// catalog that is down at boot, or a table whose job could not start (the store failed), is
+/// tried again at each refresh until it is done, so a daemon that came up first still converges.
+#[derive(Debug, Default)]
+struct StartUp {
+    /// `None` until the catalog has listed the watched tables.
+    pending: Option<Vec<String>>,
+}
+
+impl StartUp {
+    async fn retry(&mut self, ctx: &Arc<Context>) {
+        if self.pending.is_none() {
+            match ctx.watched_tables().await {
+                Ok(w) => self.pending = Some(w.into_iter().map(|(t, _)| t).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "start-up reconciliation waits for the catalog");
+                    return;
+                }
+            }
+        }
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        let mut still = Vec::new();
+        for table in pending.drain(..) {
+            if ctx.shutdown.is_cancelled() || !start_up(ctx, &table).await {
+                still.push(table);
+            }
+        }
+        *pending = still;
+    }
+}
+
+/// Starts one table's start-up reconciliation; true when that is settled (started, or the table
+/// is busy with another job, which reconciles it soon enough).
+async fn start_up(ctx: &Arc<Context>, table: &str) -> bool {
     let kind = JobKind::Reconcile;
     match dispatch::start(ctx, table, JobRequest::Reconcile, Trigger::Startup).await {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(StartError::Busy { job_id, .. }) => {
             tracing::info!(
                 table,
                 kind = kind.as_str(),
                 busy_with = job_id,
                 "skipped: table busy"
-            )
+            );
+            true
         }
-        Err(e) => tracing::warn!(table, kind = kind.as_str(), error = %e, "job could not start"),
+        Err(e) => {
+            tracing::warn!(table, kind = kind.as_str(), error = %e, "job could not start; retried at the next refresh");
+            false
+        }
     }
 }
 

@@ -457,6 +457,53 @@ async fn unreachable_catalog_is_not_ready_and_a_clear_cli_error() {
     );
 }
 
+/// A catalog that is down when the daemon starts: not ready at first; once the catalog answers,
+/// every watched table still gets its start-up reconciliation (retried at each refresh).
+#[tokio::test]
+async fn start_up_reconciliation_waits_for_the_catalog() {
+    let dir = TestDir::new("startup-retry");
+    let wh = dir.join("warehouse");
+    let port = {
+        let rest = RestCatalogServer::start(&wh);
+        let spec = CatalogSpec::rest(rest.uri());
+        make_table(
+            &spec,
+            "metrics.rollups_1m",
+            &["--appends", "2", "--rows", "10"],
+        );
+        rest.port()
+    }; // the catalog stops here
+    let spec = CatalogSpec::rest(format!("http://127.0.0.1:{port}"));
+    let config = write_config(&dir, &spec, &repo_policies(), "");
+    let d = Daemon::start(
+        &config,
+        &[("ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS", "1")],
+    );
+    d.wait_for("/readyz", "not ready while the catalog is down", |s, _| {
+        s == 503
+    })
+    .await;
+    let _rest = RestCatalogServer::start_on(&wh, port);
+    d.wait_for(
+        "/api/v1/tables/metrics.rollups_1m",
+        "start-up reconciliation once the catalog answers",
+        |s, v| s == 200 && v["properties_in_sync"] == true,
+    )
+    .await;
+    d.wait_for(
+        "/api/v1/jobs?table=metrics.rollups_1m",
+        "the start-up job to succeed",
+        |_, v| {
+            v["jobs"].as_array().is_some_and(|jobs| {
+                jobs.iter()
+                    .any(|j| j["trigger"] == "startup" && j["status"] == "succeeded")
+            })
+        },
+    )
+    .await;
+    assert_eq!(d.stop(), 0);
+}
+
 /// With the catalog down, the API still answers what it can decide without it: a bad request is
 /// a 400 (not a 502), `force` without a token a 403; errors axum produces itself (405, 413) are
 /// JSON like every other; only a valid request that needs the catalog gets the 502.

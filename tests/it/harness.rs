@@ -531,6 +531,12 @@ impl RestCatalogServer {
     /// waits until it serves requests (about 1 s). JVM options: `REST_CATALOG_JAVA_OPTS` (default
     /// `-Xmx512m`).
     pub fn start(warehouse_dir: &Path) -> RestCatalogServer {
+        Self::start_on(warehouse_dir, 0)
+    }
+
+    /// [`RestCatalogServer::start`] on a given port (0: a free one), e.g. to bring a stopped
+    /// catalog back where its clients look for it; the catalog lives in the warehouse directory.
+    pub fn start_on(warehouse_dir: &Path, port: u16) -> RestCatalogServer {
         let peers = Peers::get();
         let jar = peers.installed("rest/mini-rest-catalog.jar", "rest");
         let lib = peers.installed("rest/lib", "rest");
@@ -543,13 +549,14 @@ impl RestCatalogServer {
         let classpath = format!("{}:{}/*", path_str(&jar), path_str(&lib));
         let warehouse_uri = format!("file://{}", path_str(&wh));
         let jdbc = format!("jdbc:sqlite:{}/catalog.db", path_str(&wh));
+        let port = port.to_string();
         let mut args: Vec<&str> = java_opts.split_whitespace().collect();
         args.extend([
             "-cp",
             &classpath,
             "org.apache.iceberg.rest.MiniRestCatalogServer",
             "--port",
-            "0",
+            &port,
             "--warehouse",
             &warehouse_uri,
             "--jdbc-uri",
