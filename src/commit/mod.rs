@@ -100,5 +100,6 @@ impl ReplaceError {
     }
 }
 
+// Crate-visible so the manifest rewrite's tests commit to the same kind of table.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

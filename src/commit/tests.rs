@@ -44,14 +44,14 @@ use crate::config::{CatalogConfig, CatalogType};
 use crate::fence::Fence;
 
 /// A catalog with table `db.t` (`id long, name string, part int`, identity-partitioned by `part`).
-struct Env {
+pub(crate) struct Env {
     dir: tempfile::TempDir,
-    catalog: Arc<SqlCatalog>,
-    backend: SqlCommitBackend,
-    ident: TableIdent,
+    pub(crate) catalog: Arc<SqlCatalog>,
+    pub(crate) backend: SqlCommitBackend,
+    pub(crate) ident: TableIdent,
 }
 
-fn fast_retry() -> RetryPolicy {
+pub(crate) fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         num_retries: 3,
         min_wait: Duration::from_millis(1),
@@ -61,7 +61,7 @@ fn fast_retry() -> RetryPolicy {
 }
 
 impl Env {
-    async fn new() -> Env {
+    pub(crate) async fn new() -> Env {
         Self::with(FormatVersion::V2, &[]).await
     }
 
@@ -125,16 +125,16 @@ impl Env {
         }
     }
 
-    async fn table(&self) -> Table {
+    pub(crate) async fn table(&self) -> Table {
         self.catalog.load_table(&self.ident).await.unwrap()
     }
 
-    async fn append(&self, files: Vec<DataFile>) -> Table {
+    pub(crate) async fn append(&self, files: Vec<DataFile>) -> Table {
         append(&*self.catalog, &self.table().await, files).await
     }
 
     /// Writes one data file of `rows` into partition `part`.
-    async fn write(&self, part: i32, rows: &[(i64, &str)]) -> DataFile {
+    pub(crate) async fn write(&self, part: i32, rows: &[(i64, &str)]) -> DataFile {
         write_data_file(&self.table().await, part, rows).await
     }
 
@@ -213,7 +213,7 @@ async fn write_data_file(table: &Table, part: i32, rows: &[(i64, &str)]) -> Data
 }
 
 /// An equality delete file on `id` for `ids` in partition `part`.
-async fn write_equality_delete(table: &Table, part: i32, ids: &[i64]) -> DataFile {
+pub(crate) async fn write_equality_delete(table: &Table, part: i32, ids: &[i64]) -> DataFile {
     let schema = table.metadata().current_schema().clone();
     let config = EqualityDeleteWriterConfig::new(vec![1], schema).unwrap();
     let delete_schema = Schema::builder()
@@ -313,7 +313,7 @@ impl SnapshotChange for AddDeletes {
     }
 }
 
-async fn add_deletes(env: &Env, files: Vec<DataFile>) -> CommitOutcome {
+pub(crate) async fn add_deletes(env: &Env, files: Vec<DataFile>) -> CommitOutcome {
     commit_change(
         &*env.catalog,
         &env.backend,
@@ -327,7 +327,7 @@ async fn add_deletes(env: &Env, files: Vec<DataFile>) -> CommitOutcome {
 }
 
 /// All rows as (id, name), sorted, with deletes applied.
-async fn rows(table: &Table) -> Vec<(i64, String)> {
+pub(crate) async fn rows(table: &Table) -> Vec<(i64, String)> {
     let batches: Vec<RecordBatch> = table
         .scan()
         .build()

@@ -4,13 +4,34 @@
 //! producer, commit backends and retries as compaction ([`crate::commit`]).
 //!
 //! Entries keep their original snapshot id and sequence numbers (they become EXISTING), so
-//! readers apply deletes exactly as before. Delete manifests are carried over untouched.
+//! readers apply deletes exactly as before. Delete manifests are carried over untouched, as
+//! Java's `RewriteManifestsSparkAction` does: it rewrites data manifests only.
+//!
+//! Entries are grouped by the (partition spec, schema) of the manifest they came from and written
+//! under that manifest's spec and the table's schema of that id, so specs are never mixed. Within
+//! a group, partitions are laid out in value order ([`compare_partitions`], nulls first) and cut
+//! into manifests of about the target size.
+//!
+//! Memory is bounded by design, not by the number of entries. iceberg-rust's `ManifestWriter`
+//! holds its entries until it is written, so a writer per output manifest would hold every entry.
+//! Instead the chosen manifests are read more than once, a few at a time:
+//! - pass 1 counts live entries per partition, which fixes where each partition's entries start
+//!   in the value-ordered layout and so which output manifest each entry goes to;
+//! - then each batch of at most [`WRITERS_PER_PASS`] output manifests takes one more read, which
+//!   routes the entries that belong to the batch to its writers, and writes them.
+//!
+//! Held at once: a count per partition, at most [`MANIFEST_READ_CONCURRENCY`] loaded input
+//! manifests, and the entries of at most [`WRITERS_PER_PASS`] output manifests (each about the
+//! target size). More output manifests cost more reads of the inputs, not more memory.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{Manifest, ManifestContentType, ManifestEntry, ManifestFile, Operation};
+use futures::{Stream, StreamExt};
+use iceberg::spec::{
+    Literal, Manifest, ManifestContentType, ManifestFile, ManifestWriter, Operation, PartitionSpec,
+    SchemaRef, Struct,
+};
 use iceberg::table::Table;
 use serde::Serialize;
 
@@ -23,7 +44,11 @@ use crate::fence::Fence;
 
 /// Java's default for `commit.manifest.target-size-bytes`.
 pub const DEFAULT_TARGET_SIZE_BYTES: u64 = 8 * 1024 * 1024;
-const MANIFEST_READ_CONCURRENCY: usize = 8;
+/// Input manifests loaded at once while reading.
+pub const MANIFEST_READ_CONCURRENCY: usize = 4;
+/// Output manifests filled by one read of the inputs: bounds the entries held in memory to about
+/// this many target-size manifests.
+pub const WRITERS_PER_PASS: u64 = 4;
 
 /// Settings of one manifest rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,6 +121,89 @@ pub fn entries_per_manifest(total_length: u64, total_entries: u64, target: u64) 
     ((target / per_entry).max(1)) as usize
 }
 
+/// Orders partition tuples by value, field by field, nulls first: the clustering order of the new
+/// manifests. Text order would put day 10 before day 9.
+pub fn compare_partitions(a: &Struct, b: &Struct) -> Ordering {
+    for (x, y) in a.iter().zip(b.iter()) {
+        let o = match (x, y) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (Some(x), Some(y)) => compare_literals(x, y),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.fields().len().cmp(&b.fields().len())
+}
+
+fn compare_literals(a: &Literal, b: &Literal) -> Ordering {
+    match (a, b) {
+        // One spec field has one type, so both sides are the same variant and compare by value
+        // (floats by total order, binary and fixed bytes unsigned, as Java does).
+        (Literal::Primitive(x), Literal::Primitive(y)) => {
+            x.partial_cmp(y).unwrap_or(Ordering::Equal)
+        }
+        // Partition values are primitive; anything else only needs a stable order.
+        _ => format!("{a:?}").cmp(&format!("{b:?}")),
+    }
+}
+
+/// A partition tuple ordered by value ([`compare_partitions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionKey(pub Struct);
+
+impl Ord for PartitionKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_partitions(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for PartitionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Lays the partitions out in value order: turns each partition's entry count into the position
+/// of its first entry, and returns the total.
+pub fn partition_starts(counts: &mut BTreeMap<PartitionKey, u64>) -> u64 {
+    let mut next = 0;
+    for n in counts.values_mut() {
+        let count = *n;
+        *n = next;
+        next += count;
+    }
+    next
+}
+
+/// Splits the snapshot's manifests into the ones to rewrite (live data manifests of `specs`) and
+/// the ones carried over as they are. Delete manifests are always carried over, never rewritten
+/// or dropped, as in Java's `RewriteManifestsSparkAction`; data manifests without live entries
+/// are dropped, since they contribute nothing.
+pub fn split_manifests(
+    list: &[ManifestFile],
+    specs: &[i32],
+) -> (Vec<ManifestFile>, Vec<ManifestFile>) {
+    list.iter()
+        .filter(|m| m.content != ManifestContentType::Data || live_data(m))
+        .cloned()
+        .partition(|m| live_data(m) && specs.contains(&m.partition_spec_id))
+}
+
+/// The chosen manifests of one (spec id, schema id) and where their entries go.
+struct GroupPlan {
+    spec: PartitionSpec,
+    schema: SchemaRef,
+    manifests: Vec<ManifestFile>,
+    /// Position of each partition's first entry in the value-ordered layout.
+    starts: BTreeMap<PartitionKey, u64>,
+    entries: u64,
+    /// Entries per output manifest.
+    per: u64,
+}
+
 /// The change: rewrite the chosen specs' data manifests.
 #[derive(Debug)]
 struct RewriteManifestsOp {
@@ -134,24 +242,15 @@ impl SnapshotChange for RewriteManifestsOp {
         if specs.is_empty() {
             return Err(ReplaceError::EmptyChange);
         }
-        let (chosen, kept): (Vec<ManifestFile>, Vec<ManifestFile>) = list
-            .entries()
-            .iter()
-            .filter(|m| m.content != ManifestContentType::Data || live_data(m))
-            .cloned()
-            .partition(|m| live_data(m) && specs.contains(&m.partition_spec_id));
-        let loaded = load_manifests(table, &chosen).await?;
+        let (chosen, kept) = split_manifests(list.entries(), &specs);
+        let plans = plan_groups(table, &chosen, self.settings.target_size_bytes).await?;
 
         let mut manifests = kept.clone();
         let mut created = 0usize;
-        let mut entries_total = 0usize;
-        for spec_id in &specs {
-            let group: Vec<&(ManifestFile, Manifest)> = loaded
-                .iter()
-                .filter(|(m, _)| m.partition_spec_id == *spec_id)
-                .collect();
-            let (written, entries) = self.rewrite_spec(producer, &group).await?;
-            entries_total += entries;
+        let mut entries_total = 0u64;
+        for plan in &plans {
+            let written = write_group(producer, plan).await?;
+            entries_total += plan.entries;
             created += written.len();
             manifests.extend(written);
         }
@@ -173,68 +272,126 @@ impl SnapshotChange for RewriteManifestsOp {
     }
 }
 
-impl RewriteManifestsOp {
-    /// Rewrites the live entries of `group` (the chosen manifests of one partition spec) into
-    /// new manifests of about the target size, clustered by partition. Returns the new manifests
-    /// and the number of entries they hold.
-    async fn rewrite_spec(
-        &self,
-        producer: &mut SnapshotProducer<'_>,
-        group: &[&(ManifestFile, Manifest)],
-    ) -> Result<(Vec<ManifestFile>, usize), ReplaceError> {
-        let Some((_, first)) = group.first() else {
-            return Ok((Vec::new(), 0));
-        };
-        let schema = first.metadata().schema().clone();
-        let spec = first.metadata().partition_spec().clone();
-        let total_length: u64 = group.iter().map(|(m, _)| m.manifest_length as u64).sum();
-        // (partition key, entry, snapshot id of the manifest for entries that lack one)
-        let mut entries: Vec<(String, ManifestEntry, i64)> = Vec::new();
-        for (m, manifest) in group {
-            for e in manifest.entries().iter().filter(|e| e.is_alive()) {
-                let entry: ManifestEntry = Arc::unwrap_or_clone(e.clone());
-                let key = format!("{:?}", entry.data_file().partition());
-                entries.push((key, entry, m.added_snapshot_id));
-            }
-        }
-        // Cluster by partition so readers prune whole manifests.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let per = entries_per_manifest(
-            total_length,
-            entries.len() as u64,
-            self.settings.target_size_bytes,
-        );
-        let mut written = Vec::new();
-        for chunk in entries.chunks(per) {
-            let mut writer = producer.new_manifest_writer(
-                ManifestContentType::Data,
-                schema.clone(),
-                spec.clone(),
-            )?;
-            for (_, entry, manifest_snapshot) in chunk {
-                let seq = entry.sequence_number.ok_or_else(|| {
-                    ReplaceError::InvalidChange(format!(
-                        "an entry for {} has no data sequence number",
-                        entry.file_path()
-                    ))
-                })?;
-                let file_seq = entry.file_sequence_number.or(Some(seq));
-                let snapshot_id = entry.snapshot_id.unwrap_or(*manifest_snapshot);
-                writer.add_existing_file(entry.data_file().clone(), snapshot_id, seq, file_seq)?;
-            }
-            written.push(writer.write_manifest_file().await?);
-        }
-        Ok((written, entries.len()))
+/// Pass 1: reads `chosen`, groups the manifests by (spec id, schema id) and counts the live
+/// entries of each partition. Holds counts, not entries.
+async fn plan_groups(
+    table: &Table,
+    chosen: &[ManifestFile],
+    target: u64,
+) -> Result<Vec<GroupPlan>, ReplaceError> {
+    struct Acc {
+        plan: GroupPlan,
+        length: u64,
     }
+    let md = table.metadata();
+    let mut groups: BTreeMap<(i32, i32), Acc> = BTreeMap::new();
+    let mut reads = std::pin::pin!(read_manifests(table, chosen.to_vec()));
+    while let Some(read) = reads.next().await {
+        let (m, manifest) = read?;
+        let meta = manifest.metadata();
+        let schema_id = meta.schema_id();
+        let acc = groups
+            .entry((m.partition_spec_id, schema_id))
+            .or_insert_with(|| Acc {
+                plan: GroupPlan {
+                    spec: meta.partition_spec().clone(),
+                    // The table's schema of that id; the manifest's own copy if the table lost it.
+                    schema: md
+                        .schema_by_id(schema_id)
+                        .cloned()
+                        .unwrap_or_else(|| meta.schema().clone()),
+                    manifests: Vec::new(),
+                    starts: BTreeMap::new(),
+                    entries: 0,
+                    per: 1,
+                },
+                length: 0,
+            });
+        acc.length += m.manifest_length.max(0) as u64;
+        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+            *acc.plan
+                .starts
+                .entry(PartitionKey(e.data_file().partition().clone()))
+                .or_default() += 1;
+        }
+        acc.plan.manifests.push(m);
+    }
+    Ok(groups
+        .into_values()
+        .map(|mut acc| {
+            acc.plan.entries = partition_starts(&mut acc.plan.starts);
+            acc.plan.per = entries_per_manifest(acc.length, acc.plan.entries, target) as u64;
+            acc.plan
+        })
+        .collect())
 }
 
-/// Reads `manifests`, a few at a time, keeping their order.
-async fn load_manifests(
+/// Pass 2: writes the group's output manifests, [`WRITERS_PER_PASS`] at a time, each batch from
+/// one more read of the group's manifests. Reads go in the same order every time, so the k-th
+/// entry of a partition is the same entry in every read and lands in exactly one output.
+async fn write_group(
+    producer: &mut SnapshotProducer<'_>,
+    plan: &GroupPlan,
+) -> Result<Vec<ManifestFile>, ReplaceError> {
+    let outputs = plan.entries.div_ceil(plan.per);
+    let mut written = Vec::new();
+    let mut lo = 0;
+    while lo < outputs {
+        let hi = (lo + WRITERS_PER_PASS).min(outputs);
+        let mut writers: Vec<Option<ManifestWriter>> = (lo..hi).map(|_| None).collect();
+        let mut seen: BTreeMap<PartitionKey, u64> = BTreeMap::new();
+        let mut reads = std::pin::pin!(read_manifests(producer.table(), plan.manifests.clone()));
+        while let Some(read) = reads.next().await {
+            let (m, manifest) = read?;
+            for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+                let key = PartitionKey(e.data_file().partition().clone());
+                let start = *plan.starts.get(&key).ok_or_else(|| {
+                    ReplaceError::InvalidChange(format!(
+                        "manifest {} changed while it was rewritten",
+                        m.manifest_path
+                    ))
+                })?;
+                let k = seen.entry(key).or_default();
+                let index = (start + *k) / plan.per;
+                *k += 1;
+                if !(lo..hi).contains(&index) {
+                    continue;
+                }
+                let slot = &mut writers[(index - lo) as usize];
+                if slot.is_none() {
+                    *slot = Some(producer.new_manifest_writer(
+                        ManifestContentType::Data,
+                        plan.schema.clone(),
+                        plan.spec.clone(),
+                    )?);
+                }
+                let writer = slot.as_mut().expect("writer was just created");
+                let seq = e.sequence_number.ok_or_else(|| {
+                    ReplaceError::InvalidChange(format!(
+                        "an entry for {} has no data sequence number",
+                        e.file_path()
+                    ))
+                })?;
+                let file_seq = e.file_sequence_number.or(Some(seq));
+                let snapshot_id = e.snapshot_id.unwrap_or(m.added_snapshot_id);
+                writer.add_existing_file(e.data_file().clone(), snapshot_id, seq, file_seq)?;
+            }
+        }
+        for writer in writers.into_iter().flatten() {
+            written.push(writer.write_manifest_file().await?);
+        }
+        lo = hi;
+    }
+    Ok(written)
+}
+
+/// Reads `manifests` in order, at most [`MANIFEST_READ_CONCURRENCY`] loaded at once.
+fn read_manifests(
     table: &Table,
-    manifests: &[ManifestFile],
-) -> Result<Vec<(ManifestFile, Manifest)>, iceberg::Error> {
+    manifests: Vec<ManifestFile>,
+) -> impl Stream<Item = Result<(ManifestFile, Manifest), iceberg::Error>> + use<> {
     let io = table.file_io().clone();
-    futures::stream::iter(manifests.iter().cloned().map(|m| {
+    futures::stream::iter(manifests.into_iter().map(move |m| {
         let io = io.clone();
         async move {
             let manifest = m.load_manifest(&io).await?;
@@ -242,8 +399,6 @@ async fn load_manifests(
         }
     }))
     .buffered(MANIFEST_READ_CONCURRENCY)
-    .try_collect()
-    .await
 }
 
 /// What a manifest rewrite did.
@@ -360,6 +515,177 @@ mod tests {
             entries_per_manifest(1_000_000, 1_000, DEFAULT_TARGET_SIZE_BYTES),
             8388
         );
+    }
+
+    fn part(values: &[Option<Literal>]) -> Struct {
+        values.iter().cloned().collect()
+    }
+
+    #[test]
+    fn partitions_order_by_value_not_text() {
+        let day = |d: i32| part(&[Some(Literal::date(d))]);
+        // Text order puts "10" before "9"; value order does not.
+        assert!(format!("{:?}", day(10)) < format!("{:?}", day(9)));
+        assert_eq!(compare_partitions(&day(9), &day(10)), Ordering::Less);
+        assert_eq!(compare_partitions(&day(10), &day(10)), Ordering::Equal);
+        // Nulls first, then field by field.
+        let null = part(&[None]);
+        assert_eq!(compare_partitions(&null, &day(-5)), Ordering::Less);
+        let two = |a: i64, b: &str| part(&[Some(Literal::long(a)), Some(Literal::string(b))]);
+        assert_eq!(
+            compare_partitions(&two(9, "b"), &two(10, "a")),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_partitions(&two(10, "a"), &two(10, "b")),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_partitions(&part(&[Some(Literal::long(1)), None]), &two(1, "")),
+            Ordering::Less
+        );
+        let mut keys: Vec<PartitionKey> = [10, 9, 100, 2]
+            .into_iter()
+            .map(|d| PartitionKey(day(d)))
+            .collect();
+        keys.push(PartitionKey(null.clone()));
+        keys.sort();
+        let sorted: Vec<PartitionKey> = [None, Some(2), Some(9), Some(10), Some(100)]
+            .into_iter()
+            .map(|d| PartitionKey(d.map_or(null.clone(), day)))
+            .collect();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn partitions_are_laid_out_in_value_order() {
+        let day = |d: i32| PartitionKey(part(&[Some(Literal::date(d))]));
+        let mut counts = BTreeMap::from([(day(10), 3), (day(9), 2), (day(100), 1)]);
+        assert_eq!(partition_starts(&mut counts), 6);
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            vec![(day(9), 0), (day(10), 2), (day(100), 5)]
+        );
+    }
+
+    fn manifest(path: &str, content: ManifestContentType, spec_id: i32, live: u32) -> ManifestFile {
+        ManifestFile {
+            manifest_path: path.to_string(),
+            manifest_length: 100,
+            partition_spec_id: spec_id,
+            content,
+            sequence_number: 1,
+            min_sequence_number: 1,
+            added_snapshot_id: 1,
+            added_files_count: Some(live),
+            existing_files_count: Some(0),
+            deleted_files_count: Some(1),
+            added_rows_count: None,
+            existing_rows_count: None,
+            deleted_rows_count: None,
+            partitions: None,
+            key_metadata: None,
+            first_row_id: None,
+        }
+    }
+
+    #[test]
+    fn delete_manifests_are_kept_as_they_are() {
+        use ManifestContentType::{Data, Deletes};
+        let list = vec![
+            manifest("d0a", Data, 0, 1),
+            manifest("del0", Deletes, 0, 1),
+            manifest("d0b", Data, 0, 2),
+            manifest("d1", Data, 1, 1),
+            // Delete manifests without live entries are carried over too: never dropped.
+            manifest("del-empty", Deletes, 0, 0),
+            manifest("d0-empty", Data, 0, 0),
+        ];
+        let paths = |ms: &[ManifestFile]| {
+            ms.iter()
+                .map(|m| m.manifest_path.clone())
+                .collect::<Vec<_>>()
+        };
+        let (chosen, kept) = split_manifests(&list, &[0]);
+        assert_eq!(paths(&chosen), ["d0a", "d0b"]);
+        assert_eq!(paths(&kept), ["del0", "d1", "del-empty"]);
+        // Even when every spec is rewritten, delete manifests stay and are never chosen.
+        let (chosen, kept) = split_manifests(&list, &[0, 1]);
+        assert_eq!(paths(&chosen), ["d0a", "d0b", "d1"]);
+        assert_eq!(paths(&kept), ["del0", "del-empty"]);
+        assert!(kept.iter().all(|m| list.contains(m)));
+    }
+
+    /// Data manifests of the current snapshot with the partition (`part`) of each entry, and the
+    /// paths of its delete manifests.
+    async fn layout(table: &Table) -> (Vec<Vec<i32>>, Vec<String>) {
+        let snap = table.metadata().current_snapshot().unwrap();
+        let list = table.manifest_list_reader(snap).load().await.unwrap();
+        let (mut data, mut deletes) = (Vec::new(), Vec::new());
+        for m in list.entries() {
+            if m.content == ManifestContentType::Deletes {
+                deletes.push(m.manifest_path.clone());
+                continue;
+            }
+            let manifest = m.load_manifest(table.file_io()).await.unwrap();
+            let parts = manifest.entries().iter().filter(|e| e.is_alive()).map(|e| {
+                match &e.data_file().partition()[0] {
+                    Some(Literal::Primitive(iceberg::spec::PrimitiveLiteral::Int(p))) => *p,
+                    other => panic!("unexpected partition {other:?}"),
+                }
+            });
+            data.push(parts.collect());
+        }
+        (data, deletes)
+    }
+
+    #[tokio::test]
+    async fn rewrite_in_several_batches_keeps_every_entry_in_value_order() {
+        use crate::commit::tests::{Env, add_deletes, fast_retry, rows, write_equality_delete};
+        let env = Env::new().await;
+        // One manifest per append; partitions whose text order is not their value order.
+        let parts = [10, 9, 100, 2, 10, 9, 30, 2, 1, 10];
+        let mut written = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let id = i as i64;
+            written.push((id, format!("r{i}")));
+            let file = env.write(*part, &[(id, &format!("r{i}"))]).await;
+            env.append(vec![file]).await;
+        }
+        let delete = write_equality_delete(&env.table().await, 9, &[1]).await;
+        add_deletes(&env, vec![delete]).await;
+        let before = env.table().await;
+        let (_, deletes_before) = layout(&before).await;
+        let rows_before = rows(&before).await;
+        assert_eq!(rows_before.len(), parts.len() - 1);
+
+        // One entry per output manifest: ten outputs, three batches of writers.
+        let op = RewriteManifestsOp {
+            settings: ManifestSettings {
+                min_manifests: 0,
+                target_size_bytes: 1,
+            },
+            summary_properties: HashMap::new(),
+        };
+        let outcome = commit_change(
+            &*env.catalog,
+            &env.backend,
+            &env.ident,
+            &op,
+            &fast_retry(),
+            &Fence::none(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.summary["manifests-replaced"], "10");
+        assert_eq!(outcome.summary["manifests-created"], "10");
+        let after = env.table().await;
+        let (data, deletes) = layout(&after).await;
+        let mut sorted = parts.to_vec();
+        sorted.sort();
+        assert_eq!(data, sorted.iter().map(|p| vec![*p]).collect::<Vec<_>>());
+        assert_eq!(deletes, deletes_before, "delete manifests are carried over");
+        assert_eq!(rows(&after).await, rows_before);
     }
 
     #[test]
