@@ -688,6 +688,85 @@ mod tests {
         assert_eq!(rows(&after).await, rows_before);
     }
 
+    #[tokio::test]
+    async fn manifests_of_each_spec_are_rewritten_under_their_own_spec() {
+        use crate::commit::tests::{Env, fast_retry};
+        use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat};
+        let env = Env::new().await;
+        for part in [3, 1, 2] {
+            let file = env.write(part, &[(i64::from(part), "x")]).await;
+            env.append(vec![file]).await;
+        }
+        // Evolve to an unpartitioned spec (id 1) and append under it.
+        let updates = vec![
+            iceberg::TableUpdate::AddSpec {
+                spec: iceberg::spec::UnboundPartitionSpec::builder()
+                    .with_spec_id(1)
+                    .build(),
+            },
+            iceberg::TableUpdate::SetDefaultSpec { spec_id: -1 },
+        ];
+        let base = env.table().await;
+        env.backend.commit(&base, vec![], updates).await.unwrap();
+        for i in 0..2 {
+            let file = DataFileBuilder::default()
+                .content(DataContentType::Data)
+                .file_path(format!(
+                    "{}/data/unpartitioned-{i}.parquet",
+                    base.metadata().location()
+                ))
+                .file_format(DataFileFormat::Parquet)
+                .partition(Struct::empty())
+                .partition_spec_id(1)
+                .record_count(1)
+                .file_size_in_bytes(10)
+                .build()
+                .unwrap();
+            env.append(vec![file]).await;
+        }
+        let op = RewriteManifestsOp {
+            settings: ManifestSettings {
+                min_manifests: 0,
+                target_size_bytes: DEFAULT_TARGET_SIZE_BYTES,
+            },
+            summary_properties: HashMap::new(),
+        };
+        let outcome = commit_change(
+            &*env.catalog,
+            &env.backend,
+            &env.ident,
+            &op,
+            &fast_retry(),
+            &Fence::none(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.summary["manifests-replaced"], "5");
+        let table = env.table().await;
+        let snap = table.metadata().current_snapshot().unwrap();
+        let list = table.manifest_list_reader(snap).load().await.unwrap();
+        let mut seen = Vec::new();
+        for m in list.entries() {
+            let manifest = m.load_manifest(table.file_io()).await.unwrap();
+            let spec = manifest.metadata().partition_spec();
+            // Written under the spec of the manifests the entries came from.
+            assert_eq!(spec.spec_id(), m.partition_spec_id);
+            assert_eq!(
+                spec.fields().len(),
+                if m.partition_spec_id == 0 { 1 } else { 0 }
+            );
+            for e in manifest.entries() {
+                assert_eq!(
+                    e.data_file().partition().fields().len(),
+                    spec.fields().len()
+                );
+            }
+            seen.push((m.partition_spec_id, manifest.entries().len()));
+        }
+        seen.sort();
+        assert_eq!(seen, vec![(0, 3), (1, 2)]);
+    }
+
     #[test]
     fn settings_follow_policy_then_table() {
         let props = HashMap::from([(
