@@ -16,5 +16,6 @@ mod peers_smoke;
 mod postgres;
 mod pruning;
 mod replicas;
+mod soak;
 mod sqlite_busy;
 mod status_page;
