@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use super::files::{
     self, DeleteFailure, FencedRemover, FileIoRemover, FileKind, FileRef, ManifestReach,
-    RetryPolicy, SnapshotReach, Totals, WalkError, canonical,
+    SnapshotReach, Totals, WalkError, canonical,
 };
 use crate::catalog::{CatalogError, CatalogHandle, CommitError};
 use crate::crashpoint::{self, CrashPoint};
@@ -739,14 +739,13 @@ impl ExpireRun<'_> {
         };
         let remover =
             FencedRemover::wrap(Arc::new(FileIoRemover(after.file_io().clone())), self.fence);
-        let deleted = files::delete_files(
+        let deleted = files::delete_and_publish(
             remover,
             plan,
-            self.opts.max_concurrent_deletes.max(1),
-            RetryPolicy::default(),
+            self.opts.max_concurrent_deletes,
+            self.metrics,
         )
         .await;
-        deleted.publish(self.metrics);
         report.files_deleted = deleted.files();
         report.bytes_deleted = deleted.bytes();
         report.deleted = deleted.deleted;

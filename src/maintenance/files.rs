@@ -389,6 +389,19 @@ enum Outcome {
     Failed(String),
 }
 
+/// [`delete_files`] with the default retry, its totals published to `metrics`: what expiry and
+/// orphan removal both do with the files they decided to delete.
+pub async fn delete_and_publish(
+    remover: Arc<dyn Remover>,
+    files: Vec<FileRef>,
+    concurrency: usize,
+    metrics: &Metrics,
+) -> DeleteReport {
+    let deleted = delete_files(remover, files, concurrency.max(1), RetryPolicy::default()).await;
+    deleted.publish(metrics);
+    deleted
+}
+
 /// Deletes `files`, at most `concurrency` at a time, each tried up to `retry.attempts` times.
 /// Files whose size the metadata does not know are measured first (for the byte counts); a file
 /// that is already gone counts as neither deleted nor failed.

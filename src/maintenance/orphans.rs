@@ -37,7 +37,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 use super::files::{
-    self, DeleteFailure, FileKind, FileRef, RemoveError, Removed, Remover, RetryPolicy, WalkError,
+    self, DeleteFailure, FileKind, FileRef, RemoveError, Removed, Remover, WalkError,
 };
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::fence::Fence;
@@ -848,14 +848,13 @@ impl OrphanRun<'_> {
                 size: Some(size),
             })
             .collect();
-        let deleted = files::delete_files(
+        let deleted = files::delete_and_publish(
             files::FencedRemover::wrap(storage.remover(), self.fence),
             files,
-            self.opts.max_concurrent_deletes.max(1),
-            RetryPolicy::default(),
+            self.opts.max_concurrent_deletes,
+            self.metrics,
         )
         .await;
-        deleted.publish(self.metrics);
         report.files_deleted = deleted.files();
         report.bytes_deleted = deleted.bytes();
         report.already_gone = deleted.already_gone;

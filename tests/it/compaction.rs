@@ -443,7 +443,8 @@ fn compact_and_check(
 // Library access (for commits placed deterministically between planning and committing)
 // ---------------------------------------------------------------------------------------------
 
-async fn connect(spec: &CatalogSpec) -> CatalogHandle {
+/// A library catalog handle on `spec`, as icemaint's config would give it.
+pub async fn connect(spec: &CatalogSpec) -> CatalogHandle {
     #[derive(serde::Deserialize)]
     struct Root {
         catalog: icemaint::config::CatalogConfig,

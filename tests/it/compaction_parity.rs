@@ -17,13 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use icemaint::catalog::CatalogHandle;
 use icemaint::compaction::{self, Env, Report};
 use icemaint::fence::Fence;
 use icemaint::telemetry::Metrics;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::compaction::connect;
 use crate::daemon::{icemaint, write_config};
 use crate::harness::{
     CatalogSpec, RestCatalogServer, TestDir, path_str, pyiceberg_ops, table_info, tool, verify,
@@ -267,17 +267,6 @@ fn packing(fx: &Fx, s: &Value) {
     assert_eq!(ice.rewritten[p1].len(), 5, "{ice:?}");
     assert!(!ice.rewritten[p1].contains(first_in_scan_order), "{ice:?}");
     assert_eq!(ice.written[p1], 2, "{ice:?}");
-}
-
-async fn connect(spec: &CatalogSpec) -> CatalogHandle {
-    #[derive(serde::Deserialize)]
-    struct Root {
-        catalog: icemaint::config::CatalogConfig,
-    }
-    let c = toml::from_str::<Root>(&spec.config_toml())
-        .expect("catalog config")
-        .catalog;
-    CatalogHandle::connect(&c).await.expect("connect catalog")
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
