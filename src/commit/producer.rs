@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use iceberg::spec::{
     FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
-    ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpec, SchemaRef, Snapshot, Summary,
+    ManifestStatus, ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpec, SchemaRef,
+    Snapshot, Summary,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent, TableRequirement, TableUpdate};
@@ -137,14 +138,27 @@ impl<'a> SnapshotProducer<'a> {
         &self.written
     }
 
-    /// A v2 manifest writer for `content` under `spec` (bound to `schema`), named like Java's
-    /// (`<commit-uuid>-m<n>.avro` in the metadata directory), owned by the new snapshot.
+    /// The table's format version (1 or 2: [`check_format_version`] refuses the others).
+    pub fn format_version(&self) -> FormatVersion {
+        self.table.metadata().format_version()
+    }
+
+    /// A manifest writer for `content` under `spec` (bound to `schema`) in the table's format
+    /// version, named like Java's (`<commit-uuid>-m<n>.avro` in the metadata directory), owned by
+    /// the new snapshot. A v1 manifest has no sequence numbers (those handed to the writer are
+    /// not written) and holds data files only, so delete content on a v1 table is refused.
     pub fn new_manifest_writer(
         &mut self,
         content: ManifestContentType,
         schema: SchemaRef,
         spec: PartitionSpec,
     ) -> Result<ManifestWriter, ReplaceError> {
+        if self.format_version() == FormatVersion::V1 && content == ManifestContentType::Deletes {
+            return Err(ReplaceError::Unsupported(format!(
+                "table {} has format version 1, which has no delete files",
+                self.table.identifier()
+            )));
+        }
         let n = self.identity.next_manifest;
         self.identity.next_manifest += 1;
         let path = format!(
@@ -156,9 +170,10 @@ impl<'a> SnapshotProducer<'a> {
         self.written.push(path);
         let builder =
             ManifestWriterBuilder::new(output, Some(self.identity.snapshot_id), schema, spec);
-        Ok(match content {
-            ManifestContentType::Data => builder.build_v2_data(),
-            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        Ok(match (self.format_version(), content) {
+            (FormatVersion::V1, _) => builder.build_v1(),
+            (_, ManifestContentType::Data) => builder.build_v2_data(),
+            (_, ManifestContentType::Deletes) => builder.build_v2_deletes(),
         })
     }
 
@@ -200,13 +215,23 @@ impl<'a> SnapshotProducer<'a> {
         );
         let output = self.table.file_io().new_output(&list_path)?;
         self.written.push(list_path.clone());
-        let mut list = ManifestListWriter::v2(
-            output.writer().await?,
-            snapshot_id,
-            parent_id,
-            sequence_number,
-        );
-        list.add_manifests(built.manifests.into_iter())?;
+        // A v1 manifest list has no sequence numbers; v1 snapshots all read as sequence 0.
+        let mut list = match md.format_version() {
+            FormatVersion::V1 => {
+                ManifestListWriter::v1(output.writer().await?, snapshot_id, parent_id)
+            }
+            _ => ManifestListWriter::v2(
+                output.writer().await?,
+                snapshot_id,
+                parent_id,
+                sequence_number,
+            ),
+        };
+        let manifests = match md.format_version() {
+            FormatVersion::V1 => with_v1_counts(self.table, built.manifests).await?,
+            _ => built.manifests,
+        };
+        list.add_manifests(manifests.into_iter())?;
         list.close().await?;
 
         // `TableMetadataBuilder::add_snapshot` rejects a snapshot more than a minute older than
@@ -266,6 +291,55 @@ impl<'a> SnapshotProducer<'a> {
     }
 }
 
+/// `manifests` with their file and row counts filled in where the parent's manifest list left
+/// them out. Java (since 1.5) names the v1 count fields `added_files_count` etc., which
+/// iceberg-rust's v1 reader does not map, so carried manifests come back without counts; written
+/// so, Java refuses them ("data file counts are missing", e.g. in Spark's `files` table). The
+/// counts are taken from the manifest's entries, as Java's writer computes them.
+async fn with_v1_counts(
+    table: &Table,
+    manifests: Vec<ManifestFile>,
+) -> Result<Vec<ManifestFile>, ReplaceError> {
+    let mut out = Vec::with_capacity(manifests.len());
+    for mut m in manifests {
+        let complete = [
+            m.added_files_count,
+            m.existing_files_count,
+            m.deleted_files_count,
+        ]
+        .iter()
+        .all(Option::is_some)
+            && [
+                m.added_rows_count,
+                m.existing_rows_count,
+                m.deleted_rows_count,
+            ]
+            .iter()
+            .all(Option::is_some);
+        if !complete {
+            let manifest = m.load_manifest(table.file_io()).await?;
+            let (mut files, mut rows) = ([0u32; 3], [0u64; 3]);
+            for e in manifest.entries() {
+                let i = match e.status() {
+                    ManifestStatus::Added => 0,
+                    ManifestStatus::Existing => 1,
+                    ManifestStatus::Deleted => 2,
+                };
+                files[i] += 1;
+                rows[i] += e.data_file().record_count();
+            }
+            m.added_files_count = Some(files[0]);
+            m.existing_files_count = Some(files[1]);
+            m.deleted_files_count = Some(files[2]);
+            m.added_rows_count = Some(rows[0]);
+            m.existing_rows_count = Some(rows[1]);
+            m.deleted_rows_count = Some(rows[2]);
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
 #[derive(Debug)]
 struct PreparedCommit {
     requirements: Vec<TableRequirement>,
@@ -288,11 +362,7 @@ fn new_snapshot_id(table: &Table) -> i64 {
 /// Refuses table versions the replace commit cannot write correctly.
 pub(crate) fn check_format_version(table: &Table) -> Result<(), ReplaceError> {
     match table.metadata().format_version() {
-        FormatVersion::V2 => Ok(()),
-        FormatVersion::V1 => Err(ReplaceError::Unsupported(format!(
-            "table {} has format version 1; upgrade it to format version 2 first (the replace commit writes v2 manifests only)",
-            table.identifier()
-        ))),
+        FormatVersion::V1 | FormatVersion::V2 => Ok(()),
         v => Err(ReplaceError::Unsupported(format!(
             "table {} has format version {v}; row lineage and deletion vectors are not supported by the replace commit",
             table.identifier()

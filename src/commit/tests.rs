@@ -1187,7 +1187,7 @@ async fn replace_without_added_files_removes_the_files() {
 }
 
 #[tokio::test]
-async fn refuses_empty_invalid_changes_and_v1_tables() {
+async fn refuses_empty_invalid_changes_and_v3_tables() {
     let env = Env::new().await;
     let err = env.replace(&ReplaceDataFiles::default()).await.unwrap_err();
     assert!(matches!(err, ReplaceError::EmptyChange), "{err:?}");
@@ -1229,14 +1229,14 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
         other => panic!("{other:?}"),
     }
 
-    let v1 = Env::with(FormatVersion::V1, &[]).await;
-    let f = v1.write(1, &[(1, "a")]).await;
-    let t = v1.append(vec![f.clone()]).await;
-    let err = v1
+    let v3 = Env::with(FormatVersion::V3, &[]).await;
+    let f = v3.write(1, &[(1, "a")]).await;
+    let t = v3.append(vec![f.clone()]).await;
+    let err = v3
         .replace(&ReplaceDataFiles {
             starting_snapshot_id: t.metadata().current_snapshot_id().unwrap(),
             delete_paths: paths(&[f]),
-            add: vec![v1.write(1, &[(1, "a")]).await],
+            add: vec![v3.write(1, &[(1, "a")]).await],
             summary_properties: HashMap::new(),
             remove_dangling_deletes: false,
             use_starting_sequence_number: true,
@@ -1245,16 +1245,120 @@ async fn refuses_empty_invalid_changes_and_v1_tables() {
         .await
         .unwrap_err();
     match err {
-        ReplaceError::Unsupported(m) => assert!(m.contains("format version 1"), "{m}"),
+        ReplaceError::Unsupported(m) => assert!(m.contains("format version v3"), "{m}"),
         other => panic!("{other:?}"),
     }
-    // Nothing written for the v1 table either.
+    // Nothing written for the v3 table either.
     assert!(
-        unreferenced_metadata_files(&v1.table().await)
+        unreferenced_metadata_files(&v3.table().await)
             .await
             .is_empty()
     );
-    drop(v1.dir);
+    drop(v3.dir);
+}
+
+/// A v1 table is compacted as Java's `BaseRewriteFiles` does there: v1 manifests and manifest
+/// list (no sequence numbers: every entry and manifest reads as sequence 0), conflicts found by
+/// snapshot ancestry and live paths, a concurrent append kept, and no delete files possible.
+#[tokio::test]
+async fn v1_table_is_replaced_with_v1_manifests_and_keeps_a_concurrent_append() {
+    let env = Env::with(FormatVersion::V1, &[]).await;
+    let a = env.write(1, &[(1, "a")]).await;
+    let b = env.write(1, &[(2, "b")]).await;
+    let other = env.write(2, &[(9, "z")]).await;
+    env.append(vec![a.clone()]).await;
+    env.append(vec![other.clone()]).await;
+    let start = env.append(vec![b.clone()]).await;
+    let start_id = start.metadata().current_snapshot_id().unwrap();
+    let merged = env.write(1, &[(1, "a"), (2, "b")]).await;
+    let concurrent = env.write(1, &[(3, "c")]).await;
+    let backend = AppendFirst {
+        inner: env.backend.clone(),
+        catalog: env.catalog.clone(),
+        file: std::sync::Mutex::new(Some(concurrent.clone())),
+        calls: AtomicU32::new(0),
+    };
+    let change = ReplaceDataFiles {
+        starting_snapshot_id: start_id,
+        delete_paths: paths(&[a.clone(), b.clone()]),
+        add: vec![merged.clone()],
+        summary_properties: job_props(),
+        remove_dangling_deletes: true,
+        use_starting_sequence_number: true,
+        output_spec_id: None,
+    };
+    let out = commit_replace(
+        &*env.catalog,
+        &backend,
+        &env.ident,
+        &change,
+        &fast_retry(),
+        &Fence::none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.attempts, 2, "the concurrent append forces a rebuild");
+
+    let table = env.table().await;
+    assert_eq!(table.metadata().format_version(), FormatVersion::V1);
+    let snap = table.metadata().current_snapshot().unwrap();
+    assert_eq!(snap.snapshot_id(), out.snapshot_id);
+    assert_eq!(snap.sequence_number(), 0);
+    assert_eq!(snap.summary().operation, Operation::Replace);
+    let sum = &snap.summary().additional_properties;
+    assert_eq!(sum[s::ADDED_DATA_FILES], "1");
+    assert_eq!(sum[s::DELETED_DATA_FILES], "2");
+    assert_eq!(sum[s::TOTAL_DATA_FILES], "3");
+    assert_eq!(sum[s::TOTAL_RECORDS], "4");
+    assert_eq!(
+        live_files(&table).await,
+        HashSet::from([
+            merged.file_path().to_string(),
+            concurrent.file_path().to_string(),
+            other.file_path().to_string(),
+        ])
+    );
+    assert_eq!(
+        rows(&table).await,
+        expected(&[(1, "a"), (2, "b"), (3, "c"), (9, "z")])
+    );
+    let list = table.manifest_list_reader(snap).load().await.unwrap();
+    let mut deleted = 0;
+    for m in list.entries() {
+        assert_eq!(m.content, ManifestContentType::Data);
+        assert_eq!(m.sequence_number, 0, "{}", m.manifest_path);
+        let manifest = m.load_manifest(table.file_io()).await.unwrap();
+        if m.added_snapshot_id == out.snapshot_id {
+            assert_eq!(manifest.metadata().format_version(), &FormatVersion::V1);
+        }
+        for e in manifest.entries() {
+            assert_eq!(e.sequence_number(), Some(0));
+            if e.status() == ManifestStatus::Deleted {
+                assert_eq!(e.snapshot_id(), Some(out.snapshot_id));
+                deleted += 1;
+            }
+        }
+    }
+    assert_eq!(deleted, 2);
+    // The v1 manifest list says so in its header.
+    let raw = std::fs::read(local_path(snap.manifest_list())).unwrap();
+    let header = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).to_string();
+    assert!(header.contains("format-version"), "{header}");
+    assert!(!header.contains("sequence-number"), "{header}");
+    assert!(unreferenced_metadata_files(&table).await.is_empty());
+
+    // A replaced file that another writer removed meanwhile fails validation, as in v2.
+    let again = env.write(1, &[(1, "a"), (2, "b")]).await;
+    let err = env
+        .replace(&ReplaceDataFiles {
+            starting_snapshot_id: start_id,
+            delete_paths: paths(&[a]),
+            add: vec![again],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ReplaceError::Validation(_)), "{err:?}");
 }
 
 #[tokio::test]

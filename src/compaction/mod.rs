@@ -322,14 +322,16 @@ fn planned_report(env: &Env<'_>, prepared: &Prepared) -> Report {
     }
 }
 
-/// Refuses tables whose format version replace snapshots cannot be committed to.
+/// Refuses tables whose format version replace snapshots cannot be committed to: v1 and v2 are
+/// compacted as Spark does (v1 with v1 manifests, without sequence numbers), v3's row lineage
+/// and deletion vectors are not written.
 fn check_format_version(table: &Table, table_name: &str) -> Result<(), CompactionError> {
     let version = crate::catalog::format_version_number(table.metadata().format_version());
-    if version != 2 {
+    if version > 2 {
         return Err(CompactionError::Unsupported {
             table: table_name.to_string(),
             reason: format!(
-                "format version {version}: icemaint commits replace snapshots to v2 tables only (set format-version = 2 in the policy to upgrade)"
+                "format version {version}: icemaint commits replace snapshots to v1 and v2 tables only"
             ),
         });
     }

@@ -121,9 +121,9 @@ fn outcome(report: &Report) -> JobOutcome {
     }
 }
 
-/// Compaction commits v2 snapshots only. When the policy asks for a format version the table
-/// has not reached yet (e.g. a v1 table whose policy says `format-version = 2`, before the
-/// reconciler got to it), the upgrade is committed first: a metadata-only change the policy
+/// When the policy asks for a format version the table has not reached yet (e.g. a v1 table
+/// whose policy says `format-version = 2`, before the reconciler got to it), the upgrade is
+/// committed first, so the compaction writes the version the policy wants: a metadata-only change the policy
 /// already asks for, recorded like a reconciliation. Other property drift is left to the
 /// reconciler.
 async fn upgrade_format(

@@ -8,6 +8,7 @@ mod compaction_parity;
 mod crash;
 mod daemon;
 mod deploy;
+mod format_v1;
 mod harness;
 mod layout;
 mod observe;

@@ -15,6 +15,9 @@ so each Spark task writes one file):
                order is the manifest's entry order), two small files in p=2;
                max-file-group-size-bytes = size of the 1st + 3rd file in scan order, so Java's
                one-bin look-back leaves the first file out.
+  v1           a format-version 1 table (v1 manifests, no sequence numbers): four small files in
+               p=1, three in p=2 and one in-range file in p=2, in two commits. Spark rewrites the
+               small files of each partition into one.
   conflict     three small files in p=1 and p=2; after Spark has loaded the table (its catalog caches
                it, so the rewrite starts from that snapshot), PyIceberg deletes --conflict-where,
                rewriting a p=1 file. Without partial progress Spark's single commit is refused and
@@ -59,8 +62,8 @@ def write_files(spark, t: str, files: list, columns: str) -> None:
     spark.createDataFrame(rdd, columns).writeTo(t).append()
 
 
-def create(spark, t: str, columns: str, partition: str) -> None:
-    props = ", ".join(f"'{k}'='{v}'" for k, v in PROPS.items())
+def create(spark, t: str, columns: str, partition: str, **overrides) -> None:
+    props = ", ".join(f"'{k}'='{v}'" for k, v in {**PROPS, **overrides}.items())
     spark.sql(f"DROP TABLE IF EXISTS {t} PURGE")
     spark.sql(f"CREATE TABLE {t} ({columns}) USING iceberg PARTITIONED BY ({partition}) "
               f"TBLPROPERTIES ({props})")
@@ -120,7 +123,21 @@ def setup_conflict(spark, t: str, cat) -> dict:
     return {"min-input-files": "2"}
 
 
-SCENARIOS = {"older-specs": setup_older_specs, "packing": setup_packing, "conflict": setup_conflict}
+def setup_v1(spark, t: str, cat) -> dict:
+    rng = random.Random(17)
+    create(spark, t, "id bigint, p int, payload string", "p", **{"format-version": "1"})
+    cols = "id bigint, p int, payload string"
+    write_files(spark, t, [rows_of(10 * i, 4, 300, rng, p=1 + i // 4) for i in range(7)], cols)
+    write_files(spark, t, [rows_of(1000, 4, 10_000, rng, p=2)], cols)
+    tbl = cat.load_table(t_name(t))
+    assert tbl.metadata.format_version == 1, tbl.metadata.format_version
+    big = [d["size"] for d in ti_.live_files(tbl)[0] if d["size"] > 20_000]
+    assert len(big) == 1, big
+    return {"target-file-size-bytes": str(big[0]), "min-input-files": "2"}
+
+
+SCENARIOS = {"older-specs": setup_older_specs, "packing": setup_packing, "conflict": setup_conflict,
+             "v1": setup_v1}
 
 
 def t_name(t: str) -> str:
