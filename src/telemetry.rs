@@ -10,12 +10,16 @@ use prometheus::{
 };
 
 /// Installs the global `tracing` subscriber: `RUST_LOG`-style filter (default `info`), JSON lines
-/// when `ICEMAINT_LOG_FORMAT=json`.
+/// when `ICEMAINT_LOG_FORMAT=json`. The S3 request signer (`reqsign*`, under opendal) logs the
+/// credentials it loads at debug level, so it is held at `warn` whatever `RUST_LOG` says: vended
+/// or configured secrets never reach the log.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,iceberg=warn,opendal=warn,sqlx=warn,hyper=warn,reqwest=warn")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| {
+            EnvFilter::new("info,iceberg=warn,opendal=warn,sqlx=warn,hyper=warn,reqwest=warn")
+        })
+        .add_directive("reqsign=warn".parse().expect("static directive"));
     let json = std::env::var("ICEMAINT_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

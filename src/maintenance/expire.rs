@@ -608,7 +608,7 @@ pub async fn expire_table(
         &after,
         &expired_reach,
         &mut manifests,
-        &catalog.config.properties,
+        &super::orphans::storage_properties(&after, &catalog.config.properties),
     )
     .await
     {
@@ -663,7 +663,9 @@ impl ExpireRun<'_> {
         match tx.commit(self.catalog.catalog.as_ref()).await {
             Ok(t) => {
                 crashpoint::reached(CrashPoint::ExpireAfterCommit);
-                Ok(t)
+                // iceberg-rust's REST `update_table` builds the returned table's FileIO without
+                // the LoadTable `config` (vended credentials): keep the one that read the table.
+                Ok(with_file_io_of(before, t))
             }
             Err(e) => {
                 let source = classify_commit_error(&e);
@@ -753,6 +755,15 @@ impl ExpireRun<'_> {
         report.delete_failures = deleted.failed;
         report.delete_errors = deleted.failures;
     }
+}
+
+/// `committed` with `before`'s FileIO (as loaded, with the table's storage properties).
+fn with_file_io_of(before: &Table, committed: Table) -> Table {
+    let Some(location) = committed.metadata_location().map(str::to_string) else {
+        return committed;
+    };
+    crate::catalog::table_after_commit(before, committed.metadata_ref().as_ref().clone(), location)
+        .unwrap_or(committed)
 }
 
 /// Removes from `plan` every file that a snapshot of `latest` which `after` does not have

@@ -397,7 +397,8 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// The storage for `location`, configured from the catalog's `s3.*` properties.
+    /// The storage for `location`, configured from `s3.*` properties (see
+    /// [`storage_properties`]).
     pub fn for_location(
         location: &ObjectUri,
         props: &BTreeMap<String, String>,
@@ -455,6 +456,25 @@ impl Storage {
             }),
         }
     }
+}
+
+/// The storage properties to reach `table`'s files with: the catalog's properties overlaid by
+/// those of the table's FileIO, which a REST catalog's LoadTable `config` fills (per-table
+/// vended credentials, endpoint, region) exactly as iceberg-rust reads the table with them.
+pub fn storage_properties(
+    table: &Table,
+    catalog_props: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut props = catalog_props.clone();
+    props.extend(
+        table
+            .file_io()
+            .config()
+            .props()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    props
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -700,7 +720,8 @@ pub async fn remove_orphans(
         return Err(OrphansError::GcDisabled(name.to_string()));
     }
     let location = table_location(&table)?;
-    let storage = Storage::for_location(&location, &catalog.config.properties)?;
+    let props = storage_properties(&table, &catalog.config.properties);
+    let storage = Storage::for_location(&location, &props)?;
     let cutoff_ms = chrono::Utc::now().timestamp_millis()
         - i64::try_from(opts.older_than.as_millis()).unwrap_or(i64::MAX / 2);
 

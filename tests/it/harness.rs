@@ -180,7 +180,8 @@ impl Peers {
             .env_remove("PEERS_S3_ENDPOINT")
             .env_remove("PEERS_S3_ACCESS_KEY")
             .env_remove("PEERS_S3_SECRET_KEY")
-            .env_remove("PEERS_S3_REGION");
+            .env_remove("PEERS_S3_REGION")
+            .env_remove("PEERS_CATALOG_TOKEN");
         let started = Instant::now();
         let (status, stdout, stderr) =
             run_with_timeout(cmd, tool_timeout(), &command_line(script, args));
@@ -605,6 +606,79 @@ impl RestCatalogServer {
     }
 }
 
+/// The test-only REST catalog that vends per-table S3 credentials
+/// (`tests/peers/scripts/vended_rest_catalog.py`): PyIceberg's SqlCatalog on SQLite, warehouse
+/// `s3://lake/wh` on an S3 server, every request but the token exchange refused (401) without
+/// `Authorization: Bearer` [`VendedRestCatalog::TOKEN`]; LoadTable's `config` carries the
+/// S3 endpoint, keys, region and path-style access. Stopped on drop.
+#[derive(Debug)]
+pub struct VendedRestCatalog {
+    proc: Supervised,
+    s3: S3Access,
+    _dir: TestDir,
+}
+
+impl VendedRestCatalog {
+    /// The bearer token the catalog requires.
+    pub const TOKEN: &'static str = "it-vended-token";
+    /// `client_id:client_secret` that `POST /v1/oauth/tokens` exchanges for [`Self::TOKEN`].
+    pub const CREDENTIAL: &'static str = "it-client:it-secret";
+
+    /// Starts the catalog on a free port of 127.0.0.1, its warehouse on `s3` (bucket `lake`,
+    /// created if missing).
+    pub fn start(s3: &S3Access) -> VendedRestCatalog {
+        let peers = Peers::get();
+        let dir = TestDir::new("vended-rest");
+        let script = peers.scripts_dir().join("vended_rest_catalog.py");
+        let db = dir.join("catalog.db");
+        let mut args = vec![
+            path_str(&script).to_string(),
+            "--db".into(),
+            path_str(&db).to_string(),
+            "--warehouse".into(),
+            "s3://lake/wh".into(),
+            "--token".into(),
+            Self::TOKEN.into(),
+            "--credential".into(),
+            Self::CREDENTIAL.into(),
+        ];
+        args.extend(s3.args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let home = path_str(peers.home()).to_string();
+        let envs = [
+            ("PYTHONUNBUFFERED", "1"),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("ICEBERG_PEERS", home.as_str()),
+        ];
+        let proc = Supervised::start("vended-rest", peers.python(), &args, &envs, "listening on");
+        VendedRestCatalog {
+            proc,
+            s3: s3.clone(),
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (no prefix).
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proc.port)
+    }
+
+    /// The catalog as the tools see it: the token, and the S3 flags (DuckDB's `iceberg_scan` of
+    /// a metadata file needs them; readers through the catalog get the vended ones).
+    pub fn tools_spec(&self) -> CatalogSpec {
+        CatalogSpec::Rest {
+            uri: self.uri(),
+            s3: Some(self.s3.clone()),
+            token: Some(Self::TOKEN.into()),
+        }
+    }
+
+    /// The server log: one line per request (method, path, status).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.proc.log).unwrap_or_default()
+    }
+}
+
 /// Endpoint and credentials of an S3 server, as the tools and clients need them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Access {
@@ -913,8 +987,13 @@ fn run_ok(cmd: &mut Command) -> String {
 /// A catalog as the tools see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogSpec {
-    /// An Iceberg REST catalog (e.g. [`RestCatalogServer::uri`]).
-    Rest { uri: String, s3: Option<S3Access> },
+    /// An Iceberg REST catalog (e.g. [`RestCatalogServer::uri`]); `token`: the bearer token it
+    /// requires, if any.
+    Rest {
+        uri: String,
+        s3: Option<S3Access>,
+        token: Option<String>,
+    },
     /// A SQL catalog (PyIceberg SqlCatalog / iceberg-catalog-sql, catalog name `default`) in a
     /// SQLite file or a PostgreSQL database; `warehouse` is a directory, `file:///dir` or
     /// `s3://bucket/prefix`.
@@ -939,6 +1018,7 @@ impl CatalogSpec {
         CatalogSpec::Rest {
             uri: uri.into(),
             s3: None,
+            token: None,
         }
     }
 
@@ -1023,9 +1103,13 @@ impl CatalogSpec {
     pub fn config_toml(&self) -> String {
         let mut cat = toml::Table::new();
         match self {
-            CatalogSpec::Rest { uri, .. } => {
+            CatalogSpec::Rest { uri, token, .. } => {
                 cat.insert("type".into(), "rest".into());
                 cat.insert("uri".into(), uri.as_str().into());
+                if let Some(t) = token {
+                    let props = toml::Table::from_iter([("token".to_string(), t.as_str().into())]);
+                    cat.insert("properties".into(), props.into());
+                }
             }
             CatalogSpec::Sql { .. } => {
                 cat.insert("type".into(), "sql".into());
@@ -1040,7 +1124,10 @@ impl CatalogSpec {
             .map(|(k, v)| (k, toml::Value::String(v)))
             .collect();
         if !props.is_empty() {
-            cat.insert("properties".into(), toml::Value::Table(props));
+            let all = cat
+                .entry("properties")
+                .or_insert_with(|| toml::Table::new().into());
+            all.as_table_mut().expect("properties").extend(props);
         }
         let mut root = toml::Table::new();
         root.insert("catalog".into(), toml::Value::Table(cat));
@@ -1050,7 +1137,13 @@ impl CatalogSpec {
     /// The tools' catalog flags: `--catalog-uri`, `--warehouse`, and the S3 flags when set.
     pub fn args(&self) -> Vec<String> {
         let mut a = match self {
-            CatalogSpec::Rest { uri, .. } => vec!["--catalog-uri".into(), uri.clone()],
+            CatalogSpec::Rest { uri, token, .. } => {
+                let mut a = vec!["--catalog-uri".into(), uri.clone()];
+                if let Some(t) = token {
+                    a.extend(["--catalog-token".into(), t.clone()]);
+                }
+                a
+            }
             CatalogSpec::Sql { db, warehouse, .. } => vec![
                 "--catalog-uri".into(),
                 match db {

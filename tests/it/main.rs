@@ -20,3 +20,4 @@ mod replicas;
 mod soak;
 mod sqlite_busy;
 mod status_page;
+mod vended;
