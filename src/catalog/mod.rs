@@ -15,6 +15,7 @@ use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use crate::config::{CatalogConfig, CatalogType};
 
+pub mod fenced;
 pub mod rest;
 pub mod sql;
 pub mod stats;

@@ -39,6 +39,7 @@ use super::files::{
     self, DeleteFailure, FencedRemover, FileIoRemover, FileKind, FileRef, ManifestReach,
     SnapshotReach, Totals, WalkError, canonical,
 };
+use crate::catalog::fenced::FencedCatalog;
 use crate::catalog::{CatalogError, CatalogHandle, CommitError};
 use crate::crashpoint::{self, CrashPoint};
 use crate::fence::{Fence, FenceError};
@@ -659,13 +660,18 @@ impl ExpireRun<'_> {
     async fn commit(&self, before: &Table, cutoff_ms: Option<i64>) -> Result<Table, ExpireError> {
         let tx = transaction(before, cutoff_ms, self.opts.retain_last)
             .map_err(|e| self.plan_error(e))?;
-        self.fence.before_commit().await?;
-        match tx.commit(self.catalog.catalog.as_ref()).await {
+        // iceberg-rust retries a conflicting commit by itself: the fence is proven before each
+        // try, so a job that lost its lease sends nothing more.
+        let fenced = FencedCatalog::new(self.catalog.catalog.as_ref(), self.fence);
+        match tx.commit(&fenced).await {
             Ok(t) => {
                 crashpoint::reached(CrashPoint::ExpireAfterCommit);
                 // iceberg-rust's REST `update_table` builds the returned table's FileIO without
                 // the LoadTable `config` (vended credentials): keep the one that read the table.
                 Ok(with_file_io_of(before, t))
+            }
+            Err(_) if fenced.refused().is_some() => {
+                Err(fenced.refused().expect("just checked").into())
             }
             Err(e) => {
                 let source = classify_commit_error(&e);

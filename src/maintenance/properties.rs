@@ -11,6 +11,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use serde::Serialize;
 
+use crate::catalog::fenced::FencedCatalog;
 use crate::catalog::{CatalogHandle, format_version_number};
 use crate::fence::{Fence, FenceError};
 use crate::policy::Policy;
@@ -110,7 +111,7 @@ pub fn table_drift(table: &Table, policy: &Policy) -> Drift {
 }
 
 /// Commits `drift` to the table in one transaction and returns the table after it; `fence`
-/// proves the job's lease right before the commit.
+/// proves the job's lease right before each attempt of the commit.
 pub async fn reconcile(
     catalog: &CatalogHandle,
     table: &Table,
@@ -142,8 +143,15 @@ pub async fn reconcile(
         }
         tx = action.apply(tx).map_err(err)?;
     }
-    fence.before_commit().await?;
-    tx.commit(catalog.catalog.as_ref()).await.map_err(err)
+    // iceberg-rust retries a conflicting commit by itself: the fence is proven before each try.
+    let fenced = FencedCatalog::new(catalog.catalog.as_ref(), fence);
+    match tx.commit(&fenced).await {
+        Ok(t) => Ok(t),
+        Err(e) => Err(match fenced.refused() {
+            Some(lost) => lost.into(),
+            None => err(e),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -246,5 +254,147 @@ mod tests {
             d.keys(),
             vec!["read.split.target-size", "write.distribution-mode"]
         );
+    }
+}
+
+/// iceberg-rust's transaction retries a conflicting commit by itself; committed through
+/// [`FencedCatalog`], each retry proves the lease again.
+#[cfg(test)]
+mod retry_fence_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use iceberg::{
+        Catalog, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
+    };
+
+    use super::*;
+    use crate::commit::tests::Env;
+    use crate::fence::Lease;
+    use crate::store::Store;
+
+    /// A catalog whose commits always conflict (retryable); the first one also hands the table's
+    /// lease to another job, as a takeover during a paused commit would.
+    #[derive(Debug)]
+    struct ConflictAndTakeOver {
+        inner: Arc<dyn Catalog>,
+        store: Store,
+        epoch: i64,
+        sent: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Catalog for ConflictAndTakeOver {
+        async fn list_namespaces(
+            &self,
+            p: Option<&NamespaceIdent>,
+        ) -> iceberg::Result<Vec<NamespaceIdent>> {
+            self.inner.list_namespaces(p).await
+        }
+        async fn create_namespace(
+            &self,
+            n: &NamespaceIdent,
+            p: HashMap<String, String>,
+        ) -> iceberg::Result<Namespace> {
+            self.inner.create_namespace(n, p).await
+        }
+        async fn get_namespace(&self, n: &NamespaceIdent) -> iceberg::Result<Namespace> {
+            self.inner.get_namespace(n).await
+        }
+        async fn namespace_exists(&self, n: &NamespaceIdent) -> iceberg::Result<bool> {
+            self.inner.namespace_exists(n).await
+        }
+        async fn update_namespace(
+            &self,
+            n: &NamespaceIdent,
+            p: HashMap<String, String>,
+        ) -> iceberg::Result<()> {
+            self.inner.update_namespace(n, p).await
+        }
+        async fn drop_namespace(&self, n: &NamespaceIdent) -> iceberg::Result<()> {
+            self.inner.drop_namespace(n).await
+        }
+        async fn list_tables(&self, n: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+            self.inner.list_tables(n).await
+        }
+        async fn create_table(
+            &self,
+            n: &NamespaceIdent,
+            c: TableCreation,
+        ) -> iceberg::Result<Table> {
+            self.inner.create_table(n, c).await
+        }
+        async fn load_table(&self, t: &TableIdent) -> iceberg::Result<Table> {
+            self.inner.load_table(t).await
+        }
+        async fn drop_table(&self, t: &TableIdent) -> iceberg::Result<()> {
+            self.inner.drop_table(t).await
+        }
+        async fn purge_table(&self, t: &TableIdent) -> iceberg::Result<()> {
+            self.inner.purge_table(t).await
+        }
+        async fn table_exists(&self, t: &TableIdent) -> iceberg::Result<bool> {
+            self.inner.table_exists(t).await
+        }
+        async fn rename_table(&self, a: &TableIdent, b: &TableIdent) -> iceberg::Result<()> {
+            self.inner.rename_table(a, b).await
+        }
+        async fn register_table(&self, t: &TableIdent, l: String) -> iceberg::Result<Table> {
+            self.inner.register_table(t, l).await
+        }
+        async fn update_table(&self, _c: TableCommit) -> iceberg::Result<Table> {
+            if self.sent.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.store.unlock("db.t", "j1", self.epoch).await.unwrap();
+                let taken = self.store.try_lock("db.t", "q", "j2", 60_000).await;
+                assert!(taken.is_ok_and(|t| t.is_ok()));
+            }
+            Err(
+                iceberg::Error::new(ErrorKind::CatalogCommitConflicts, "requirement failed")
+                    .with_retryable(true),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_the_lease_was_lost_is_not_sent() {
+        let env = Env::new().await;
+        let table = env.table().await;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let epoch = store.try_lock("db.t", "p", "j1", 60_000).await.unwrap();
+        let epoch = epoch.unwrap();
+        let lease = Lease {
+            table: "db.t".into(),
+            job_id: "j1".into(),
+            epoch,
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let fence = Fence::new(store.clone(), lease, Duration::from_secs(60), cancel);
+        let inner = ConflictAndTakeOver {
+            inner: env.catalog.clone(),
+            store,
+            epoch,
+            sent: AtomicU32::new(0),
+        };
+        let fenced = FencedCatalog::new(&inner, &fence);
+        let tx = Transaction::new(&table);
+        let tx = tx
+            .update_table_properties()
+            .set("k".into(), "v".into())
+            .apply(tx)
+            .unwrap();
+        let err = tx.commit(&fenced).await.unwrap_err();
+        assert!(!err.retryable(), "{err}");
+        assert_eq!(inner.sent.load(Ordering::SeqCst), 1, "the retry was sent");
+        let refused = fenced.refused().expect("the retry was fenced");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("lease on db.t lost: taken over by job j2"),
+            "{refused}"
+        );
+        assert!(!env.table().await.metadata().properties().contains_key("k"));
     }
 }
