@@ -508,3 +508,45 @@ async fn check_commit_status(
     }
     Err(format!("could not reload the table: {last_error}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use iceberg::spec::FormatVersion;
+
+    use super::*;
+    use crate::commit::tests::Env;
+
+    /// A v1 manifest list read without counts (Java 1.5+'s field names) gets them back from the
+    /// manifests' entries, equal to what the writer had recorded.
+    #[tokio::test]
+    async fn missing_v1_manifest_counts_are_taken_from_the_entries() {
+        let env = Env::with(FormatVersion::V1, &[]).await;
+        for part in [1, 2] {
+            let f = env.write(part, &[(1, "a"), (2, "b")]).await;
+            env.append(vec![f]).await;
+        }
+        let table = env.table().await;
+        let snap = table.metadata().current_snapshot().unwrap();
+        let list = table.manifest_list_reader(snap).load().await.unwrap();
+        let recorded: Vec<ManifestFile> = list.entries().to_vec();
+        assert_eq!(recorded.len(), 2);
+        let stripped = recorded
+            .iter()
+            .cloned()
+            .map(|mut m| {
+                m.added_files_count = None;
+                m.existing_files_count = None;
+                m.deleted_files_count = None;
+                m.added_rows_count = None;
+                m.existing_rows_count = None;
+                m.deleted_rows_count = None;
+                m
+            })
+            .collect();
+        let filled = with_v1_counts(&table, stripped).await.unwrap();
+        assert_eq!(filled, recorded);
+        assert!(filled.iter().all(|m| m.added_files_count == Some(1)
+            && m.added_rows_count == Some(2)
+            && m.existing_files_count == Some(0)));
+    }
+}

@@ -65,7 +65,7 @@ impl Env {
         Self::with(FormatVersion::V2, &[]).await
     }
 
-    async fn with(version: FormatVersion, props: &[(&str, &str)]) -> Env {
+    pub(crate) async fn with(version: FormatVersion, props: &[(&str, &str)]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("catalog.db");
         std::fs::File::create(&db).unwrap();
