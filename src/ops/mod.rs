@@ -9,11 +9,13 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::CatalogHandle;
+use crate::config::SparkConfig;
 use crate::fence::Fence;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
 pub mod compact;
+pub mod engine;
 pub mod manifests;
 pub mod prune;
 pub mod reconcile;
@@ -30,4 +32,6 @@ pub struct Deps<'a> {
     pub cancel: &'a CancellationToken,
     /// The job's lease as a fencing token, checked before every commit and deletion.
     pub fence: &'a Fence,
+    /// `[spark]`: where compactions handed to Spark are submitted.
+    pub spark: &'a SparkConfig,
 }
