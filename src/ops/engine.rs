@@ -56,7 +56,11 @@ pub fn merged_options(
     policy: &Policy,
     overrides: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut m = super::compact::policy_options(policy);
+    let mut m = policy
+        .compaction
+        .as_ref()
+        .map(|c| c.options.clone())
+        .unwrap_or_default();
     m.extend(overrides.clone());
     m
 }

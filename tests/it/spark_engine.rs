@@ -4,7 +4,7 @@
 //! failures (master unreachable, timeout, the daemon stopped mid-run). Tables are tiny and
 //! on SQLite catalogs (Spark reaches them through Iceberg's JdbcCatalog).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -61,7 +61,7 @@ fn setup(
 }
 
 /// `icemaint compact` with the cluster's environment; (exit code, JSON, stderr).
-fn compact(config: &PathBuf, table: &str, extra: &[&str]) -> (i32, Value, String) {
+fn compact(config: &Path, table: &str, extra: &[&str]) -> (i32, Value, String) {
     let env = SparkCluster::get().env();
     let mut args = vec!["compact", table, "--config", path_str(config), "--json"];
     args.extend(extra);
