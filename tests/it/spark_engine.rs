@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, write_config};
-use crate::harness::{CatalogSpec, TestDir, Verify, make_table, path_str, verify};
+use crate::harness::{
+    CatalogSpec, RestCatalogServer, TestDir, Verify, make_table, path_str, verify,
+};
 use crate::spark_cluster::{SparkCluster, processes_with};
 
 /// 2 orgs x 2 days = 4 partitions, 5 appends: 20 small files.
@@ -135,6 +137,10 @@ fn check_spark_run(spec: &CatalogSpec, table: &str, detail: &Value, before: &Ver
         .completed_app(app)
         .unwrap_or_else(|| panic!("master does not list {app} as completed"));
     assert_eq!(listed["state"], "FINISHED", "{listed}");
+    eprintln!(
+        "spark run of {table}: {} s, {} files in, {} out",
+        detail["seconds"], detail["files_read"], detail["files_written"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,10 +192,24 @@ async fn spark_engine_compacts_through_the_api_and_the_cli() {
     assert_eq!(out["status"], "skipped", "{out}");
 }
 
+/// A catalog credential Spark is given (the REST fixture ignores it); it must appear in no
+/// output.
+const SECRET: &str = "tok-3b1f9c-never-printed";
+
+/// On a REST catalog (Spark's `type=rest`, with a `token`), so both catalog kinds are covered.
 #[tokio::test(flavor = "multi_thread")]
 async fn spark_engine_auto_picks_spark_above_the_threshold_and_native_below() {
+    let cluster = SparkCluster::get();
+    let dir = TestDir::new("spark-auto");
+    let rest = RestCatalogServer::start(&dir.join("warehouse"));
+    let spec = CatalogSpec::rest(rest.uri());
+    let policies = write_policy(&dir, "engine = \"auto\"");
+    let extra = format!(
+        "{}\n[catalog.properties]\ntoken = \"{SECRET}\"\n",
+        cluster.config_toml("10m")
+    );
+    let config = write_config(&dir, &spec, &policies, &extra);
     // The threshold sits between the two tables' sizes: found from icemaint's own plans.
-    let (dir, spec, config) = setup("spark-auto", "engine = \"auto\"", "10m", None);
     let (small, big) = ("spark.small", "spark.big");
     make_table(
         &spec,
@@ -224,6 +244,7 @@ async fn spark_engine_auto_picks_spark_above_the_threshold_and_native_below() {
     let (code, out, err) = compact(&config, big, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     check_spark_run(&spec, big, &out["result"], &before);
+    assert!(!format!("{out}{err}").contains(SECRET), "{out}\n{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
