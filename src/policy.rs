@@ -985,6 +985,28 @@ dry-run = true
     }
 
     #[test]
+    fn the_compaction_engine_is_read_and_checked() {
+        let c = parse(GOOD).unwrap().compaction.unwrap();
+        assert_eq!(c.engine, Engine::Native);
+        assert_eq!(c.spark_min_input_bytes, DEFAULT_SPARK_MIN_INPUT_BYTES);
+        let text = "version = 1\ntables = [\"a.b\"]\n[compaction]\nengine = \"auto\"\nspark-min-input-bytes = 1000\n";
+        let c = parse(text).unwrap().compaction.unwrap();
+        assert_eq!((c.engine, c.spark_min_input_bytes), (Engine::Auto, 1000));
+        assert!(c.options.is_empty(), "{:?}", c.options);
+        let bad = "version = 1\ntables = [\"a.b\"]\n[compaction]\nengine = \"flink\"\nspark-min-input-bytes = 0\n";
+        let rendered: Vec<String> = parse(bad)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(rendered.len(), 2, "{rendered:#?}");
+        assert!(
+            rendered[0].contains("unknown engine 'flink'"),
+            "{rendered:#?}"
+        );
+    }
+
+    #[test]
     fn reports_every_problem_with_its_line() {
         let text = "version = 1\ntables = [\"nodot\"]\nbogus = 1\n[compaction]\nschedule = \"not a cron\"\ntarget-file-size-bytes = \"big\"\nno-such-option = 1\n[expire]\nolder-than = \"5x\"\n";
         let problems = parse(text).unwrap_err();

@@ -84,7 +84,7 @@ pub async fn drive(
             source,
         })?;
     let pid = child.id().unwrap_or_default();
-    let guard = GroupGuard(i32::try_from(pid).ok().filter(|p| *p > 0));
+    let mut guard = GroupGuard(i32::try_from(pid).ok().filter(|p| *p > 0));
     tracing::info!(table, pid, program = %program.display(), "spark driver started");
     let (tx, mut rx) = mpsc::channel::<String>(256);
     if let Some(out) = child.stdout.take() {
@@ -116,6 +116,8 @@ pub async fn drive(
     // group id cannot be reused while it is unreaped).
     guard.signal(libc::SIGKILL);
     driven.status = child.wait().await.ok();
+    // Reaped: the group id may now be reused by an unrelated process.
+    guard.0 = None;
     match stop {
         None => Ok(driven),
         Some(Stop::Timeout) => Err(SparkError::Timeout(crate::util::human_duration(timeout))),
