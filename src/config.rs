@@ -1,4 +1,5 @@
-//! The daemon's TOML configuration: catalog, HTTP server, state store and policy directory.
+//! The daemon's TOML configuration: catalog, HTTP server, state store, policy directory and the
+//! Spark cluster compactions may be handed to (`[spark]`, in [`spark`]).
 //!
 //! Every key can be overridden by an environment variable `ICEMAINT__SECTION__KEY` (for example
 //! `ICEMAINT__CATALOG__URI`, `ICEMAINT__SERVER__SHUTDOWN_GRACE_SECONDS`); a single `_` in the key

@@ -4,7 +4,8 @@
 //! They take the narrow dependencies they use ([`Deps`]: catalog, state store, metrics, a
 //! cancellation token) and never the daemon's context, so each can run from the daemon, the CLI
 //! or a test alike. The engines they drive live below: [`crate::compaction`] (pure planning, then
-//! rewrite and commit) and [`crate::maintenance`] (properties, expiry, orphans, manifests).
+//! rewrite and commit) and [`crate::maintenance`] (properties, expiry, orphans, manifests), or,
+//! for a compaction whose engine is Spark, [`crate::spark`] ([`engine`] decides which).
 
 use tokio_util::sync::CancellationToken;
 
