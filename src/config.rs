@@ -1,4 +1,5 @@
-//! The daemon's TOML configuration: catalog, HTTP server, state store and policy directory.
+//! The daemon's TOML configuration: catalog, HTTP server, state store, policy directory and the
+//! Spark cluster compactions may be handed to (`[spark]`, in [`spark`]).
 //!
 //! Every key can be overridden by an environment variable `ICEMAINT__SECTION__KEY` (for example
 //! `ICEMAINT__CATALOG__URI`, `ICEMAINT__SERVER__SHUTDOWN_GRACE_SECONDS`); a single `_` in the key
@@ -24,6 +25,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::tomlcheck::{Checker, Problem, key_lines, line_of, one_line};
+
+pub mod spark;
+pub use spark::SparkConfig;
 
 /// Errors reading or validating the configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +312,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub policies: PoliciesConfig,
+    /// `[spark]`: for the rewrites handed to Spark (`engine = "spark"`).
+    pub spark: SparkConfig,
 }
 
 /// What reading a configuration found.
@@ -429,6 +435,11 @@ impl Config {
                 .and_then(|t| policies_config(&mut cx, t)),
         };
 
+        let spark = cx
+            .section(&doc, "spark")
+            .map(|t| spark::spark_config(&mut cx, t))
+            .unwrap_or_default();
+
         let policies_dir = policies.as_ref().map(|p| p.dir.clone());
         let config = match (catalog, policies) {
             (Some(catalog), Some(policies)) if cx.problems.is_empty() => Some(Config {
@@ -436,6 +447,7 @@ impl Config {
                 server,
                 store,
                 policies,
+                spark,
             }),
             _ => None,
         };
@@ -447,7 +459,7 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] = &["catalog", "server", "store", "policies"];
+const TOP_KEYS: &[&str] = &["catalog", "server", "store", "policies", "spark"];
 const CATALOG_KEYS: &[&str] = &["type", "uri", "name", "warehouse", "properties"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
@@ -859,7 +871,7 @@ dir = \"pol\"
         assert_eq!(
             got,
             [
-                "c.toml:14: unknown key 'extra' (expected one of: catalog, server, store, policies)",
+                "c.toml:14: unknown key 'extra' (expected one of: catalog, server, store, policies, spark)",
                 "c.toml:4: unknown key 'catalog.colour' (expected one of: type, uri, name, warehouse, properties)",
                 "c.toml:2: 'catalog.type' must be \"rest\" or \"sql\", not \"hive\"",
                 "c.toml:1: missing 'catalog.uri' (the catalog's base uri or database url)",
@@ -937,7 +949,7 @@ dir = \"pol\"
             got,
             [
                 "c.toml: environment variable ICEMAINT__NOPE: expected ICEMAINT__SECTION__KEY",
-                "c.toml: environment variable ICEMAINT__EXTRA__KEY: unknown key 'extra' (expected one of: catalog, server, store, policies)",
+                "c.toml: environment variable ICEMAINT__EXTRA__KEY: unknown key 'extra' (expected one of: catalog, server, store, policies, spark)",
                 "c.toml: environment variable ICEMAINT__SERVER__REFRESH_INTERVAL_SECONDS: 'server.refresh-interval-seconds' must be an integer, not string",
             ],
             "{got:#?}"

@@ -104,6 +104,7 @@ pub fn demo_config(dir: &Path, listen: &str, policies: &Path) -> Config {
         policies: crate::config::PoliciesConfig {
             dir: policies.to_path_buf(),
         },
+        spark: crate::config::SparkConfig::default(),
     }
 }
 

@@ -153,6 +153,7 @@ async fn execute(
         metrics: &ctx.metrics,
         cancel: &job.cancel,
         fence: &job.fence,
+        spark: &ctx.config.spark,
     };
     let sink = &job.sink;
     let job_id = sink.job_id.as_str();

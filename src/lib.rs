@@ -26,6 +26,7 @@ pub mod policy;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
+pub mod spark;
 pub mod store;
 pub mod telemetry;
 pub mod tomlcheck;

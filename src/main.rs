@@ -50,6 +50,10 @@ enum Command {
         /// Spark option override, e.g. --option min-input-files=2 (repeatable).
         #[arg(long = "option", value_name = "KEY=VALUE")]
         options: Vec<String>,
+        /// Who rewrites: icemaint (native), Spark through [spark] (spark), or by the plan's size
+        /// (auto). Default: the policy's `engine`.
+        #[arg(long, value_parser = ["native", "spark", "auto"])]
+        engine: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -216,9 +220,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             table,
             config,
             dry_run,
-            options,
+            mut options,
+            engine,
             json,
-        } => cli::compact(&config, &table, dry_run, &options, json).await,
+        } => {
+            // The engine travels with the run's overrides (as `"engine"` does in the API body).
+            options.extend(engine.map(|e| format!("engine={e}")));
+            cli::compact(&config, &table, dry_run, &options, json).await
+        }
         Command::RewriteManifests {
             table,
             config,

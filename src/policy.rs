@@ -204,7 +204,45 @@ pub struct CompactionPolicy {
     pub strategy: String,
     /// Spark option names to values (as strings), validated by [`copts::resolve`].
     pub options: BTreeMap<String, String>,
+    /// `engine`: who rewrites the files (see [`Engine`]).
+    pub engine: Engine,
+    /// `spark-min-input-bytes`: with `engine = "auto"`, plans reading more than this go to Spark.
+    pub spark_min_input_bytes: u64,
 }
+
+/// `[compaction] engine`: icemaint's own rewrite, Spark's `rewrite_data_files` through
+/// `spark-submit` (the `[spark]` section of the config), or Spark when the plan's input exceeds
+/// `spark-min-input-bytes` and native otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Native,
+    Spark,
+    Auto,
+}
+
+impl Engine {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "native" => Some(Self::Native),
+            "spark" => Some(Self::Spark),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Spark => "spark",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// The default `spark-min-input-bytes`: 10 GiB, several minutes of one native rewriter.
+pub const DEFAULT_SPARK_MIN_INPUT_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 /// `[expire]`: Spark `expire_snapshots`.
 #[derive(Debug, Clone, Serialize)]
@@ -694,7 +732,10 @@ fn compaction_policy(cx: &mut Checker, t: &toml::Table) -> CompactionPolicy {
     let strategy = compaction_strategy(cx, t);
     let mut options = BTreeMap::new();
     for (k, v) in t {
-        if matches!(k.as_str(), "enabled" | "schedule" | "strategy") {
+        if matches!(
+            k.as_str(),
+            "enabled" | "schedule" | "strategy" | "engine" | "spark-min-input-bytes"
+        ) {
             continue;
         }
         let path = format!("compaction.{k}");
@@ -724,7 +765,25 @@ fn compaction_policy(cx: &mut Checker, t: &toml::Table) -> CompactionPolicy {
         schedule,
         strategy,
         options,
+        engine: compaction_engine(cx, t),
+        spark_min_input_bytes: cx
+            .uint("compaction", t, "spark-min-input-bytes", 1)
+            .unwrap_or(DEFAULT_SPARK_MIN_INPUT_BYTES),
     }
+}
+
+/// `compaction.engine`: `native` (default), `spark` or `auto`.
+fn compaction_engine(cx: &mut Checker, t: &toml::Table) -> Engine {
+    let Some(s) = cx.string("compaction", t, "engine") else {
+        return Engine::default();
+    };
+    Engine::parse(&s).unwrap_or_else(|| {
+        cx.err(
+            "compaction.engine",
+            format!("unknown engine '{s}' (expected native, spark or auto)"),
+        );
+        Engine::default()
+    })
 }
 
 /// `compaction.strategy`: only `binpack` is implemented.
@@ -923,6 +982,28 @@ dry-run = true
         assert_eq!(e.older_than, Some(Duration::from_secs(5 * 86400)));
         assert_eq!(e.retain_last, Some(3));
         assert!(p.orphans.unwrap().dry_run);
+    }
+
+    #[test]
+    fn the_compaction_engine_is_read_and_checked() {
+        let c = parse(GOOD).unwrap().compaction.unwrap();
+        assert_eq!(c.engine, Engine::Native);
+        assert_eq!(c.spark_min_input_bytes, DEFAULT_SPARK_MIN_INPUT_BYTES);
+        let text = "version = 1\ntables = [\"a.b\"]\n[compaction]\nengine = \"auto\"\nspark-min-input-bytes = 1000\n";
+        let c = parse(text).unwrap().compaction.unwrap();
+        assert_eq!((c.engine, c.spark_min_input_bytes), (Engine::Auto, 1000));
+        assert!(c.options.is_empty(), "{:?}", c.options);
+        let bad = "version = 1\ntables = [\"a.b\"]\n[compaction]\nengine = \"flink\"\nspark-min-input-bytes = 0\n";
+        let rendered: Vec<String> = parse(bad)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(rendered.len(), 2, "{rendered:#?}");
+        assert!(
+            rendered[0].contains("unknown engine 'flink'"),
+            "{rendered:#?}"
+        );
     }
 
     #[test]

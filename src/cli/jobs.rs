@@ -78,6 +78,7 @@ pub async fn compact(
     // Bad input (option values, the `where` filter's columns, a missing table) fails before a
     // job is recorded.
     ops::compact::check_request(&ctx.catalog, table, &policy, &overrides).await?;
+    ops::compact::check_engine(&ctx.config.spark, &policy, &overrides)?;
     let bar = (!json).then(print::ProgressBar::on_terminal).flatten();
     let observer = bar.as_ref().map(print::ProgressBar::observer);
     let (job_id, outcome) = run(&ctx, table, JobRequest::Compact(overrides), observer).await?;

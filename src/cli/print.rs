@@ -82,6 +82,23 @@ pub fn compaction(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if r["engine"] == "spark" {
+        // Spark reports files and bytes, not groups.
+        println!(
+            "job {} {} on spark ({}): files {} -> {}, bytes {} -> {}, snapshots {}",
+            v["job_id"].as_str().unwrap_or_default(),
+            v["status"].as_str().unwrap_or_default(),
+            r["spark"]["application_id"]
+                .as_str()
+                .unwrap_or("no application"),
+            r["files_read"],
+            r["files_written"],
+            r["bytes_read"],
+            r["bytes_written"],
+            r["snapshot_ids"]
+        );
+        return Ok(());
+    }
     println!(
         "job {} {}: groups {}/{} committed, {} conflicts, files {} -> {}, bytes {} -> {}, snapshots {}",
         v["job_id"].as_str().unwrap_or_default(),

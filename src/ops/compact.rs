@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::catalog::{CatalogHandle, CommitBackend};
+use crate::compaction::options::OptionError;
 use crate::compaction::{self, CompactionError, Prepared, Report};
+use crate::config::SparkConfig;
 use crate::jobs::{JobOutcome, JobStatus};
 use crate::maintenance::properties::{self, Drift};
-use crate::policy::Policy;
+use crate::policy::{Engine, Policy};
 
-use super::{Deps, reconcile};
+use super::{Deps, engine, reconcile};
 
 /// Called after each group and commit with the report so far.
 pub type OnProgress<'a> = Box<dyn Fn(&Report) + Send + Sync + 'a>;
@@ -32,13 +34,50 @@ pub async fn plan(
     policy: &Policy,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Prepared, CompactionError> {
-    compaction::prepare(catalog, table, &policy_options(policy), overrides).await
+    let (_, overrides) = split_engine(overrides)?;
+    compaction::prepare(catalog, table, &policy_options(policy), &overrides).await
+}
+
+/// The run's `engine` override and the rewrite options (see [`engine::split`]).
+fn split_engine(
+    overrides: &BTreeMap<String, String>,
+) -> Result<(Option<Engine>, BTreeMap<String, String>), CompactionError> {
+    engine::split(overrides).map_err(|message| {
+        CompactionError::Options(vec![OptionError {
+            key: engine::ENGINE_KEY.into(),
+            message,
+        }])
+    })
+}
+
+/// Checks a run that may go to Spark (the policy's or the run's engine is `spark` or `auto`)
+/// before a job is recorded: `[spark] master` is set and every option is Spark's.
+pub fn check_engine(
+    spark: &SparkConfig,
+    policy: &Policy,
+    overrides: &BTreeMap<String, String>,
+) -> Result<(), CompactionError> {
+    let (run, rest) = split_engine(overrides)?;
+    if engine::requested(policy, run) == Engine::Native {
+        return Ok(());
+    }
+    engine::check_spark(spark, policy, &rest).map_err(|e| {
+        let key = match &e {
+            crate::spark::SparkError::Unsupported(k) => k.clone(),
+            _ => engine::ENGINE_KEY.into(),
+        };
+        CompactionError::Options(vec![OptionError {
+            key,
+            message: e.to_string(),
+        }])
+    })
 }
 
 /// Checks per-run option overrides without the table (unknown option names), so a bad request is
 /// refused even while the catalog is down.
 pub fn check_options(overrides: &BTreeMap<String, String>) -> Result<(), CompactionError> {
-    let unknown = compaction::options::unknown_options(overrides);
+    let (_, overrides) = split_engine(overrides)?;
+    let unknown = compaction::options::unknown_options(&overrides);
     if unknown.is_empty() {
         Ok(())
     } else {
@@ -54,7 +93,8 @@ pub async fn check_request(
     policy: &Policy,
     overrides: &BTreeMap<String, String>,
 ) -> Result<(), CompactionError> {
-    compaction::check_request(catalog, table, &policy_options(policy), overrides)
+    let (_, overrides) = split_engine(overrides)?;
+    compaction::check_request(catalog, table, &policy_options(policy), &overrides)
         .await
         .map(drop)
 }
@@ -68,6 +108,11 @@ pub async fn run(
     overrides: &BTreeMap<String, String>,
     on_progress: OnProgress<'_>,
 ) -> JobOutcome {
+    let (run_engine, overrides) = match split_engine(overrides) {
+        Ok(s) => s,
+        Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
+    };
+    let overrides = &overrides;
     let backend: Arc<dyn CommitBackend> = match deps.catalog.committer().await {
         Ok(b) => b,
         Err(e) => return JobOutcome::failed(e.to_string(), serde_json::json!({})),
@@ -89,6 +134,21 @@ pub async fn run(
             detail,
             error: None,
         };
+    }
+    let min_spark = policy
+        .compaction
+        .as_ref()
+        .map_or(crate::policy::DEFAULT_SPARK_MIN_INPUT_BYTES, |c| {
+            c.spark_min_input_bytes
+        });
+    let chosen = engine::choose(
+        engine::requested(policy, run_engine),
+        prepared.plan.rewrite_bytes,
+        min_spark,
+    );
+    if chosen == Engine::Spark {
+        let options = engine::merged_options(policy, overrides);
+        return engine::run_spark(deps, table, job_id, &options, prepared).await;
     }
     let env = compaction::Env {
         catalog: deps.catalog,
@@ -114,10 +174,12 @@ fn outcome(report: &Report) -> JobOutcome {
     } else {
         JobStatus::Failed
     };
+    let mut detail = serde_json::to_value(report).expect("serializable");
+    detail["engine"] = "native".into();
     JobOutcome {
         status,
         error: (!report.errors.is_empty()).then(|| report.errors.join("; ")),
-        detail: serde_json::to_value(report).expect("serializable"),
+        detail,
     }
 }
 

@@ -4,16 +4,19 @@
 //! They take the narrow dependencies they use ([`Deps`]: catalog, state store, metrics, a
 //! cancellation token) and never the daemon's context, so each can run from the daemon, the CLI
 //! or a test alike. The engines they drive live below: [`crate::compaction`] (pure planning, then
-//! rewrite and commit) and [`crate::maintenance`] (properties, expiry, orphans, manifests).
+//! rewrite and commit) and [`crate::maintenance`] (properties, expiry, orphans, manifests), or,
+//! for a compaction whose engine is Spark, [`crate::spark`] ([`engine`] decides which).
 
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::CatalogHandle;
+use crate::config::SparkConfig;
 use crate::fence::Fence;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
 pub mod compact;
+pub mod engine;
 pub mod manifests;
 pub mod prune;
 pub mod reconcile;
@@ -30,4 +33,6 @@ pub struct Deps<'a> {
     pub cancel: &'a CancellationToken,
     /// The job's lease as a fencing token, checked before every commit and deletion.
     pub fence: &'a Fence,
+    /// `[spark]`: where compactions handed to Spark are submitted.
+    pub spark: &'a SparkConfig,
 }

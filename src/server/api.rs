@@ -426,6 +426,10 @@ pub struct CompactionOverrides {
     /// Partition filter, e.g. `org_id = 3 AND ts >= '2025-01-02'`.
     #[schema(nullable = false)]
     pub r#where: Option<String>,
+    /// Not an option: the engine for this run (default: the policy's `engine`). `spark` submits
+    /// Spark's own rewrite_data_files to `[spark] master`; `auto` decides by the plan's input.
+    #[schema(inline, nullable = false)]
+    pub engine: Option<crate::policy::Engine>,
 }
 
 /// An integer of at least 1, with no `format`: the server parses these options as 64-bit unsigned
@@ -510,6 +514,7 @@ pub async fn compact(
     // table a 409 even while the catalog is down. Then against the table, so a `where` on an
     // unknown column is a 400 and a missing table a 404, not a failed job.
     ops::compact::check_options(&overrides).map_err(compaction_error)?;
+    ops::compact::check_engine(&ctx.config.spark, &policy, &overrides).map_err(compaction_error)?;
     refuse_if_busy(&ctx, &name)?;
     ops::compact::check_request(&ctx.catalog, &name, &policy, &overrides)
         .await

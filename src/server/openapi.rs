@@ -386,6 +386,8 @@ mod tests {
                 .collect();
         documented.sort();
         let mut known = crate::compaction::options::KNOWN_OPTIONS.to_vec();
+        // Which engine runs the rewrite: a per-run setting beside the options.
+        known.push(crate::ops::engine::ENGINE_KEY);
         known.sort();
         assert_eq!(documented, known);
     }

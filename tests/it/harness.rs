@@ -392,7 +392,7 @@ exit "$rc"
 
 /// A server process started under [`WATCHDOG`]; stops it on drop.
 #[derive(Debug)]
-struct Supervised {
+pub struct Supervised {
     kind: &'static str,
     shell: Child,
     stdin: Option<ChildStdin>,
@@ -406,7 +406,7 @@ struct Supervised {
 impl Supervised {
     /// Starts `program args` with its output in a fresh log, then waits until the log contains
     /// `marker` followed by `http://127.0.0.1:<port>` and the port accepts connections.
-    fn start(
+    pub fn start(
         kind: &'static str,
         program: &Path,
         args: &[&str],
@@ -480,8 +480,17 @@ impl Supervised {
         }
     }
 
-    fn log_tail(&self, n: usize) -> String {
+    pub fn log_tail(&self, n: usize) -> String {
         tail(&fs::read_to_string(&self.log).unwrap_or_default(), n)
+    }
+
+    /// The port the server reported in its log.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     fn is_running(&mut self) -> bool {

@@ -25,6 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["dispatch"],
     &["daemon"],
     &["ops", "inspect"],
+    // Spark as a compaction engine: submits and supervises a rewrite icemaint planned.
+    &["spark"],
     &["compaction", "maintenance"],
     &["commit"],
     &["catalog", "jobs"],

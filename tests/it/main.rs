@@ -18,6 +18,8 @@ mod postgres;
 mod pruning;
 mod replicas;
 mod soak;
+mod spark_cluster;
+mod spark_engine;
 mod sqlite_busy;
 mod status_page;
 mod vended;
