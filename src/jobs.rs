@@ -627,7 +627,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_lease_cancels_the_job_and_its_fence_refuses() {
-        let (jobs, _d) = jobs_with(Duration::from_millis(300)).await;
+        // Long enough that a renewal delayed by a loaded machine still lands in time (renewed
+        // every third of it); the sleep below outlasts it so only renewals can keep it ours.
+        let (jobs, _d) = jobs_with(Duration::from_secs(3)).await;
         let h = jobs
             .begin_fire("m.t", JobKind::Compaction, 1_000)
             .await
@@ -636,7 +638,7 @@ mod tests {
         let epoch = fence.lease().unwrap().epoch;
         fence.before_commit().await.expect("held");
         // Renewals keep it ours for longer than the lease.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
         fence.before_commit().await.expect("renewed");
         assert!(!cancel.is_cancelled());
 
