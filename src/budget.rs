@@ -89,17 +89,18 @@ pub fn admit<K: Ord>(
         .map_or(usize::MAX, |m| m.saturating_sub(running));
     let mut spent = spent;
     let (mut start, mut wait) = (Vec::new(), Vec::new());
+    // The hourly bytes are checked first: when both hold, they are the longer wait.
     for c in candidates {
-        if slots == 0 {
-            wait.push((c, Held::MaxConcurrentJobs));
-            continue;
-        }
         if c.rewrites
             && let Some(max) = budget.max_rewritten_bytes_per_hour
             && spent > 0
             && spent.saturating_add(c.estimated_bytes) > max
         {
             wait.push((c, Held::MaxRewrittenBytesPerHour));
+            continue;
+        }
+        if slots == 0 {
+            wait.push((c, Held::MaxConcurrentJobs));
             continue;
         }
         if c.rewrites {
@@ -223,6 +224,20 @@ mod tests {
                 bytes(10),
                 0,
                 0,
+                &["b"],
+                &[
+                    ("c", Held::MaxRewrittenBytesPerHour),
+                    ("a", Held::MaxRewrittenBytesPerHour),
+                ],
+            ),
+            // Both limits: the bytes are named first (the longer wait).
+            (
+                Budget {
+                    max_concurrent_jobs: Some(1),
+                    max_rewritten_bytes_per_hour: Some(100),
+                },
+                0,
+                50,
                 &["b"],
                 &[
                     ("c", Held::MaxRewrittenBytesPerHour),

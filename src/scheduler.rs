@@ -324,6 +324,11 @@ impl FireQueue {
         self.waiting.len()
     }
 
+    /// Whether some fire still waits for its claim.
+    pub fn has_unclaimed(&self) -> bool {
+        self.waiting.iter().any(|w| !w.claimed)
+    }
+
     /// Whether a fire of `kind` on `table` waits (for its claim or its table).
     pub fn has(&self, table: &str, kind: JobKind) -> bool {
         self.waiting

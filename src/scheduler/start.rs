@@ -48,6 +48,14 @@ impl Spent {
         self.read = Some((Instant::now(), bytes));
         bytes
     }
+
+    /// Counts a compaction this replica just started at its estimate, until the store is read
+    /// again: its progress may not be recorded yet, and the budget must not forget it.
+    fn charge(&mut self, bytes: u64) {
+        if let Some((_, b)) = self.read.as_mut() {
+            *b = b.saturating_add(bytes);
+        }
+    }
 }
 
 /// Bytes read by the compaction `jobs` running or finished since `since_ms` (a running job's
@@ -108,6 +116,13 @@ pub async fn start_due(
     spent: &mut Spent,
     now: DateTime<Utc>,
 ) -> HashMap<String, Held> {
+    let budget = budget_of(ctx);
+    // Under a budget, fires that became due together are chosen among together: none starts
+    // while one still waits for its claim (at most the claim delay, under 2 s).
+    if budget != Budget::default() && queue.has_unclaimed() {
+        publish_queued(ctx, queue, &HashMap::new());
+        return HashMap::new();
+    }
     let ready = queue.to_start(now, |t| ctx.jobs.running_on(t).is_some());
     let statuses: HashMap<String, TableStatus> = ctx
         .cached_tables()
@@ -122,7 +137,6 @@ pub async fn start_due(
             candidate(i, f, statuses.get(&f.table), since)
         })
         .collect();
-    let budget = budget_of(ctx);
     let spent_bytes = match budget.max_rewritten_bytes_per_hour {
         Some(_) if candidates.iter().any(|c| c.rewrites) => spent.get(ctx, now).await,
         _ => 0,
@@ -132,7 +146,9 @@ pub async fn start_due(
         if ctx.shutdown.is_cancelled() {
             break;
         }
-        start_one(ctx, queue, &ready[c.key], now).await;
+        if start_one(ctx, queue, &ready[c.key], now).await && c.rewrites {
+            spent.charge(c.estimated_bytes);
+        }
     }
     let held: HashMap<String, Held> = wait
         .into_iter()
@@ -142,13 +158,21 @@ pub async fn start_due(
     held
 }
 
-/// Starts one fire; a table busy elsewhere makes it wait and ask again.
-async fn start_one(ctx: &Arc<Context>, queue: &mut FireQueue, fire: &Fire, now: DateTime<Utc>) {
+/// Starts one fire (true when it started); a table busy elsewhere makes it wait and ask again.
+async fn start_one(
+    ctx: &Arc<Context>,
+    queue: &mut FireQueue,
+    fire: &Fire,
+    now: DateTime<Utc>,
+) -> bool {
     let (table, kind) = (fire.table.as_str(), fire.kind.as_str());
     let fire_ms = fire.at.timestamp_millis();
     let id = queue.entry(fire).map(|(id, _)| id);
     match dispatch::start_fire(ctx, table, fire.kind, fire.origin(id)).await {
-        Ok(_) => queue.done(fire),
+        Ok(_) => {
+            queue.done(fire);
+            return true;
+        }
         Err(StartError::Busy { job_id, .. }) => {
             let retry = chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
             if queue.retry_at(fire, now + retry) {
@@ -170,6 +194,7 @@ async fn start_one(ctx: &Arc<Context>, queue: &mut FireQueue, fire: &Fire, now: 
             queue.done(fire);
         }
     }
+    false
 }
 
 /// Lists the claimed fires still waiting as `queued` jobs (with what each waits for) and sets
