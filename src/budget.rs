@@ -73,6 +73,10 @@ pub fn order<K: Ord>(c: &mut [Candidate<K>]) {
     });
 }
 
+/// What [`admit`] decided: the candidates that start now, in order, and those that wait, each
+/// with why.
+pub type Admitted<K> = (Vec<Candidate<K>>, Vec<(Candidate<K>, Held)>);
+
 /// Splits `candidates` into those that start now and those that wait (with why), given the jobs
 /// `running` now and the bytes rewritten in the last hour (`spent`). A compaction starts while
 /// the hour's bytes with its estimate fit the budget, or when nothing was rewritten in the hour
@@ -82,7 +86,7 @@ pub fn admit<K: Ord>(
     budget: Budget,
     running: usize,
     spent: u64,
-) -> (Vec<Candidate<K>>, Vec<(Candidate<K>, Held)>) {
+) -> Admitted<K> {
     order(&mut candidates);
     let mut slots = budget
         .max_concurrent_jobs

@@ -694,6 +694,33 @@ dir = "pol"
     }
 
     #[test]
+    fn budget_keys_default_to_unlimited_and_are_checked() {
+        let base = "[catalog]\ntype = \"sql\"\nuri = \"sqlite://x\"\n\n[server]\n";
+        let c = Config::parse(base, "c.toml", &[]).unwrap();
+        assert_eq!(
+            (
+                c.server.max_concurrent_jobs,
+                c.server.max_rewritten_bytes_per_hour
+            ),
+            (None, None)
+        );
+        let env = [(
+            "ICEMAINT__SERVER__MAX_REWRITTEN_BYTES_PER_HOUR".to_string(),
+            "1000".to_string(),
+        )];
+        let text = format!("{base}max-concurrent-jobs = 2\n");
+        let c = Config::parse(&text, "c.toml", &env).unwrap();
+        assert_eq!(c.server.max_concurrent_jobs, Some(2));
+        assert_eq!(c.server.max_rewritten_bytes_per_hour, Some(1000));
+        let bad = format!("{base}max-concurrent-jobs = 0\n");
+        let err = Config::parse(&bad, "c.toml", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml:6: 'server.max-concurrent-jobs' must be at least 1, not 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_catalog_type_names_the_line() {
         let text = "[catalog]\ntype = \"hive\"\nuri = \"x\"\n";
         let err = Config::parse(text, "c.toml", &[]).unwrap_err().to_string();

@@ -711,6 +711,34 @@ mod tests {
     }
 
     #[test]
+    fn a_trigger_fire_is_claimed_apart_and_keeps_its_queued_id() {
+        let scheduled = fire("m.a", JobKind::Compaction, at(12, 0, 0));
+        let triggered = Fire {
+            condition: Some(Condition::SmallFiles),
+            ..scheduled.clone()
+        };
+        assert_eq!(scheduled.claim_kind(), "compaction");
+        assert_eq!(triggered.claim_kind(), "compaction:trigger");
+        let o = triggered.origin(Some("q".into()));
+        assert_eq!(o.trigger, Trigger::Condition);
+        assert_eq!(o.reason, "trigger:small-files");
+        assert_eq!(o.fire_ms, Some(at(12, 0, 0).timestamp_millis()));
+        assert_eq!(o.id.as_deref(), Some("q"));
+        assert_eq!(scheduled.origin(None).reason, "schedule");
+
+        let mut q = FireQueue::default();
+        assert!(q.push_at(triggered.clone(), at(12, 0, 0), at(12, 0, 1)));
+        assert!(q.has("m.a", JobKind::Compaction));
+        assert!(q.has_unclaimed());
+        let (id, since) = q.entry(&triggered).unwrap();
+        assert_eq!(since, at(12, 0, 0));
+        assert!(q.claimed_fires().is_empty(), "not claimed yet");
+        assert_eq!(q.claimed(&triggered, true), Claim::Queued);
+        assert!(!q.has_unclaimed());
+        assert_eq!(q.claimed_fires(), vec![(triggered, id, since)]);
+    }
+
+    #[test]
     fn a_kind_that_fires_again_while_queued_runs_once() {
         let mut q = FireQueue::default();
         let first = fire("m.a", JobKind::Compaction, at(12, 0, 0));
