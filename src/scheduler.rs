@@ -66,6 +66,21 @@ impl Fire {
         }
     }
 
+    /// Its id while queued and its job's id once started: derived from what names the fire
+    /// (table, claim kind, time), so it reads no clock; a fire is claimed, so run, once.
+    pub fn id(&self) -> String {
+        let at = self.at.timestamp_millis().to_string();
+        let (t, k) = (self.table.as_str(), self.claim_kind());
+        let hi = stable_hash(&[t, k, &at]).to_be_bytes();
+        let lo = stable_hash(&[&at, k, t]).to_be_bytes();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&hi);
+        bytes[8..].copy_from_slice(&lo);
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
     /// Why its job starts: the trigger, the reason and the fire time recorded with the job.
     pub fn origin(&self, id: Option<String>) -> Origin {
         let (trigger, reason) = match self.condition {
@@ -235,8 +250,8 @@ impl FireQueue {
             return false;
         }
         self.waiting.push(Waiting {
+            id: fire.id(),
             fire,
-            id: uuid::Uuid::now_v7().to_string(),
             since: now,
             claimed: false,
             not_before: claim_at,
@@ -725,6 +740,12 @@ mod tests {
         assert_eq!(o.fire_ms, Some(at(12, 0, 0).timestamp_millis()));
         assert_eq!(o.id.as_deref(), Some("q"));
         assert_eq!(scheduled.origin(None).reason, "schedule");
+        // Ids: valid UUIDs, fixed per fire, different between fires.
+        assert!(uuid::Uuid::parse_str(&triggered.id()).is_ok());
+        assert_eq!(triggered.id(), triggered.clone().id());
+        assert_ne!(triggered.id(), scheduled.id());
+        let later = fire("m.a", JobKind::Compaction, at(12, 0, 1));
+        assert_ne!(later.id(), scheduled.id());
 
         let mut q = FireQueue::default();
         assert!(q.push_at(triggered.clone(), at(12, 0, 0), at(12, 0, 1)));

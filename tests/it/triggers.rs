@@ -77,8 +77,10 @@ async fn a_trigger_compacts_after_a_writer_adds_small_files_then_cools_down() {
         "append",
         &[&rows[..], &["--appends", "6", "--index", "3"]].concat(),
     );
+    // Read while the daemon may already compact: the rows are the same either way.
     let before = verify(&spec, t, false, false);
-    assert_eq!(before.data_files, 9);
+    assert_eq!(before.rows, 9 * 50);
+    assert!([9, 1].contains(&before.data_files), "{}", before.raw);
     let done = d
         .wait_for(
             "/api/v1/jobs?kind=compaction",
