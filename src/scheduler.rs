@@ -10,6 +10,11 @@
 //! [`FireQueue`] and starts when the table frees, oldest fire first, so kinds take turns behind
 //! a long job; a fire of a kind that fires again while it waits runs once. Nothing new starts
 //! once shutdown began.
+//!
+//! Health triggers (`scheduler/watch.rs`) add compaction fires for tables whose
+//! `[compaction.trigger]` conditions hold, claimed like a schedule's per cooldown window; every
+//! ready fire starts under the daemon's budget (`scheduler/start.rs`), most valuable first, and
+//! the held ones are listed as queued jobs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -46,7 +51,7 @@ pub const FIRE_CLAIM_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// One scheduled run: a table, a job kind and the fire time it belongs to, before jitter. Every
 /// replica computes the same one, so it names the fire in the store's claims. A health trigger's
 /// fire carries its condition; its time is the start of its cooldown window
-/// ([`watch::window`]), the same on every replica.
+/// (`watch::window`), the same on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
     pub table: String,
