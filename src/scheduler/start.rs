@@ -124,6 +124,10 @@ pub async fn start_due(
         return HashMap::new();
     }
     let ready = queue.to_start(now, |t| ctx.jobs.running_on(t).is_some());
+    if ready.is_empty() {
+        publish_queued(ctx, queue, &HashMap::new());
+        return HashMap::new();
+    }
     let statuses: HashMap<String, TableStatus> = ctx
         .cached_tables()
         .into_iter()
