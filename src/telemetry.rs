@@ -2,7 +2,8 @@
 //!
 //! Names carry the `icemaint_` prefix and their unit; labels are bounded: `table` ranges over the
 //! watched tables, `kind` over the maintenance kinds, `outcome` over job outcomes, `file_kind`
-//! over the kinds of files deleted, `operation` over catalog calls.
+//! over the kinds of files deleted, `operation` over catalog calls, `reason` over why jobs start
+//! ([`JOB_REASONS`]).
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
