@@ -232,6 +232,11 @@ pub struct ServerConfig {
     pub refresh_interval_seconds: u64,
     /// How long a job's table lease lasts between renewals (at least 3).
     pub lease_seconds: u64,
+    /// The budget across tables of this replica's scheduler: jobs it runs at once (`None`:
+    /// unlimited).
+    pub max_concurrent_jobs: Option<u64>,
+    /// Bytes compactions may rewrite per hour (counted from the shared store; `None`: unlimited).
+    pub max_rewritten_bytes_per_hour: Option<u64>,
 }
 
 fn default_listen() -> String {
@@ -255,6 +260,8 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: default_grace(),
             refresh_interval_seconds: default_refresh(),
             lease_seconds: default_lease(),
+            max_concurrent_jobs: None,
+            max_rewritten_bytes_per_hour: None,
         }
     }
 }
@@ -467,6 +474,8 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown-grace-seconds",
     "refresh-interval-seconds",
     "lease-seconds",
+    "max-concurrent-jobs",
+    "max-rewritten-bytes-per-hour",
 ];
 const STORE_KEYS: &[&str] = &["url"];
 const POLICIES_KEYS: &[&str] = &["dir"];
@@ -551,6 +560,8 @@ fn server_config(cx: &mut Checker, t: &toml::Table) -> ServerConfig {
         lease_seconds: cx
             .uint("server", t, "lease-seconds", 3)
             .unwrap_or_else(default_lease),
+        max_concurrent_jobs: cx.uint("server", t, "max-concurrent-jobs", 1),
+        max_rewritten_bytes_per_hour: cx.uint("server", t, "max-rewritten-bytes-per-hour", 1),
     }
 }
 
@@ -641,6 +652,8 @@ fn env_value(section: &str, key: &str, value: &str) -> toml::Value {
         ("server", "shutdown-grace-seconds")
             | ("server", "refresh-interval-seconds")
             | ("server", "lease-seconds")
+            | ("server", "max-concurrent-jobs")
+            | ("server", "max-rewritten-bytes-per-hour")
     );
     if numeric && let Ok(n) = value.parse::<i64>() {
         return toml::Value::Integer(n);
@@ -693,6 +706,33 @@ dir = "pol"
     }
 
     #[test]
+    fn budget_keys_default_to_unlimited_and_are_checked() {
+        let base = "[catalog]\ntype = \"sql\"\nuri = \"sqlite://x\"\n\n[server]\n";
+        let c = Config::parse(base, "c.toml", &[]).unwrap();
+        assert_eq!(
+            (
+                c.server.max_concurrent_jobs,
+                c.server.max_rewritten_bytes_per_hour
+            ),
+            (None, None)
+        );
+        let env = [(
+            "ICEMAINT__SERVER__MAX_REWRITTEN_BYTES_PER_HOUR".to_string(),
+            "1000".to_string(),
+        )];
+        let text = format!("{base}max-concurrent-jobs = 2\n");
+        let c = Config::parse(&text, "c.toml", &env).unwrap();
+        assert_eq!(c.server.max_concurrent_jobs, Some(2));
+        assert_eq!(c.server.max_rewritten_bytes_per_hour, Some(1000));
+        let bad = format!("{base}max-concurrent-jobs = 0\n");
+        let err = Config::parse(&bad, "c.toml", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml:6: 'server.max-concurrent-jobs' must be at least 1, not 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_catalog_type_names_the_line() {
         let text = "[catalog]\ntype = \"hive\"\nuri = \"x\"\n";
         let err = Config::parse(text, "c.toml", &[]).unwrap_err().to_string();
@@ -738,7 +778,7 @@ dir = "pol"
         assert_eq!(
             err,
             "c.toml: environment variable ICEMAINT__SERVER__NOPE: unknown key 'server.nope' \
-             (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds, lease-seconds)"
+             (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds, lease-seconds, max-concurrent-jobs, max-rewritten-bytes-per-hour)"
         );
     }
 
@@ -877,7 +917,7 @@ dir = \"pol\"
                 "c.toml:1: missing 'catalog.uri' (the catalog's base uri or database url)",
                 "c.toml:3: 'catalog.warehouse' must be a string, not integer",
                 "c.toml:7: catalog property 's3.region' must be a string, not integer",
-                "c.toml:10: unknown key 'server.bogus' (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds, lease-seconds)",
+                "c.toml:10: unknown key 'server.bogus' (expected one of: listen, token, shutdown-grace-seconds, refresh-interval-seconds, lease-seconds, max-concurrent-jobs, max-rewritten-bytes-per-hour)",
                 "c.toml:11: 'server.shutdown-grace-seconds' must be zero or more, not -2",
             ],
             "{got:#?}"

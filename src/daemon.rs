@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::inspect::{self, TableStatus};
 use crate::jobs::{self, Jobs};
 use crate::policy::{Policy, PolicyError, PolicySet};
-use crate::store::Store;
+use crate::store::{JobRecord, Store};
 use crate::telemetry::Metrics;
 
 /// Readiness as last checked in the background.
@@ -28,6 +28,20 @@ pub struct Readiness {
     pub store: bool,
     pub reason: Option<String>,
     pub checked_ms: i64,
+}
+
+/// Whether a watched table is due for a compaction, and why (not), as the scheduler last saw it
+/// (the status page shows it).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Watch {
+    /// `due`, `queued`, `cooling-down`, `healthy`, `schedule-only` or `disabled`.
+    pub state: &'static str,
+    /// Which trigger holds (with what was measured), until when it cools down, what it waits
+    /// for, or the schedule it follows.
+    pub why: String,
+    /// When the table was last compacted (its newest compaction snapshot, or the last
+    /// compaction job started), ms since the epoch.
+    pub last_compacted_ms: Option<i64>,
 }
 
 /// Everything the daemon's tasks share.
@@ -40,6 +54,9 @@ pub struct Context {
     pub jobs: Arc<Jobs>,
     policies: RwLock<Arc<PolicySet>>,
     tables: RwLock<BTreeMap<String, TableStatus>>,
+    watch: RwLock<BTreeMap<String, Watch>>,
+    /// Due jobs this replica's scheduler holds back (the budget, a busy table): `queued`.
+    queued: RwLock<Vec<JobRecord>>,
     readiness: RwLock<Readiness>,
     /// The root token: cancelled on SIGTERM/Ctrl-C or when a task fails.
     pub shutdown: CancellationToken,
@@ -68,6 +85,8 @@ impl Context {
             jobs,
             policies: RwLock::new(Arc::new(policies)),
             tables: RwLock::new(BTreeMap::new()),
+            watch: RwLock::new(BTreeMap::new()),
+            queued: RwLock::new(Vec::new()),
             readiness: RwLock::new(Readiness::default()),
             shutdown,
         }))
@@ -103,6 +122,26 @@ impl Context {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Each watched table's compaction verdict, as the scheduler last evaluated it.
+    pub fn watch(&self) -> BTreeMap<String, Watch> {
+        self.watch.read().expect("not poisoned").clone()
+    }
+
+    /// Replaces the verdicts (tables no longer watched drop out).
+    pub fn set_watch(&self, w: BTreeMap<String, Watch>) {
+        *self.watch.write().expect("not poisoned") = w;
+    }
+
+    /// The jobs this replica holds back, oldest first (`status: queued`).
+    pub fn queued_jobs(&self) -> Vec<JobRecord> {
+        self.queued.read().expect("not poisoned").clone()
+    }
+
+    pub fn set_queued_jobs(&self, q: Vec<JobRecord>) {
+        self.metrics.queued_jobs.set(q.len() as i64);
+        *self.queued.write().expect("not poisoned") = q;
     }
 
     /// Watched tables with their policy: every catalog table some policy selects.

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::compaction::Report;
 use crate::daemon::Context;
 use crate::fence::Fence;
-use crate::jobs::{JobHandle, JobKind, JobOutcome, JobStatus, ProgressSink, StartError, Trigger};
+use crate::jobs::{
+    JobHandle, JobKind, JobOutcome, JobStatus, Origin, ProgressSink, StartError, Trigger,
+};
 use crate::ops::{self, Deps, prune::Overrides};
 
 /// What to run on a table: the job kind with its per-run overrides of the policy.
@@ -67,15 +69,16 @@ pub async fn start(
     Ok(spawn(ctx, handle, request))
 }
 
-/// Starts the schedule's fire of `kind` on `table` at `fire_ms` (un-jittered; recorded with the
-/// job) like [`start`], with the policy's settings.
+/// Starts a fire of the scheduler (a schedule's, or a health trigger's) of `kind` on `table` like
+/// [`start`], with the policy's settings; `origin` (fire time, reason, queued id) is recorded
+/// with the job.
 pub async fn start_fire(
     ctx: &Arc<Context>,
     table: &str,
     kind: JobKind,
-    fire_ms: i64,
+    origin: Origin,
 ) -> Result<String, StartError> {
-    let handle = ctx.jobs.begin_fire(table, kind, fire_ms).await?;
+    let handle = ctx.jobs.begin_from(table, kind, origin).await?;
     Ok(spawn(ctx, handle, JobRequest::as_policy_says(kind)))
 }
 

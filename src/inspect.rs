@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use iceberg::spec::{Operation, TableMetadata};
 use serde::Serialize;
 
 use crate::catalog::stats::{SIZE_BUCKETS, file_stats};
@@ -14,6 +15,7 @@ use crate::catalog::{CatalogError, CatalogHandle, format_version_number};
 use crate::maintenance::properties;
 use crate::policy::Policy;
 use crate::telemetry::Metrics;
+use crate::trigger::Health;
 
 /// What `icemaint tables` and `GET /api/v1/tables` report for one watched table.
 // The doc comments and `schema` attributes make the OpenAPI schema (`utoipa`): every field is
@@ -34,6 +36,8 @@ pub struct TableStatus {
     /// Live data files under `small_file_threshold_bytes`.
     pub small_files: u64,
     pub small_file_threshold_bytes: u64,
+    /// Bytes of the small files (about what compacting them rewrites).
+    pub small_file_bytes: u64,
     pub data_bytes: u64,
     #[schema(minimum = 0)]
     pub average_file_bytes: f64,
@@ -44,6 +48,12 @@ pub struct TableStatus {
     pub delete_files: u64,
     pub manifests: u64,
     pub snapshots: u64,
+    /// Snapshots in the current snapshot's ancestry committed after the newest compaction (a
+    /// `replace` snapshot that removed data files); all of them when none was found.
+    pub snapshots_since_compaction: u64,
+    /// Commit time (ms since the epoch) of that newest compaction, if any.
+    #[schema(required)]
+    pub last_compacted_ms: Option<i64>,
     #[schema(required)]
     pub current_snapshot_id: Option<i64>,
     pub properties_in_sync: bool,
@@ -64,18 +74,74 @@ impl TableStatus {
             data_files: 0,
             small_files: 0,
             small_file_threshold_bytes: 0,
+            small_file_bytes: 0,
             data_bytes: 0,
             average_file_bytes: 0.0,
             file_size_buckets: [0; SIZE_BUCKETS],
             delete_files: 0,
             manifests: 0,
             snapshots: 0,
+            snapshots_since_compaction: 0,
+            last_compacted_ms: None,
             current_snapshot_id: None,
             properties_in_sync: false,
             drifted_keys: vec![],
             error: Some(error),
         }
     }
+}
+
+impl TableStatus {
+    /// What the health triggers read of this status.
+    pub fn health(&self) -> Health {
+        Health {
+            data_files: self.data_files,
+            small_files: self.small_files,
+            average_file_bytes: self.average_file_bytes,
+            delete_files: self.delete_files,
+            manifests: self.manifests,
+            snapshots_since_compaction: self.snapshots_since_compaction,
+        }
+    }
+}
+
+/// Walks a snapshot ancestry, newest first, each as (is a compaction, commit time ms): how many
+/// snapshots came after the newest compaction, and its time. Pure.
+pub fn since_compaction(ancestry: impl IntoIterator<Item = (bool, i64)>) -> (u64, Option<i64>) {
+    let mut n = 0;
+    for (compaction, ts) in ancestry {
+        if compaction {
+            return (n, Some(ts));
+        }
+        n += 1;
+    }
+    (n, None)
+}
+
+/// The current snapshot's ancestry as [`since_compaction`] reads it: a compaction is a `replace`
+/// snapshot that removed data files (a manifest rewrite removes none). Bounded by the snapshot
+/// count, so a malformed parent chain cannot loop.
+fn ancestry(md: &TableMetadata) -> Vec<(bool, i64)> {
+    let mut out = Vec::new();
+    let bound = md.snapshots().count();
+    let mut id = md.current_snapshot_id();
+    while let Some(s) = id.and_then(|i| md.snapshot_by_id(i)) {
+        if out.len() >= bound {
+            break;
+        }
+        let sum = s.summary();
+        let removed = sum
+            .additional_properties
+            .get("deleted-data-files")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        out.push((
+            sum.operation == Operation::Replace && removed > 0,
+            s.timestamp_ms(),
+        ));
+        id = s.parent_snapshot_id();
+    }
+    out
 }
 
 /// The small-file threshold of a policy: `min-file-size-bytes`, else 75% of the target
@@ -119,6 +185,7 @@ pub async fn inspect(
     let md = t.metadata();
     let threshold = small_file_threshold(policy, md.properties());
     let drift = properties::table_drift(&t, policy);
+    let (snapshots_since_compaction, last_compacted_ms) = since_compaction(ancestry(md));
     let (stats, error) = match file_stats(&t, threshold).await {
         Ok(s) => (s, None),
         Err(e) => (Default::default(), Some(format!("reading manifests: {e}"))),
@@ -130,12 +197,15 @@ pub async fn inspect(
         data_files: stats.data_files,
         small_files: stats.small_files,
         small_file_threshold_bytes: threshold,
+        small_file_bytes: stats.small_file_bytes,
         data_bytes: stats.data_bytes,
         average_file_bytes: stats.average_file_bytes,
         file_size_buckets: stats.size_buckets,
         delete_files: stats.delete_files,
         manifests: stats.manifests,
         snapshots: md.snapshots().count() as u64,
+        snapshots_since_compaction,
+        last_compacted_ms,
         current_snapshot_id: md.current_snapshot_id(),
         properties_in_sync: drift.is_empty(),
         drifted_keys: drift.keys(),
@@ -175,6 +245,21 @@ pub fn publish(metrics: &Metrics, s: &TableStatus) {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn snapshots_since_compaction_count_back_to_the_newest_compaction() {
+        for (chain, want) in [
+            (vec![], (0, None)),
+            (vec![(false, 3), (false, 2), (false, 1)], (3, None)),
+            (vec![(true, 3), (false, 2)], (0, Some(3))),
+            (
+                vec![(false, 5), (false, 4), (true, 3), (true, 2)],
+                (2, Some(3)),
+            ),
+        ] {
+            assert_eq!(since_compaction(chain.clone()), want, "{chain:?}");
+        }
+    }
 
     #[test]
     fn threshold_follows_options_and_table() {

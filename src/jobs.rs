@@ -78,6 +78,8 @@ pub enum Trigger {
     Schedule,
     Manual,
     Startup,
+    /// A health condition of the policy's `[compaction.trigger]` (the job's `reason` says which).
+    Condition,
 }
 
 impl Trigger {
@@ -86,6 +88,30 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
             Trigger::Startup => "startup",
+            Trigger::Condition => "condition",
+        }
+    }
+}
+
+/// Where a job comes from: its trigger, the finer reason recorded with it (`schedule`, or the
+/// condition of a triggered job, `trigger:small-files`, ...), the scheduler's fire it runs for
+/// and the id it was listed under while queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub trigger: Trigger,
+    pub reason: String,
+    pub fire_ms: Option<i64>,
+    pub id: Option<String>,
+}
+
+impl Origin {
+    /// A job started by `trigger`, for no fire: its reason is the trigger.
+    pub fn of(trigger: Trigger) -> Self {
+        Self {
+            trigger,
+            reason: trigger.as_str().to_string(),
+            fire_ms: None,
+            id: None,
         }
     }
 }
@@ -207,6 +233,11 @@ impl Jobs {
             .cloned()
     }
 
+    /// How many jobs run in this process now.
+    pub fn running_count(&self) -> usize {
+        self.running.lock().expect("not poisoned").len()
+    }
+
     /// Records a new job and takes the table's lock, or says who holds it.
     pub async fn begin(
         self: &Arc<Self>,
@@ -214,28 +245,24 @@ impl Jobs {
         kind: JobKind,
         trigger: Trigger,
     ) -> Result<JobHandle, StartError> {
-        self.begin_job(table, kind, trigger, None).await
+        self.begin_from(table, kind, Origin::of(trigger)).await
     }
 
-    /// [`Jobs::begin`] for the schedule's fire at `fire_ms` (un-jittered), recorded with the job.
-    pub async fn begin_fire(
+    /// [`Jobs::begin`] for a job of the scheduler: its fire time (un-jittered) and reason are
+    /// recorded with it, and it keeps the id it was queued under.
+    pub async fn begin_from(
         self: &Arc<Self>,
         table: &str,
         kind: JobKind,
-        fire_ms: i64,
+        origin: Origin,
     ) -> Result<JobHandle, StartError> {
-        self.begin_job(table, kind, Trigger::Schedule, Some(fire_ms))
-            .await
-    }
-
-    async fn begin_job(
-        self: &Arc<Self>,
-        table: &str,
-        kind: JobKind,
-        trigger: Trigger,
-        fire_ms: Option<i64>,
-    ) -> Result<JobHandle, StartError> {
-        let id = uuid::Uuid::now_v7().to_string();
+        let Origin {
+            trigger,
+            reason,
+            fire_ms,
+            id,
+        } = origin;
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         {
             let mut running = self.running.lock().expect("not poisoned");
             if let Some(job_id) = running.get(table) {
@@ -269,6 +296,7 @@ impl Jobs {
         };
         let record = JobRecord {
             fire_ms,
+            reason: Some(reason.clone()),
             ..JobRecord::running(&id, table, kind.as_str(), trigger.as_str(), now_ms())
         };
         if let Err(e) = self.store.insert_job(&record).await {
@@ -289,10 +317,12 @@ impl Jobs {
             job_id = id,
             kind = kind.as_str(),
             trigger = trigger.as_str(),
+            reason,
             epoch,
             fire_ms,
             "job started"
         );
+        self.metrics.count_start(kind.as_str(), &reason);
         Ok(JobHandle {
             jobs: Arc::clone(self),
             id,
@@ -631,10 +661,24 @@ mod tests {
         // every third of it); the sleep below outlasts it so only renewals can keep it ours.
         let (jobs, _d) = jobs_with(Duration::from_secs(3)).await;
         let h = jobs
-            .begin_fire("m.t", JobKind::Compaction, 1_000)
+            .begin_from(
+                "m.t",
+                JobKind::Compaction,
+                Origin {
+                    fire_ms: Some(1_000),
+                    id: Some("queued-id".into()),
+                    ..Origin::of(Trigger::Schedule)
+                },
+            )
             .await
             .unwrap();
         let (cancel, fence, id) = (h.cancel_token(), h.fence(), h.id.clone());
+        assert_eq!(id, "queued-id", "a queued job keeps its id");
+        let rec = jobs.store().job(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (rec.fire_ms, rec.reason.as_deref()),
+            (Some(1_000), Some("schedule"))
+        );
         let epoch = fence.lease().unwrap().epoch;
         fence.before_commit().await.expect("held");
         // Renewals keep it ours for longer than the lease.

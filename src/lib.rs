@@ -4,10 +4,11 @@
 //! `tests/it/layout.rs` checks it):
 //! the binary (`src/main.rs`, clap only) → [`cli`] → [`runtime`] → [`server`], [`scheduler`] →
 //! [`dispatch`] → [`daemon`] (shared state) → [`ops`] and [`inspect`] → [`compaction`],
-//! [`maintenance`] → [`commit`] → [`catalog`], [`jobs`], [`policy`], [`config`], [`fence`] →
+//! [`maintenance`] → [`commit`] → [`catalog`], [`jobs`], [`policy`], [`trigger`], [`budget`], [`config`], [`fence`] →
 //! [`store`], [`telemetry`] → [`tomlcheck`], [`util`].
 
 pub mod bench;
+pub mod budget;
 pub mod catalog;
 pub mod cli;
 pub mod commit;
@@ -30,4 +31,5 @@ pub mod spark;
 pub mod store;
 pub mod telemetry;
 pub mod tomlcheck;
+pub mod trigger;
 pub mod util;

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::compaction::options as copts;
 use crate::tomlcheck::{Checker, Problem, join, key_lines, line_of, one_line};
+use crate::trigger::{self, TriggerSettings};
 use crate::util::parse_duration;
 
 /// The policy file format version this build understands.
@@ -200,7 +201,10 @@ fn globs_intersect_tokens(p: &[Tok], q: &[Tok]) -> bool {
 #[derive(Debug, Clone, Serialize)]
 pub struct CompactionPolicy {
     pub enabled: bool,
-    pub schedule: Schedule,
+    /// `None`: triggered only (a `[compaction.trigger]` table and no `schedule`).
+    pub schedule: Option<Schedule>,
+    /// `[compaction.trigger]`: health conditions that start a compaction between schedules.
+    pub trigger: Option<TriggerSettings>,
     pub strategy: String,
     /// Spark option names to values (as strings), validated by [`copts::resolve`].
     pub options: BTreeMap<String, String>,
@@ -724,17 +728,23 @@ fn reconcile_schedule(cx: &mut Checker, doc: &toml::Table) -> Schedule {
     }
 }
 
-/// `[compaction]`: every key besides `enabled`, `schedule` and `strategy` is a Spark option,
+/// `[compaction]`: every key besides `enabled`, `schedule`, `strategy` and the `trigger` table
+/// (read by [`trigger::parse`]) is a Spark option,
 /// checked by [`copts::resolve`] rather than against a fixed key list.
 fn compaction_policy(cx: &mut Checker, t: &toml::Table) -> CompactionPolicy {
     let enabled = cx.bool("compaction", t, "enabled", true);
-    let schedule = cx.schedule("compaction", t, DEFAULT_COMPACTION);
+    let trigger = cx
+        .section(t, "compaction.trigger")
+        .map(|tt| trigger::parse(cx, tt));
+    // A trigger table without a schedule means "on conditions only".
+    let schedule = (trigger.is_none() || t.contains_key("schedule"))
+        .then(|| cx.schedule("compaction", t, DEFAULT_COMPACTION));
     let strategy = compaction_strategy(cx, t);
     let mut options = BTreeMap::new();
     for (k, v) in t {
         if matches!(
             k.as_str(),
-            "enabled" | "schedule" | "strategy" | "engine" | "spark-min-input-bytes"
+            "enabled" | "schedule" | "strategy" | "trigger" | "engine" | "spark-min-input-bytes"
         ) {
             continue;
         }
@@ -763,6 +773,7 @@ fn compaction_policy(cx: &mut Checker, t: &toml::Table) -> CompactionPolicy {
     CompactionPolicy {
         enabled,
         schedule,
+        trigger,
         strategy,
         options,
         engine: compaction_engine(cx, t),
@@ -977,7 +988,8 @@ dry-run = true
         assert!(!p.properties.contains_key("format-version"));
         let c = p.compaction.unwrap();
         assert_eq!(c.options["min-input-files"], "2");
-        assert_eq!(c.schedule.expr, "*/30 * * * *");
+        assert_eq!(c.schedule.as_ref().unwrap().expr, "*/30 * * * *");
+        assert!(c.trigger.is_none());
         let e = p.expire.unwrap();
         assert_eq!(e.older_than, Some(Duration::from_secs(5 * 86400)));
         assert_eq!(e.retain_last, Some(3));
@@ -1003,6 +1015,37 @@ dry-run = true
         assert!(
             rendered[0].contains("unknown engine 'flink'"),
             "{rendered:#?}"
+        );
+    }
+
+    #[test]
+    fn a_trigger_table_without_a_schedule_compacts_on_conditions_only() {
+        let base = "version = 1\ntables = [\"a.b\"]\n[compaction]\ntarget-file-size-bytes = 1000\n[compaction.trigger]\nsmall-file-count = 8\nmin-interval = \"30m\"\n";
+        let c = parse(base).unwrap().compaction.unwrap();
+        assert!(c.schedule.is_none());
+        let t = c.trigger.unwrap();
+        assert_eq!(t.small_file_count, Some(8));
+        assert_eq!(t.min_interval, Duration::from_secs(1800));
+        assert!(!c.options.contains_key("trigger"), "not a Spark option");
+        let both = base.replace(
+            "[compaction]\n",
+            "[compaction]\nschedule = \"0 0 * * * *\"\n",
+        );
+        let c = parse(&both).unwrap().compaction.unwrap();
+        assert_eq!(c.schedule.unwrap().expr, "0 0 * * * *");
+        // No trigger table: the default hourly schedule, as before.
+        let plain = parse("version = 1\ntables = [\"a.b\"]\n[compaction]\n").unwrap();
+        assert!(plain.compaction.unwrap().schedule.is_some());
+        // `icemaint check` reports bad trigger settings on their lines.
+        let bad = base.replace("small-file-count = 8", "small-file-count = -1");
+        let problems: Vec<String> = parse(&bad)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            ["p.toml:6: 'compaction.trigger.small-file-count' must be at least 1, not -1"]
         );
     }
 

@@ -10,6 +10,11 @@
 //! [`FireQueue`] and starts when the table frees, oldest fire first, so kinds take turns behind
 //! a long job; a fire of a kind that fires again while it waits runs once. Nothing new starts
 //! once shutdown began.
+//!
+//! Health triggers (`scheduler/watch.rs`) add compaction fires for tables whose
+//! `[compaction.trigger]` conditions hold, claimed like a schedule's per cooldown window; every
+//! ready fire starts under the daemon's budget (`scheduler/start.rs`), most valuable first, and
+//! the held ones are listed as queued jobs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,8 +24,12 @@ use chrono::{DateTime, Utc};
 
 use crate::daemon::Context;
 use crate::dispatch::{self, JobRequest};
-use crate::jobs::{JobKind, StartError, Trigger};
+use crate::jobs::{JobKind, Origin, StartError, Trigger};
 use crate::policy::{Policy, Schedule};
+use crate::trigger::Condition;
+
+mod start;
+mod watch;
 
 /// The largest jitter of a schedule (a quarter of its period when that is shorter).
 const MAX_JITTER: Duration = Duration::from_secs(60);
@@ -40,12 +49,56 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 pub const FIRE_CLAIM_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// One scheduled run: a table, a job kind and the fire time it belongs to, before jitter. Every
-/// replica computes the same one, so it names the fire in the store's claims.
+/// replica computes the same one, so it names the fire in the store's claims. A health trigger's
+/// fire carries its condition; its time is the start of its cooldown window
+/// (`watch::window`), the same on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
     pub table: String,
     pub kind: JobKind,
     pub at: DateTime<Utc>,
+    /// `None`: the schedule's fire.
+    pub condition: Option<Condition>,
+}
+
+impl Fire {
+    /// The `kind` of its claim in the store: a trigger's fires are claimed apart from the
+    /// schedule's, so one never takes the other's slot.
+    pub fn claim_kind(&self) -> &'static str {
+        match self.condition {
+            Some(_) => "compaction:trigger",
+            None => self.kind.as_str(),
+        }
+    }
+
+    /// Its id while queued and its job's id once started: derived from what names the fire
+    /// (table, claim kind, time), so it reads no clock; a fire is claimed, so run, once.
+    pub fn id(&self) -> String {
+        let at = self.at.timestamp_millis().to_string();
+        let (t, k) = (self.table.as_str(), self.claim_kind());
+        let hi = stable_hash(&[t, k, &at]).to_be_bytes();
+        let lo = stable_hash(&[&at, k, t]).to_be_bytes();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&hi);
+        bytes[8..].copy_from_slice(&lo);
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
+    /// Why its job starts: the trigger, the reason and the fire time recorded with the job.
+    pub fn origin(&self, id: Option<String>) -> Origin {
+        let (trigger, reason) = match self.condition {
+            Some(c) => (Trigger::Condition, c.reason()),
+            None => (Trigger::Schedule, Trigger::Schedule.as_str()),
+        };
+        Origin {
+            trigger,
+            reason: reason.to_string(),
+            fire_ms: Some(self.at.timestamp_millis()),
+            id,
+        }
+    }
 }
 
 /// FNV-1a over `parts`: the same in every process and build (std's hasher promises neither), so
@@ -89,8 +142,14 @@ pub fn claim_delay(replica: &str, table: &str) -> Duration {
 /// The schedules of a policy that are enabled, by job kind.
 pub fn schedules(policy: &Policy, implemented: &[JobKind]) -> Vec<(JobKind, Schedule)> {
     let mut out = vec![(JobKind::Reconcile, policy.reconcile_schedule.clone())];
-    if let Some(c) = policy.compaction.as_ref().filter(|c| c.enabled) {
-        out.push((JobKind::Compaction, c.schedule.clone()));
+    // A compaction with triggers and no schedule starts on conditions only.
+    if let Some(s) = policy
+        .compaction
+        .as_ref()
+        .filter(|c| c.enabled)
+        .and_then(|c| c.schedule.as_ref())
+    {
+        out.push((JobKind::Compaction, s.clone()));
     }
     if let Some(e) = policy.expire.as_ref().filter(|e| e.enabled) {
         out.push((JobKind::Expire, e.schedule.clone()));
@@ -135,6 +194,7 @@ pub fn due(
                     table: table.clone(),
                     kind,
                     at,
+                    condition: None,
                 });
                 next.insert(key, after(&schedule, now));
             }
@@ -148,6 +208,10 @@ pub fn due(
 #[derive(Debug, Clone)]
 struct Waiting {
     fire: Fire,
+    /// The id it is listed under while queued, and its job's id once it starts.
+    id: String,
+    /// When it was pushed.
+    since: DateTime<Utc>,
     /// Claimed in the store by this replica (else: waiting for its claim).
     claimed: bool,
     /// Not claimed or started before this time (the claim delay, then the busy retry).
@@ -178,6 +242,11 @@ impl FireQueue {
     /// Adds `fire`, to be claimed at `claim_at`; false (and dropped) when an unclaimed fire of
     /// the same table and kind already waits for its claim.
     pub fn push(&mut self, fire: Fire, claim_at: DateTime<Utc>) -> bool {
+        self.push_at(fire, claim_at, claim_at)
+    }
+
+    /// [`FireQueue::push`], recording `now` as when it became due.
+    pub fn push_at(&mut self, fire: Fire, now: DateTime<Utc>, claim_at: DateTime<Utc>) -> bool {
         let pending = self
             .waiting
             .iter()
@@ -186,7 +255,9 @@ impl FireQueue {
             return false;
         }
         self.waiting.push(Waiting {
+            id: fire.id(),
             fire,
+            since: now,
             claimed: false,
             not_before: claim_at,
             waited: false,
@@ -264,13 +335,45 @@ impl FireQueue {
         }
     }
 
-    /// Keeps only fires for which `keep(table, kind)` holds (still watched and scheduled).
-    pub fn retain(&mut self, keep: impl Fn(&str, JobKind) -> bool) {
-        self.waiting.retain(|w| keep(&w.fire.table, w.fire.kind));
+    /// Keeps only fires for which `keep` holds (still watched and scheduled or triggered).
+    pub fn retain(&mut self, keep: impl Fn(&Fire) -> bool) {
+        self.waiting.retain(|w| keep(&w.fire));
     }
 
     pub fn len(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Whether some fire still waits for its claim.
+    pub fn has_unclaimed(&self) -> bool {
+        self.waiting.iter().any(|w| !w.claimed)
+    }
+
+    /// Whether a fire of `kind` on `table` waits (for its claim or its table).
+    pub fn has(&self, table: &str, kind: JobKind) -> bool {
+        self.waiting
+            .iter()
+            .any(|w| w.fire.table == table && w.fire.kind == kind)
+    }
+
+    /// The id and due time of a waiting `fire`.
+    pub fn entry(&self, fire: &Fire) -> Option<(String, DateTime<Utc>)> {
+        self.waiting
+            .iter()
+            .find(|w| w.fire == *fire)
+            .map(|w| (w.id.clone(), w.since))
+    }
+
+    /// The claimed fires, oldest first, with their ids and due times.
+    pub fn claimed_fires(&self) -> Vec<(Fire, String, DateTime<Utc>)> {
+        let mut out: Vec<_> = self
+            .waiting
+            .iter()
+            .filter(|w| w.claimed)
+            .map(|w| (w.fire.clone(), w.id.clone(), w.since))
+            .collect();
+        out.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -295,7 +398,12 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     start_up.retry(&ctx).await;
     let mut next: HashMap<(String, JobKind), DateTime<Utc>> = HashMap::new();
     let mut queue = FireQueue::default();
+    let mut watcher = watch::Watcher::default();
+    let mut spent = start::Spent::default();
     let mut watched = ctx.watched_tables().await.unwrap_or_default();
+    watcher
+        .evaluate(&ctx, &watched, &mut queue, Utc::now(), true)
+        .await;
     let mut last_refresh = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -304,7 +412,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             _ = ctx.shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        if last_refresh.elapsed() >= refresh_every {
+        let refreshed = last_refresh.elapsed() >= refresh_every;
+        if refreshed {
             ctx.refresh().await;
             if let Ok(w) = ctx.watched_tables().await {
                 watched = w;
@@ -315,15 +424,49 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         let now = Utc::now();
         for fire in due(&mut next, &watched, IMPLEMENTED, now) {
             let claim_at = now + claim_delay(ctx.jobs.owner(), &fire.table);
-            if !queue.push(fire.clone(), claim_at) {
+            if !queue.push_at(fire.clone(), now, claim_at) {
                 tracing::debug!(table = fire.table, kind = fire.kind.as_str(), fire_at = %fire.at, "fire dropped: the previous one still waits for its claim");
             }
         }
-        // A table no longer watched, or a kind no longer scheduled, drops its waiting fires.
-        queue.retain(|table, kind| next.contains_key(&(table.to_string(), kind)));
+        // After a refresh every table, else those whose current snapshot changed (a writer's
+        // commit seen by a job's refresh), is checked against its triggers.
+        watcher
+            .evaluate(&ctx, &watched, &mut queue, now, refreshed)
+            .await;
+        // A table no longer watched, or a kind no longer scheduled or triggered, drops its fires.
+        let triggered: HashSet<&str> = watched
+            .iter()
+            .filter(|(_, p)| {
+                p.compaction
+                    .as_ref()
+                    .is_some_and(|c| c.enabled && c.trigger.is_some())
+            })
+            .map(|(t, _)| t.as_str())
+            .collect();
+        queue.retain(|f| match f.condition {
+            Some(_) => triggered.contains(f.table.as_str()),
+            None => next.contains_key(&(f.table.clone(), f.kind)),
+        });
         claim_due(&ctx, &mut queue, Utc::now()).await;
-        start_due(&ctx, &mut queue, Utc::now()).await;
+        let held = start::start_due(&ctx, &mut queue, &mut spent, Utc::now()).await;
+        publish_watch(&ctx, &watcher, &held);
     }
+}
+
+/// Publishes every table's verdict, a due table held back by the budget as `queued`.
+fn publish_watch(
+    ctx: &Context,
+    watcher: &watch::Watcher,
+    held: &HashMap<String, crate::budget::Held>,
+) {
+    let mut verdicts = watcher.verdicts.clone();
+    for (table, h) in held {
+        if let Some(w) = verdicts.get_mut(table).filter(|w| w.state == "due") {
+            w.state = "queued";
+            w.why = format!("{}; waits for the budget ({})", w.why, h.as_str());
+        }
+    }
+    ctx.set_watch(verdicts);
 }
 
 /// Claims the fires whose claim delay is over; a fire another replica claimed is skipped.
@@ -332,7 +475,7 @@ async fn claim_due(ctx: &Arc<Context>, queue: &mut FireQueue, now: DateTime<Utc>
         if ctx.shutdown.is_cancelled() {
             return;
         }
-        let (table, kind) = (fire.table.as_str(), fire.kind.as_str());
+        let (table, kind) = (fire.table.as_str(), fire.claim_kind());
         let fire_ms = fire.at.timestamp_millis();
         let won = match ctx
             .store
@@ -361,41 +504,6 @@ async fn claim_due(ctx: &Arc<Context>, queue: &mut FireQueue, now: DateTime<Utc>
                 waiting_fire_ms = into.timestamp_millis(),
                 "fire coalesced into the one still waiting for the table"
             ),
-        }
-    }
-}
-
-/// Starts, per table free in this process, its oldest claimed fire; one whose table another
-/// process holds waits and asks again.
-async fn start_due(ctx: &Arc<Context>, queue: &mut FireQueue, now: DateTime<Utc>) {
-    for fire in queue.to_start(now, |t| ctx.jobs.running_on(t).is_some()) {
-        if ctx.shutdown.is_cancelled() {
-            return;
-        }
-        let (table, kind) = (fire.table.as_str(), fire.kind.as_str());
-        let fire_ms = fire.at.timestamp_millis();
-        match dispatch::start_fire(ctx, table, fire.kind, fire_ms).await {
-            Ok(_) => queue.done(&fire),
-            Err(StartError::Busy { job_id, .. }) => {
-                let retry = chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
-                if queue.retry_at(&fire, now + retry) {
-                    tracing::info!(
-                        table,
-                        kind,
-                        fire_ms,
-                        busy_with = job_id,
-                        "table busy; the fire waits for it"
-                    );
-                }
-            }
-            Err(StartError::Store(e)) if e.is_retryable() => {
-                tracing::warn!(table, kind, fire_ms, error = %e, "job could not start; retrying");
-                queue.retry_at(&fire, now + chrono::Duration::seconds(5));
-            }
-            Err(e) => {
-                tracing::warn!(table, kind, fire_ms, error = %e, "job could not start; fire skipped");
-                queue.done(&fire);
-            }
         }
     }
 }
@@ -478,6 +586,7 @@ mod tests {
             table: table.into(),
             kind,
             at,
+            condition: None,
         }
     }
 
@@ -622,6 +731,40 @@ mod tests {
     }
 
     #[test]
+    fn a_trigger_fire_is_claimed_apart_and_keeps_its_queued_id() {
+        let scheduled = fire("m.a", JobKind::Compaction, at(12, 0, 0));
+        let triggered = Fire {
+            condition: Some(Condition::SmallFiles),
+            ..scheduled.clone()
+        };
+        assert_eq!(scheduled.claim_kind(), "compaction");
+        assert_eq!(triggered.claim_kind(), "compaction:trigger");
+        let o = triggered.origin(Some("q".into()));
+        assert_eq!(o.trigger, Trigger::Condition);
+        assert_eq!(o.reason, "trigger:small-files");
+        assert_eq!(o.fire_ms, Some(at(12, 0, 0).timestamp_millis()));
+        assert_eq!(o.id.as_deref(), Some("q"));
+        assert_eq!(scheduled.origin(None).reason, "schedule");
+        // Ids: valid UUIDs, fixed per fire, different between fires.
+        assert!(uuid::Uuid::parse_str(&triggered.id()).is_ok());
+        assert_eq!(triggered.id(), triggered.clone().id());
+        assert_ne!(triggered.id(), scheduled.id());
+        let later = fire("m.a", JobKind::Compaction, at(12, 0, 1));
+        assert_ne!(later.id(), scheduled.id());
+
+        let mut q = FireQueue::default();
+        assert!(q.push_at(triggered.clone(), at(12, 0, 0), at(12, 0, 1)));
+        assert!(q.has("m.a", JobKind::Compaction));
+        assert!(q.has_unclaimed());
+        let (id, since) = q.entry(&triggered).unwrap();
+        assert_eq!(since, at(12, 0, 0));
+        assert!(q.claimed_fires().is_empty(), "not claimed yet");
+        assert_eq!(q.claimed(&triggered, true), Claim::Queued);
+        assert!(!q.has_unclaimed());
+        assert_eq!(q.claimed_fires(), vec![(triggered, id, since)]);
+    }
+
+    #[test]
     fn a_kind_that_fires_again_while_queued_runs_once() {
         let mut q = FireQueue::default();
         let first = fire("m.a", JobKind::Compaction, at(12, 0, 0));
@@ -645,7 +788,7 @@ mod tests {
         assert!(q.is_empty());
         // A table no longer watched (or a kind no longer scheduled) drops its fires.
         q.push(fire("m.gone", JobKind::Expire, at(12, 1, 0)), at(12, 1, 0));
-        q.retain(|t, _| t != "m.gone");
+        q.retain(|f| f.table != "m.gone");
         assert!(q.is_empty());
     }
 

@@ -72,6 +72,10 @@ pub struct JobRecord {
     /// fire runs at most once across replicas.
     #[schema(required)]
     pub fire_ms: Option<i64>,
+    /// Why it started: `schedule`, `manual`, `startup`, or the health condition that made the
+    /// table due (`trigger:small-files`, ...); null on jobs recorded by older versions.
+    #[schema(required)]
+    pub reason: Option<String>,
 }
 
 // The values of a job's string columns, for the schema. The spellings belong to
@@ -84,8 +88,16 @@ const JOB_KINDS: &[&str] = &[
     "remove-orphans",
     "rewrite-manifests",
 ];
-const JOB_TRIGGERS: &[&str] = &["schedule", "manual", "startup"];
-const JOB_STATUSES: &[&str] = &["running", "succeeded", "partial", "failed", "skipped"];
+const JOB_TRIGGERS: &[&str] = &["schedule", "manual", "startup", "condition"];
+// `queued`: a due job waiting for the daemon's budget (never stored; listed from memory).
+const JOB_STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "succeeded",
+    "partial",
+    "failed",
+    "skipped",
+];
 
 fn string_enum(values: &[&str]) -> RefOr<Schema> {
     ObjectBuilder::new()
@@ -121,6 +133,7 @@ impl JobRecord {
             detail: serde_json::json!({}),
             error: None,
             fire_ms: None,
+            reason: Some(trigger.to_string()),
         }
     }
 }
@@ -163,7 +176,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const NOW_SQLITE: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 const NOW_POSTGRES: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
-const JOB_COLUMNS: &str = "id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error, fire_ms";
+const JOB_COLUMNS: &str = "id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error, fire_ms, reason";
 
 impl Store {
     /// Connects (creating a missing SQLite file) and runs the migrations.
@@ -216,7 +229,7 @@ impl Store {
 
     pub async fn insert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         sqlx::query(&self.sql(
-            "INSERT INTO jobs (id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error, fire_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, table_name, kind, trigger_kind, status, created_ms, started_ms, finished_ms, detail, error, fire_ms, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&job.id)
         .bind(&job.table)
@@ -229,6 +242,7 @@ impl Store {
         .bind(job.detail.to_string())
         .bind(job.error.clone())
         .bind(job.fire_ms)
+        .bind(job.reason.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -517,6 +531,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRecord, StoreError> {
         detail: serde_json::from_str(&detail).map_err(|e| StoreError::BadRow(e.to_string()))?,
         error: r.try_get(9)?,
         fire_ms: r.try_get(10)?,
+        reason: r.try_get(11)?,
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Names carry the `icemaint_` prefix and their unit; labels are bounded: `table` ranges over the
 //! watched tables, `kind` over the maintenance kinds, `outcome` over job outcomes, `file_kind`
-//! over the kinds of files deleted, `operation` over catalog calls.
+//! over the kinds of files deleted, `operation` over catalog calls, `reason` over why jobs start
+//! ([`JOB_REASONS`]).
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -52,6 +53,20 @@ pub const FILE_KINDS: &[&str] = &[
 ];
 /// Catalog calls counted by `icemaint_catalog_request_errors_total` (`operation` label).
 pub const CATALOG_OPERATIONS: &[&str] = &["list_tables", "load_table"];
+/// Why jobs start (`reason` label of `icemaint_job_starts_total`): the triggers
+/// (`jobs::Trigger::as_str`) and the health conditions (`trigger::Condition::reason`).
+pub const JOB_REASONS: &[&str] = &[
+    "schedule",
+    "manual",
+    "startup",
+    "trigger:small-files",
+    "trigger:small-file-ratio",
+    "trigger:average-file-size",
+    "trigger:delete-files",
+    "trigger:delete-file-ratio",
+    "trigger:manifests",
+    "trigger:snapshots",
+];
 /// Compaction file-group outcomes (`outcome` label of `icemaint_compaction_groups_total`).
 pub const GROUP_OUTCOMES: &[&str] = &["planned", "committed", "failed", "conflict"];
 
@@ -75,6 +90,9 @@ pub struct Metrics {
     pub catalog_up: IntGauge,
     pub store_up: IntGauge,
     pub watched_tables: IntGauge,
+    pub job_starts_total: IntCounterVec,
+    pub due_tables: IntGauge,
+    pub queued_jobs: IntGauge,
     pub compaction_bytes_read_total: IntCounterVec,
     pub compaction_bytes_written_total: IntCounterVec,
     pub compaction_files_read_total: IntCounterVec,
@@ -229,6 +247,36 @@ impl DriftMetrics {
                 "icemaint_property_drift_corrected_total",
                 "Property differences committed to the table.",
                 TABLE,
+            ),
+        }
+    }
+}
+
+/// Why jobs start, and the tables waiting for a compaction (triggers and the budget).
+struct TriggerMetrics {
+    job_starts_total: IntCounterVec,
+    due_tables: IntGauge,
+    queued_jobs: IntGauge,
+}
+
+impl TriggerMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+            job_starts_total: counter_vec(
+                r,
+                "icemaint_job_starts_total",
+                "Maintenance jobs started, by why they started (schedule, manual, startup, trigger:<condition>).",
+                &["kind", "reason"],
+            ),
+            due_tables: gauge(
+                r,
+                "icemaint_due_tables",
+                "Watched tables due for a compaction (a trigger met and cooled down, or a schedule fired) that has not started yet.",
+            ),
+            queued_jobs: gauge(
+                r,
+                "icemaint_queued_jobs",
+                "Due jobs waiting for the daemon's budget (max-concurrent-jobs, max-rewritten-bytes-per-hour).",
             ),
         }
     }
@@ -415,6 +463,7 @@ impl Metrics {
         let drift = DriftMetrics::register(&r);
         let jobs = JobMetrics::register(&r);
         let health = HealthMetrics::register(&r);
+        let triggers = TriggerMetrics::register(&r);
         let compaction = CompactionMetrics::register(&r);
         let pruning = PruningMetrics::register(&r);
         let m = Self {
@@ -434,6 +483,9 @@ impl Metrics {
             catalog_up: health.catalog_up,
             store_up: health.store_up,
             watched_tables: health.watched_tables,
+            job_starts_total: triggers.job_starts_total,
+            due_tables: triggers.due_tables,
+            queued_jobs: triggers.queued_jobs,
             compaction_bytes_read_total: compaction.bytes_read_total,
             compaction_bytes_written_total: compaction.bytes_written_total,
             compaction_files_read_total: compaction.files_read_total,
@@ -470,6 +522,16 @@ impl Metrics {
             }
             self.job_duration_seconds.with_label_values(&[kind]);
         }
+        for reason in JOB_REASONS {
+            let kinds = if reason.starts_with("trigger:") {
+                &["compaction"][..]
+            } else {
+                JOB_KINDS
+            };
+            for kind in kinds {
+                self.job_starts_total.with_label_values(&[kind, reason]);
+            }
+        }
         for kind in FILE_KINDS {
             self.files_deleted_total.with_label_values(&[kind]);
             self.deleted_bytes_total.with_label_values(&[kind]);
@@ -477,6 +539,19 @@ impl Metrics {
         for op in CATALOG_OPERATIONS {
             self.catalog_request_errors_total.with_label_values(&[op]);
         }
+    }
+
+    /// Counts a job start of `kind` for `reason` (one of [`JOB_REASONS`]; anything else counts as
+    /// `manual`, keeping the label bounded).
+    pub fn count_start(&self, kind: &str, reason: &str) {
+        let reason = if JOB_REASONS.contains(&reason) {
+            reason
+        } else {
+            "manual"
+        };
+        self.job_starts_total
+            .with_label_values(&[kind, reason])
+            .inc();
     }
 
     /// Creates the zero series of a watched table's counters (see [`Metrics::init_known_series`]).

@@ -30,6 +30,8 @@ pub fn size_bucket(bytes: u64) -> usize {
 pub struct FileStats {
     pub data_files: u64,
     pub small_files: u64,
+    /// Bytes of the small files: about what a compaction of them rewrites.
+    pub small_file_bytes: u64,
     pub data_bytes: u64,
     pub records: u64,
     pub delete_files: u64,
@@ -67,6 +69,7 @@ pub async fn file_stats(table: &Table, small_threshold: u64) -> Result<FileStats
                     stats.size_buckets[size_bucket(f.file_size_in_bytes())] += 1;
                     if f.file_size_in_bytes() < small_threshold {
                         stats.small_files += 1;
+                        stats.small_file_bytes += f.file_size_in_bytes();
                     }
                 }
                 _ => stats.delete_files += 1,

@@ -215,7 +215,8 @@ pub(crate) const KINDS: &[&str] = &[
     "rewrite-manifests",
 ];
 
-/// Jobs, newest first.
+/// Jobs, newest first: first the due jobs this replica holds back (`status: queued`, with
+/// `detail.waiting_for`), then the recorded ones.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobList {
@@ -256,11 +257,21 @@ pub async fn list_jobs(
             KINDS.join(", ")
         )));
     }
-    let jobs = ctx
+    let stored = ctx
         .store
         .jobs(q.table.as_deref(), q.kind.as_deref(), limit)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // This replica's queued jobs come first (they start after every stored one), newest first.
+    let mut jobs: Vec<JobRecord> = ctx
+        .queued_jobs()
+        .into_iter()
+        .rev()
+        .filter(|j| q.table.as_ref().is_none_or(|t| *t == j.table))
+        .filter(|j| q.kind.as_ref().is_none_or(|k| *k == j.kind))
+        .collect();
+    jobs.extend(stored);
+    jobs.truncate(limit as usize);
     Ok(Json(JobList { jobs }))
 }
 
@@ -288,6 +299,8 @@ pub async fn get_job(
     }
     match ctx.store.job(&id).await {
         Ok(Some(job)) => Ok(Json(job)),
+        // A job this replica holds back keeps its id when it starts.
+        Ok(None) if let Some(j) = ctx.queued_jobs().into_iter().find(|j| j.id == id) => Ok(Json(j)),
         Ok(None) => Err(ApiError::not_found(format!("job {id} not found"))),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -368,7 +368,7 @@ mod tests {
             enum_values(&job["trigger"]),
             enum_values(&schema_of::<Trigger>())
         );
-        let mut statuses = vec!["running".to_string()];
+        let mut statuses = vec!["queued".to_string(), "running".to_string()];
         statuses.extend(enum_values(&schema_of::<JobStatus>()));
         assert_eq!(enum_values(&job["status"]), statuses);
     }

@@ -1,11 +1,13 @@
 //! `GET /`: a small read-only status page, rendered on the server as plain HTML (no scripts, no
 //! build step), so an operator with only a browser and a port-forward can see what the daemon
 //! sees: readiness, watched tables with their policy, file counts, sizes, drift and file-size
-//! histogram, and the last jobs with their outcome.
+//! histogram, whether each table is due for a compaction and why (not), and the last jobs with
+//! their outcome (queued ones first).
 //!
 //! Everything comes from the same places as the JSON API (the cached table status and the state
 //! store), so the page never touches the catalog and stays cheap to load.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::catalog::stats::{SIZE_BUCKET_UPPER_BYTES, SIZE_BUCKETS};
-use crate::daemon::Context;
+use crate::daemon::{Context, Watch};
 use crate::inspect::TableStatus;
 use crate::store::JobRecord;
 use crate::util::human_bytes;
@@ -75,7 +77,11 @@ padding:.6rem .8rem;min-width:17rem}.card h3{font-size:.9rem;margin:0 0 .4rem}";
 pub async fn page(State(ctx): State<Arc<Context>>) -> Response {
     let tables = ctx.cached_tables();
     // The page still renders when the store is down; the jobs section then says why it is empty.
-    let jobs = ctx.store.jobs(None, None, LAST_JOBS).await;
+    let jobs = ctx.store.jobs(None, None, LAST_JOBS).await.map(|stored| {
+        let mut all: Vec<JobRecord> = ctx.queued_jobs().into_iter().rev().collect();
+        all.extend(stored);
+        all
+    });
     let html = render(&ctx, &tables, jobs.as_deref().map_err(|e| e.to_string()));
     (
         [
@@ -105,6 +111,8 @@ pub fn render(ctx: &Context, tables: &[TableStatus], jobs: Result<&[JobRecord], 
         h.push_str("<p class=\"muted\">No watched tables yet: no catalog table matches a policy, or the first refresh has not finished.</p>");
     } else {
         tables_section(&mut h, tables);
+        h.push_str("<h2>Compaction</h2>");
+        watch_section(&mut h, &ctx.watch());
         histograms_section(&mut h, tables);
     }
     h.push_str("<h2>Last jobs</h2>");
@@ -223,6 +231,38 @@ fn histograms_section(h: &mut String, tables: &[TableStatus]) {
     h.push_str("</div>");
 }
 
+/// Per table: due or not for a compaction, why (the trigger met, the cooldown, the budget, the
+/// schedule, nothing to do), and when it was last compacted.
+fn watch_section(h: &mut String, watch: &BTreeMap<String, Watch>) {
+    if watch.is_empty() {
+        h.push_str("<p class=\"muted\">Not evaluated yet.</p>");
+        return;
+    }
+    h.push_str(
+        "<table id=\"watch\"><thead><tr><th>table</th><th>state</th><th>why</th>\
+         <th>last compacted</th></tr></thead><tbody>",
+    );
+    for (table, w) in watch {
+        let class = match w.state {
+            "due" | "queued" => "warn",
+            "unavailable" => "bad",
+            "healthy" => "ok",
+            _ => "muted",
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td><span class=\"{class}\">{}</span></td><td>{}</td><td>{}</td></tr>",
+            escape(table),
+            escape(w.state),
+            escape(&w.why),
+            w.last_compacted_ms
+                .map(time_ms)
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
 /// The last jobs with their outcome, or why they cannot be shown.
 fn jobs_section(h: &mut String, jobs: Result<&[JobRecord], String>) {
     let jobs = match jobs {
@@ -238,12 +278,12 @@ fn jobs_section(h: &mut String, jobs: Result<&[JobRecord], String>) {
     };
     h.push_str(
         "<table id=\"jobs\"><thead><tr><th>started</th><th>table</th><th>kind</th>\
-         <th>trigger</th><th>outcome</th><th>duration</th><th>error</th></tr></thead><tbody>",
+         <th>reason</th><th>outcome</th><th>duration</th><th>error</th></tr></thead><tbody>",
     );
     for j in jobs {
         let class = match j.status.as_str() {
             "succeeded" | "skipped" => "ok",
-            "running" | "partial" => "warn",
+            "queued" | "running" | "partial" => "warn",
             _ => "bad",
         };
         let duration = match (j.started_ms, j.finished_ms) {
@@ -257,7 +297,7 @@ fn jobs_section(h: &mut String, jobs: Result<&[JobRecord], String>) {
             time_ms(j.started_ms.unwrap_or(j.created_ms)),
             escape(&j.table),
             escape(&j.kind),
-            escape(&j.trigger),
+            escape(j.reason.as_deref().unwrap_or(&j.trigger)),
             escape(&j.status),
             duration,
             escape(j.error.as_deref().unwrap_or(""))
@@ -276,6 +316,31 @@ mod tests {
             escape("<a href=\"x\">&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn the_compaction_section_says_per_table_whether_due_and_why() {
+        let mut w = BTreeMap::new();
+        w.insert(
+            "m.a".to_string(),
+            Watch {
+                state: "queued",
+                why: "trigger:small-files: 40 small files >= 30; waits for the budget (max-concurrent-jobs)".into(),
+                last_compacted_ms: None,
+            },
+        );
+        w.insert(
+            "m.b".to_string(),
+            Watch {
+                state: "cooling-down",
+                why: "trigger:manifests: 9 manifests >= 8; min-interval until ...".into(),
+                last_compacted_ms: Some(0),
+            },
+        );
+        let mut h = String::new();
+        watch_section(&mut h, &w);
+        assert!(h.contains("<td>m.a</td><td><span class=\"warn\">queued</span></td><td>trigger:small-files: 40 small files &gt;= 30; waits for the budget (max-concurrent-jobs)</td><td>never</td>"), "{h}");
+        assert!(h.contains("cooling-down</span></td><td>trigger:manifests: 9 manifests &gt;= 8; min-interval until ...</td><td>1970-01-01 00:00:00 UTC</td>"), "{h}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ const LAYERS: &[&[&str]] = &[
     // `[compaction]` section with them.
     &["compaction::options"],
     &["compaction::filter"],
+    // A policy's health triggers (parsed with the policy) and the budget across tables: pure,
+    // evaluated by the scheduler.
+    &["trigger", "budget"],
     &["config"],
     // The lease's fencing token: checked by the engines, kept by the job lock, read from the store.
     &["fence"],

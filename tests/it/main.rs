@@ -22,4 +22,5 @@ mod spark_cluster;
 mod spark_engine;
 mod sqlite_busy;
 mod status_page;
+mod triggers;
 mod vended;
