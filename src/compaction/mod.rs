@@ -11,9 +11,11 @@
 //! groups are committed one by one so that only the conflicting ones are dropped.
 
 pub mod filter;
+pub mod hot;
 pub mod options;
 pub mod plan;
 pub mod rewrite;
+pub mod simulate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -183,10 +185,12 @@ pub async fn prepare(
         output_spec_id,
         filter,
     } = resolve_for_table(&table, policy_options, overrides)?;
-    let settings = PlanSettings::new(&options, output_spec_id).with_current_spec(
-        md.default_partition_spec_id(),
-        rewrite::current_null_partition(md),
-    );
+    let settings = PlanSettings::new(&options, output_spec_id)
+        .with_current_spec(
+            md.default_partition_spec_id(),
+            rewrite::current_null_partition(md),
+        )
+        .with_hot_cutoff(&options, now_ms());
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),
         Some(s) => {
@@ -204,12 +208,23 @@ pub async fn prepare(
     })
 }
 
+/// The wall clock in ms since the epoch: `hot-partition-age` is measured against the snapshots'
+/// commit timestamps, which are wall-clock times too.
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// What a compaction did (the job's result).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub table: String,
     pub starting_snapshot_id: Option<i64>,
     pub groups_planned: usize,
+    /// Hot partitions (`hot-partition-age`) only fragment-merged or left alone.
+    pub hot_partitions_skipped: usize,
     pub groups_rewritten: usize,
     pub groups_committed: usize,
     pub groups_failed: usize,
@@ -314,12 +329,37 @@ fn planned_report(env: &Env<'_>, prepared: &Prepared) -> Report {
         .compaction_groups_total
         .with_label_values(&[&prepared.table_name, "planned"])
         .inc_by(prepared.plan.groups.len() as u64);
+    env.metrics
+        .compaction_hot_partitions_skipped_total
+        .with_label_values(&[&prepared.table_name])
+        .inc_by(prepared.plan.hot_partitions as u64);
+    env.metrics.count_writer_appends(
+        &prepared.table_name,
+        &writer_appends(prepared.table.metadata()),
+    );
     Report {
         table: prepared.table_name.clone(),
         starting_snapshot_id: prepared.candidates.as_ref().map(|c| c.snapshot_id),
         groups_planned: prepared.plan.groups.len(),
+        hot_partitions_skipped: prepared.plan.hot_partitions,
         ..Default::default()
     }
+}
+
+/// `(sequence number, added-files-size)` of the table's writer (non-`replace`) snapshots.
+fn writer_appends(md: &iceberg::spec::TableMetadata) -> Vec<(i64, u64)> {
+    md.snapshots()
+        .filter(|s| s.summary().operation != iceberg::spec::Operation::Replace)
+        .map(|s| {
+            let added = s
+                .summary()
+                .additional_properties
+                .get("added-files-size")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            (s.sequence_number(), added)
+        })
+        .collect()
 }
 
 /// Refuses tables whose format version replace snapshots cannot be committed to.

@@ -56,6 +56,12 @@ pub struct CandidateFile {
     pub delete_file_count: usize,
     /// Rows removed by file-scoped position deletes, when known; otherwise 0.
     pub deleted_records: u64,
+    /// When the newest writer data in this file was committed (ms since the epoch): the time of
+    /// the newest non-`replace` snapshot at or before the file's data sequence number, so a
+    /// compacted file carries its inputs' time, not the compaction's. `None` when unknown
+    /// (snapshots expired): such a file never makes its partition hot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_ms: Option<i64>,
 }
 
 /// The planning-relevant subset of [`CompactionOptions`], plus the resolved output spec.
@@ -80,6 +86,11 @@ pub struct PlanSettings {
     /// icemaint's `rewrite-older-specs`: files outside the output spec are candidates and their
     /// groups are always kept.
     pub rewrite_older_specs: bool,
+    /// `hot-partition-age` resolved against the clock by the caller: a partition holding a file
+    /// committed at or after this instant (ms since the epoch) is hot (see [`super::hot`]).
+    /// `None`: no partition is hot, and planning is Spark's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_cutoff_ms: Option<i64>,
 }
 
 impl PlanSettings {
@@ -100,7 +111,17 @@ impl PlanSettings {
             current_spec_id: output_spec_id,
             other_specs_partition: String::new(),
             rewrite_older_specs: options.rewrite_older_specs,
+            hot_cutoff_ms: None,
         }
+    }
+
+    /// Partitions with data committed at or after `now_ms` minus `hot-partition-age` are hot;
+    /// no change without that option.
+    pub fn with_hot_cutoff(mut self, options: &CompactionOptions, now_ms: i64) -> Self {
+        self.hot_cutoff_ms = options.hot_partition_age_secs.map(|s| {
+            now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
+        });
+        self
     }
 
     /// The table's current spec and its all-null partition as rendered for [`CandidateFile`]s.
@@ -141,7 +162,7 @@ impl PlanSettings {
     }
 
     /// The `(spec, partition)` a candidate is grouped under (step 2 of the module documentation).
-    fn group_key<'f>(&'f self, f: &'f CandidateFile) -> (i32, &'f str) {
+    pub(super) fn group_key<'f>(&'f self, f: &'f CandidateFile) -> (i32, &'f str) {
         if self.rewrite_older_specs || f.spec_id == self.current_spec_id {
             (f.spec_id, &f.partition)
         } else {
@@ -255,6 +276,9 @@ pub enum GroupReason {
     OutputSpec,
     /// `rewrite-all` is set.
     RewriteAll,
+    /// A size tier of a hot partition's fragments is full (`hot-partition-age`, see
+    /// [`super::hot`]).
+    HotTier,
 }
 
 /// A set of files in one `(spec, partition)` rewritten together into new files.
@@ -309,6 +333,10 @@ pub struct Plan {
     pub rewrite_bytes: u64,
     pub rewrite_partitions: usize,
     pub expected_output_files: usize,
+    /// Hot partitions (`hot-partition-age`) that were only fragment-merged or left alone instead
+    /// of being binpacked whole.
+    #[serde(default)]
+    pub hot_partitions: usize,
     pub settings: PlanSettings,
 }
 
@@ -321,7 +349,7 @@ impl Plan {
 /// Java's `BinPacking.ListPacker(capacity, 1, false)` over `files` in their order: one open bin; a
 /// file that does not fit closes it and starts the next. A file above the capacity gets a bin of
 /// its own; a zero-byte file joins the open bin while that bin is within the capacity.
-fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
+pub(super) fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
     let mut bins: Vec<Vec<CandidateFile>> = Vec::new();
     let mut open: Vec<CandidateFile> = Vec::new();
     let mut weight = 0u64;
@@ -398,14 +426,28 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         }
     }
 
+    let hot_keys = super::hot::hot_keys(files, settings);
     let mut groups = Vec::new();
     let mut skipped_groups = 0;
     let mut skipped_files = 0;
+    let mut hot_partitions = 0;
     for ((spec_id, partition), candidates) in by_partition {
         let mut partition_index = 0;
-        for bin in pack(candidates, settings.max_file_group_size_bytes) {
+        let bins = match hot_keys.contains(&(spec_id, partition)) {
+            true => super::hot::tier_bins(candidates, settings),
+            false => Err(candidates),
+        };
+        let (bins, hot) = match bins {
+            Ok(tiers) => (tiers, true),
+            Err(all) => (pack(all, settings.max_file_group_size_bytes), false),
+        };
+        hot_partitions += usize::from(hot);
+        for bin in bins {
             let input_bytes: u64 = bin.iter().map(|f| f.size_bytes).sum();
-            let reasons = group_reasons(&bin, input_bytes, settings);
+            let reasons = match hot {
+                true => vec![GroupReason::HotTier],
+                false => group_reasons(&bin, input_bytes, settings),
+            };
             if reasons.is_empty() {
                 skipped_groups += 1;
                 skipped_files += bin.len();
@@ -460,6 +502,7 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         rewrite_bytes: groups.iter().map(|g| g.input_bytes).sum(),
         rewrite_partitions,
         expected_output_files: groups.iter().map(|g| g.expected_output_files).sum(),
+        hot_partitions,
         settings: settings.clone(),
         groups,
     }
@@ -492,6 +535,7 @@ mod tests {
             partition: partition.to_string(),
             delete_file_count: 0,
             deleted_records: 0,
+            committed_ms: None,
         }
     }
 
@@ -1039,6 +1083,7 @@ mod tests {
                         // Never a partition of the generated files: old-spec groups stay apart.
                         other_specs_partition: "p=null".to_string(),
                         rewrite_older_specs: older,
+                        hot_cutoff_ms: None,
                     }
                 },
             )
@@ -1078,6 +1123,7 @@ mod tests {
                         } else {
                             records * del_pct as u64 / 100
                         },
+                        committed_ms: None,
                     },
                 )
                 .collect()
@@ -1124,6 +1170,7 @@ mod tests {
                     partition: relabel(g),
                     delete_file_count: 0,
                     deleted_records: 0,
+                    committed_ms: None,
                 });
             }
         }
@@ -1186,6 +1233,38 @@ mod tests {
             if rewrite_all {
                 prop_assert_eq!(p.rewrite_files, files.len());
             }
+        }
+
+        /// Without `hot-partition-age` (no cutoff) the plan is Spark's whatever the files'
+        /// commit times; with a cutoff after every commit time no partition is hot and the plan
+        /// is the same again; with any cutoff the plan keeps its structure.
+        #[test]
+        fn hot_age_unset_or_cold_changes_nothing(
+            (s, files) in arb_case(),
+            times in prop::collection::vec(prop::option::of(0i64..1_000), 1..8),
+            cutoff in 0i64..1_200,
+        ) {
+            let timed: Vec<CandidateFile> = files
+                .iter()
+                .zip(times.iter().cycle())
+                .map(|(f, t)| CandidateFile { committed_ms: *t, ..f.clone() })
+                .collect();
+            let spark = plan(&files, &s);
+            let untimed = |mut p: Plan| {
+                for g in &mut p.groups {
+                    for f in &mut g.files {
+                        f.committed_ms = None;
+                    }
+                }
+                p
+            };
+            prop_assert_eq!(&spark, &untimed(plan(&timed, &s)));
+            let cold = PlanSettings { hot_cutoff_ms: Some(1_000), ..s.clone() };
+            let p = untimed(plan(&timed, &cold));
+            prop_assert_eq!(&spark.groups, &p.groups);
+            prop_assert_eq!(p.hot_partitions, 0);
+            let hot = PlanSettings { hot_cutoff_ms: Some(cutoff), ..s.clone() };
+            check_structure(&timed, &hot, &plan(&timed, &hot));
         }
 
         /// The plan depends on the order of files within each group only: files of other
