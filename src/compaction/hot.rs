@@ -16,10 +16,16 @@
 //!   how many factors of [`TIER_FILES`] it lies below the target; a tier holding at least
 //!   [`TIER_FILES`] fragments is merged into one file, which lands about one tier up. A byte is
 //!   rewritten at most once per tier it climbs (at most log_k(target / append size) times) and a
-//!   partition holds fewer than [`TIER_FILES`] files per tier at a compaction point.
+//!   partition holds fewer than [`TIER_FILES`] files per tier at a compaction point. A tier whose
+//!   merge would reach `min-file-size-bytes` waits for the target instead (its output would be a
+//!   file below the target that Spark never merges again, leaving the partition with more files
+//!   than a binpack of its data).
 //!
 //! Once the newest data of a partition is older than the age, it is cold and planned with Spark's
-//! rules, which merge the remaining fragments into target-size files once. Without
+//! rules, which merge the remaining fragments into target-size files once, with one deliberate
+//! difference: any two fragments are enough for a group ([`min_input_files`]), so the tail a hot
+//! partition leaves (fewer than `min-input-files` fragments after its last target-size file) is
+//! merged too and the partition ends with the file count a binpack of its data would give. Without
 //! `hot-partition-age` no partition is hot and planning is exactly Spark's.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +36,15 @@ use super::plan::{CandidateFile, PlanSettings, pack};
 /// optimizing merges 12 fragments; 10 keeps a day of 15-minute appends under 20 files per
 /// partition while rewriting each byte about once before the final binpack).
 pub const TIER_FILES: usize = 10;
+
+/// The `min-input-files` that applies: under `hot-partition-age`, at most 2 (see the module
+/// documentation); Spark's value otherwise.
+pub fn min_input_files(s: &PlanSettings) -> usize {
+    match s.hot_cutoff_ms {
+        Some(_) => s.min_input_files.min(2),
+        None => s.min_input_files,
+    }
+}
 
 /// The planning groups (`(spec, partition)` keys, see [`PlanSettings`]) that are hot: they hold a
 /// file committed at or after the cutoff. Empty without a cutoff or under `rewrite-all`.
@@ -85,9 +100,15 @@ pub fn tier_bins(
                 .push(f);
         }
     }
+    // A merge that would reach the min size waits for the target instead: its output would be a
+    // file Spark never merges again, smaller than the target, so the partition would end with
+    // more files than a binpack of its data.
+    let below_min = |t: &Vec<CandidateFile>| {
+        t.iter().map(|f| f.size_bytes).sum::<u64>() < s.min_file_size_bytes
+    };
     Ok(tiers
         .into_values()
-        .filter(|t| t.len() >= TIER_FILES)
+        .filter(|t| t.len() >= TIER_FILES && below_min(t))
         .flat_map(|t| pack(t, s.max_file_group_size_bytes))
         .filter(|bin| bin.len() > 1)
         .collect())

@@ -18,7 +18,7 @@
 //!    [`super::rewrite::collect_candidates`]), so the files left out of an undersized bin are the
 //!    ones Spark leaves out when it plans the same manifests sequentially.
 //! 4. **Keeping a bin.** A bin becomes a [`FileGroup`] when it has more than one file and at least
-//!    `min-input-files`, or more than one file and more bytes than the target, or more bytes than
+//!    `min-input-files` (at most 2 under `hot-partition-age`, see [`super::hot`]), or more than one file and more bytes than the target, or more bytes than
 //!    the max, or a file meeting a delete condition, or under `rewrite-all`.
 //! 5. **Output file count.** Java's `expectedOutputFiles`, with one deliberate correction (see
 //!    [`PlanSettings::expected_output_files`]) so that compacting a group never produces files that
@@ -371,7 +371,7 @@ pub(super) fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<Candidat
 fn group_reasons(files: &[CandidateFile], bytes: u64, s: &PlanSettings) -> Vec<GroupReason> {
     let mut reasons = Vec::new();
     let n = files.len();
-    if n > 1 && n >= s.min_input_files {
+    if n > 1 && n >= super::hot::min_input_files(s) {
         reasons.push(GroupReason::EnoughInputFiles);
     }
     if n > 1 && bytes > s.target_file_size_bytes {
@@ -1237,7 +1237,8 @@ mod tests {
 
         /// Without `hot-partition-age` (no cutoff) the plan is Spark's whatever the files'
         /// commit times; with a cutoff after every commit time no partition is hot and the plan
-        /// is the same again; with any cutoff the plan keeps its structure.
+        /// is Spark's with `min-input-files` at most 2; with any cutoff the plan keeps its
+        /// structure.
         #[test]
         fn hot_age_unset_or_cold_changes_nothing(
             (s, files) in arb_case(),
@@ -1259,9 +1260,11 @@ mod tests {
                 p
             };
             prop_assert_eq!(&spark, &untimed(plan(&timed, &s)));
+            // Cold partitions merge any two fragments (see `hot::min_input_files`).
             let cold = PlanSettings { hot_cutoff_ms: Some(1_000), ..s.clone() };
             let p = untimed(plan(&timed, &cold));
-            prop_assert_eq!(&spark.groups, &p.groups);
+            let spark_two = PlanSettings { min_input_files: s.min_input_files.min(2), ..s.clone() };
+            prop_assert_eq!(&plan(&files, &spark_two).groups, &p.groups);
             prop_assert_eq!(p.hot_partitions, 0);
             let hot = PlanSettings { hot_cutoff_ms: Some(cutoff), ..s.clone() };
             check_structure(&timed, &hot, &plan(&timed, &hot));

@@ -19,3 +19,4 @@ mod replicas;
 mod soak;
 mod sqlite_busy;
 mod status_page;
+mod watching;
