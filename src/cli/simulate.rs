@@ -65,16 +65,17 @@ fn policy_options(
 
 fn print_table(scenario: &Scenario, o: &Outcome) {
     println!(
-        "{:>6} {:>4} {:>4} {:>9} {:>10} {:>12}",
-        "tick", "day", "hot", "hot-files", "cold-files", "read"
+        "{:>6} {:>4} {:>4} {:>9} {:>13} {:>10} {:>12}",
+        "tick", "day", "hot", "hot-files", "written-files", "cold-files", "read"
     );
     for p in &o.points {
         println!(
-            "{:>6} {:>4} {:>4} {:>9} {:>10} {:>12}",
+            "{:>6} {:>4} {:>4} {:>9} {:>13} {:>10} {:>12}",
             p.tick,
             p.day,
             p.hot_partitions,
             p.max_hot_partition_files,
+            p.written_partition_files,
             p.cold_files,
             human_bytes(p.bytes_read)
         );
@@ -87,9 +88,9 @@ fn print_table(scenario: &Scenario, o: &Outcome) {
         o.write_amplification
     );
     println!(
-        "commits {}, hot partition at most {} files, files per partition at the end {:?} (binpack of a day: {})",
+        "commits {}, written partition at most {} files, files per partition at the end {:?} (binpack of a day: {})",
         o.commits,
-        o.max_hot_partition_files,
+        o.max_written_partition_files,
         o.final_files_per_partition,
         o.binpack_files_per_partition
     );
