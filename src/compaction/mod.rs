@@ -10,6 +10,7 @@
 //! validation refuses a batch of several groups (a concurrent delete touched one of them), its
 //! groups are committed one by one so that only the conflicting ones are dropped.
 
+pub mod changed;
 pub mod filter;
 pub mod hot;
 pub mod options;
@@ -95,6 +96,9 @@ pub struct Prepared {
     pub output_spec_id: i32,
     pub plan: Plan,
     candidates: Option<Candidates>,
+    /// The watermark this run leaves for the next one's incremental planning (see
+    /// [`changed`]): `(cold-through ms, plan key)`, under `hot-partition-age` only.
+    watermark: Option<(i64, String)>,
 }
 
 /// The dry-run view of a plan (`--dry-run`, `POST .../plan`).
@@ -185,12 +189,18 @@ pub async fn prepare(
         output_spec_id,
         filter,
     } = resolve_for_table(&table, policy_options, overrides)?;
-    let settings = PlanSettings::new(&options, output_spec_id)
+    let mut settings = PlanSettings::new(&options, output_spec_id)
         .with_current_spec(
             md.default_partition_spec_id(),
             rewrite::current_null_partition(md),
         )
         .with_hot_cutoff(&options, now_ms());
+    let watermark = settings
+        .hot_cutoff_ms
+        .map(|cold_through| (cold_through, changed::plan_key(&options)));
+    if let Some((_, key)) = &watermark {
+        settings.changed_since_ms = last_cold_through(md, key);
+    }
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),
         Some(s) => {
@@ -205,7 +215,27 @@ pub async fn prepare(
         output_spec_id,
         plan,
         candidates,
+        watermark,
     })
+}
+
+/// The watermark of the table's last icemaint compaction on the current branch, when it planned
+/// with the same options (see [`changed`]); `None`: plan every partition.
+fn last_cold_through(md: &iceberg::spec::TableMetadata, plan_key: &str) -> Option<i64> {
+    let mut snapshot = md.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        let props = &s.summary().additional_properties;
+        if props.contains_key("icemaint.job-id") {
+            if props.get(changed::PLAN_KEY).map(String::as_str) != Some(plan_key) {
+                return None;
+            }
+            return props.get(changed::COLD_THROUGH_MS)?.parse().ok();
+        }
+        snapshot = s
+            .parent_snapshot_id()
+            .and_then(|p| md.snapshot_by_id(p).cloned());
+    }
+    None
 }
 
 /// The wall clock in ms since the epoch: `hot-partition-age` is measured against the snapshots'
@@ -225,6 +255,8 @@ pub struct Report {
     pub groups_planned: usize,
     /// Hot partitions (`hot-partition-age`) only fragment-merged or left alone.
     pub hot_partitions_skipped: usize,
+    /// Partitions not planned: unchanged since the last compaction (incremental planning).
+    pub unchanged_partitions: usize,
     pub groups_rewritten: usize,
     pub groups_committed: usize,
     pub groups_failed: usize,
@@ -269,6 +301,8 @@ struct CommitSettings {
     split_refused_batches: bool,
     /// The spec the groups are written in (`output-spec-id`): their manifest is written under it.
     output_spec_id: i32,
+    /// Recorded in the snapshot summary for the next run's incremental planning.
+    watermark: Option<(i64, String)>,
 }
 
 /// A rewritten group waiting for its commit.
@@ -305,6 +339,11 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
             use_starting_sequence_number: opts.use_starting_sequence_number,
             split_refused_batches: opts.partial_progress_enabled,
             output_spec_id: prepared.output_spec_id,
+            // Partial progress may commit only some groups: no watermark then.
+            watermark: prepared
+                .watermark
+                .clone()
+                .filter(|_| !opts.partial_progress_enabled),
         },
         batch_size: batch_size(opts, prepared.plan.groups.len()),
         report,
@@ -342,6 +381,7 @@ fn planned_report(env: &Env<'_>, prepared: &Prepared) -> Report {
         starting_snapshot_id: prepared.candidates.as_ref().map(|c| c.snapshot_id),
         groups_planned: prepared.plan.groups.len(),
         hot_partitions_skipped: prepared.plan.hot_partitions,
+        unchanged_partitions: prepared.plan.unchanged_partitions,
         ..Default::default()
     }
 }
@@ -606,7 +646,7 @@ async fn commit_groups(
             .iter()
             .flat_map(|g| g.files.iter().cloned())
             .collect(),
-        summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
+        summary_properties: summary_properties(env, commit),
         remove_dangling_deletes: commit.remove_dangling_deletes,
         use_starting_sequence_number: commit.use_starting_sequence_number,
         output_spec_id: Some(commit.output_spec_id),
@@ -662,6 +702,19 @@ async fn commit_groups(
         "replace snapshot committed"
     );
     Ok(())
+}
+
+/// `icemaint.job-id`, and the watermark for incremental planning when the run has one.
+fn summary_properties(env: &Env<'_>, commit: &CommitSettings) -> HashMap<String, String> {
+    let mut props = HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]);
+    if let Some((cold_through, key)) = &commit.watermark {
+        props.insert(
+            changed::COLD_THROUGH_MS.to_string(),
+            cold_through.to_string(),
+        );
+        props.insert(changed::PLAN_KEY.to_string(), key.clone());
+    }
+    props
 }
 
 async fn record_failure(

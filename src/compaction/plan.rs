@@ -91,6 +91,10 @@ pub struct PlanSettings {
     /// `None`: no partition is hot, and planning is Spark's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_cutoff_ms: Option<i64>,
+    /// Incremental planning (see [`super::changed`]): only partitions with data committed at or
+    /// after this instant, or with deletes, are planned. `None`: every partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since_ms: Option<i64>,
 }
 
 impl PlanSettings {
@@ -112,6 +116,7 @@ impl PlanSettings {
             other_specs_partition: String::new(),
             rewrite_older_specs: options.rewrite_older_specs,
             hot_cutoff_ms: None,
+            changed_since_ms: None,
         }
     }
 
@@ -337,6 +342,10 @@ pub struct Plan {
     /// of being binpacked whole.
     #[serde(default)]
     pub hot_partitions: usize,
+    /// Partitions not planned because nothing changed in them since the last compaction
+    /// ([`super::changed`]).
+    #[serde(default)]
+    pub unchanged_partitions: usize,
     pub settings: PlanSettings,
 }
 
@@ -427,11 +436,20 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
     }
 
     let hot_keys = super::hot::hot_keys(files, settings);
+    let changed = super::changed::changed_keys(files, settings);
     let mut groups = Vec::new();
     let mut skipped_groups = 0;
     let mut skipped_files = 0;
     let mut hot_partitions = 0;
+    let mut unchanged_partitions = 0;
     for ((spec_id, partition), candidates) in by_partition {
+        if changed
+            .as_ref()
+            .is_some_and(|c| !c.contains(&(spec_id, partition)))
+        {
+            unchanged_partitions += 1;
+            continue;
+        }
         let mut partition_index = 0;
         let bins = match hot_keys.contains(&(spec_id, partition)) {
             true => super::hot::tier_bins(candidates, settings),
@@ -503,6 +521,7 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         rewrite_partitions,
         expected_output_files: groups.iter().map(|g| g.expected_output_files).sum(),
         hot_partitions,
+        unchanged_partitions,
         settings: settings.clone(),
         groups,
     }
@@ -1084,6 +1103,7 @@ mod tests {
                         other_specs_partition: "p=null".to_string(),
                         rewrite_older_specs: older,
                         hot_cutoff_ms: None,
+                        changed_since_ms: None,
                     }
                 },
             )

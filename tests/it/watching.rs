@@ -33,7 +33,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::compaction::connect;
-use crate::harness::{CatalogSpec, Peers, TestDir, make_table, verify};
+use crate::harness::{CatalogSpec, Peers, TestDir, make_table, pyiceberg_ops, verify};
 
 const TICKS_PER_DAY: usize = 32;
 const DAYS: usize = 3;
@@ -280,4 +280,60 @@ async fn hot_partitions_bound_write_amplification_for_an_appending_writer() {
         "[watching] finished in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Incremental planning through a real catalog: a compaction under `hot-partition-age` leaves its
+/// watermark in the `replace` snapshot's summary, and the next one plans only the partition a
+/// writer appended to since (20 partitions, one changed). The 1 000-partition case is the unit
+/// test `compaction::changed::tests::only_the_changed_partition_is_planned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_compaction_only_changed_partitions_are_planned() {
+    let dir = TestDir::new("watching-incremental");
+    let spec = CatalogSpec::sql(dir.join("catalog.db"), dir.uri("warehouse"));
+    let t = "metrics.wide";
+    let shape = ["--rows", "50", "--orgs", "10", "--days", "2"];
+    let mut args = vec!["--appends", "40"];
+    args.extend(shape);
+    make_table(&spec, t, &args);
+    let catalog = connect(&spec).await;
+    let opts = [
+        ("hot-partition-age", "1s".to_string()),
+        ("min-input-files", "2".to_string()),
+    ];
+    // Cold: more than the age since the last append.
+    std::thread::sleep(Duration::from_millis(1100));
+    let first = compact(&catalog, t, &opts).await;
+    assert_eq!((first.groups_planned, first.unchanged_partitions), (20, 0));
+    let table = catalog.load(t).await.unwrap();
+    let summary = &table
+        .metadata()
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    assert!(
+        summary.contains_key("icemaint.cold-through-ms")
+            && summary.contains_key("icemaint.plan-key"),
+        "{summary:?}"
+    );
+
+    // Append number 13 is org 3, day 1.
+    let mut args = vec!["--index", "13"];
+    args.extend(shape);
+    pyiceberg_ops(&spec, t, "append", &args);
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = compact(&catalog, t, &opts).await;
+    assert_eq!(
+        (second.groups_planned, second.unchanged_partitions),
+        (1, 19)
+    );
+    assert_eq!(second.files_read, 2);
+
+    // Other options (no watermark of theirs): every partition is planned again.
+    let other = [
+        ("hot-partition-age", "1s".to_string()),
+        ("min-input-files", "3".to_string()),
+    ];
+    let third = compact(&catalog, t, &other).await;
+    assert_eq!(third.unchanged_partitions, 0, "{third:?}");
 }
