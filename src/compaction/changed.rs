@@ -1,5 +1,5 @@
 //! Incremental planning under `hot-partition-age`: only partitions that changed since the table's
-//! last compaction are planned. Pure; the watermark comes in [`PlanSettings::changed_since_ms`].
+//! last compaction are planned. Pure; the watermark comes in `PlanSettings::changed_since_ms`.
 //!
 //! The watermark is the last compaction's *cold-through* instant: its planning time minus its
 //! hot age (recorded in its `replace` snapshot's summary, see [`COLD_THROUGH_MS`]). Every
@@ -9,10 +9,6 @@
 //! itself). A partition with delete files is always planned (their age is not tracked), and so is
 //! one holding a file whose commit time is unknown.
 
-use std::collections::BTreeSet;
-
-use super::plan::{CandidateFile, PlanSettings};
-
 /// Summary property of icemaint's `replace` snapshots: the cold-through instant (ms since the
 /// epoch) of the run that committed it; only written by all-or-nothing runs (without partial
 /// progress), so every group it planned is in the snapshot.
@@ -21,19 +17,13 @@ pub const COLD_THROUGH_MS: &str = "icemaint.cold-through-ms";
 /// a `where` filter) means its watermark does not apply.
 pub const PLAN_KEY: &str = "icemaint.plan-key";
 
-/// The planning groups that changed since the watermark; `None` without one (plan everything).
-pub fn changed_keys<'f>(
-    files: &'f [CandidateFile],
-    s: &'f PlanSettings,
-) -> Option<BTreeSet<(i32, &'f str)>> {
-    let since = s.changed_since_ms?;
-    Some(
-        files
-            .iter()
-            .filter(|f| f.delete_file_count > 0 || f.committed_ms.is_none_or(|t| t >= since))
-            .map(|f| s.group_key(f))
-            .collect(),
-    )
+/// Whether a file makes its partition one to plan, given the watermark (`None`: every file does):
+/// data committed at or after it, an unknown commit time, or delete files.
+pub fn is_changed(committed_ms: Option<i64>, delete_files: usize, since_ms: Option<i64>) -> bool {
+    match since_ms {
+        None => true,
+        Some(since) => delete_files > 0 || committed_ms.is_none_or(|t| t >= since),
+    }
 }
 
 /// A stable fingerprint (FNV-1a, hex) of the options that decide a plan, `hot-partition-age`
@@ -54,7 +44,7 @@ pub fn plan_key(options: &super::options::CompactionOptions) -> String {
 mod tests {
     use super::*;
     use crate::compaction::options::CompactionOptions;
-    use crate::compaction::plan::plan;
+    use crate::compaction::plan::{CandidateFile, PlanSettings, plan};
 
     fn file(i: usize, partition: &str, committed_ms: i64) -> CandidateFile {
         CandidateFile {

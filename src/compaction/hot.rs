@@ -28,38 +28,23 @@
 //! merged too and the partition ends with the file count a binpack of its data would give. Without
 //! `hot-partition-age` no partition is hot and planning is exactly Spark's.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use super::plan::{CandidateFile, PlanSettings, pack};
+use std::collections::BTreeMap;
 
 /// Fragments of one size tier merged together, and the size ratio between tiers (Amoro's minor
 /// optimizing merges 12 fragments; 10 keeps a day of 15-minute appends under 20 files per
 /// partition while rewriting each byte about once before the final binpack).
 pub const TIER_FILES: usize = 10;
 
-/// The `min-input-files` that applies: under `hot-partition-age`, at most 2 (see the module
-/// documentation); Spark's value otherwise.
-pub fn min_input_files(s: &PlanSettings) -> usize {
-    match s.hot_cutoff_ms {
-        Some(_) => s.min_input_files.min(2),
-        None => s.min_input_files,
-    }
+/// Whether a file committed at `committed_ms` makes its partition hot, given the cutoff instant
+/// (`PlanSettings::hot_cutoff_ms`; `None`: nothing is hot). An unknown time never does.
+pub fn is_hot(committed_ms: Option<i64>, cutoff_ms: Option<i64>) -> bool {
+    matches!((committed_ms, cutoff_ms), (Some(t), Some(c)) if t >= c)
 }
 
-/// The planning groups (`(spec, partition)` keys, see [`PlanSettings`]) that are hot: they hold a
-/// file committed at or after the cutoff. Empty without a cutoff or under `rewrite-all`.
-pub fn hot_keys<'f>(files: &'f [CandidateFile], s: &'f PlanSettings) -> BTreeSet<(i32, &'f str)> {
-    let Some(cutoff) = s.hot_cutoff_ms else {
-        return BTreeSet::new();
-    };
-    if s.rewrite_all {
-        return BTreeSet::new();
-    }
-    files
-        .iter()
-        .filter(|f| f.committed_ms.is_some_and(|t| t >= cutoff))
-        .map(|f| s.group_key(f))
-        .collect()
+/// The `min-input-files` that applies: under `hot-partition-age`, at most 2 (see the module
+/// documentation); Spark's value otherwise.
+pub fn min_input_files(spark: usize, hot_age_set: bool) -> usize {
+    if hot_age_set { spark.min(2) } else { spark }
 }
 
 /// The tier of a fragment of `size` bytes: 0 within a factor [`TIER_FILES`] below the target, 1
@@ -75,50 +60,43 @@ pub fn tier(size: u64, target: u64) -> u32 {
     t
 }
 
-/// The bins to rewrite in a hot partition, from its candidates in scan order: full tiers of
-/// fragments (each bin more than one file). `Err(candidates)` when the fragments reach the
-/// target: then the partition is planned with Spark's rules.
-#[allow(clippy::result_large_err)]
-pub fn tier_bins(
-    candidates: Vec<CandidateFile>,
-    s: &PlanSettings,
-) -> Result<Vec<Vec<CandidateFile>>, Vec<CandidateFile>> {
-    let fragment_bytes: u64 = candidates
-        .iter()
-        .filter(|f| f.size_bytes < s.min_file_size_bytes)
-        .map(|f| f.size_bytes)
-        .sum();
-    if fragment_bytes >= s.target_file_size_bytes {
-        return Err(candidates);
+/// What to do with a hot partition, from its candidates' sizes in scan order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotPlan {
+    /// The fragments reach the target: plan the partition with Spark's rules.
+    Binpack,
+    /// Merge these full tiers (indexes into the candidates, in scan order); possibly none.
+    Tiers(Vec<Vec<usize>>),
+}
+
+/// The hot rule for one partition: `sizes` of its candidates, `min` and `target` the file sizes.
+pub fn plan_hot(sizes: &[u64], min: u64, target: u64) -> HotPlan {
+    let fragment_bytes: u64 = sizes.iter().filter(|s| **s < min).sum();
+    if fragment_bytes >= target {
+        return HotPlan::Binpack;
     }
-    let mut tiers: BTreeMap<u32, Vec<CandidateFile>> = BTreeMap::new();
-    for f in candidates {
-        if f.size_bytes < s.min_file_size_bytes {
-            tiers
-                .entry(tier(f.size_bytes, s.target_file_size_bytes))
-                .or_default()
-                .push(f);
+    let mut tiers: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, size) in sizes.iter().enumerate() {
+        if *size < min {
+            tiers.entry(tier(*size, target)).or_default().push(i);
         }
     }
     // A merge that would reach the min size waits for the target instead: its output would be a
     // file Spark never merges again, smaller than the target, so the partition would end with
     // more files than a binpack of its data.
-    let below_min = |t: &Vec<CandidateFile>| {
-        t.iter().map(|f| f.size_bytes).sum::<u64>() < s.min_file_size_bytes
-    };
-    Ok(tiers
-        .into_values()
-        .filter(|t| t.len() >= TIER_FILES && below_min(t))
-        .flat_map(|t| pack(t, s.max_file_group_size_bytes))
-        .filter(|bin| bin.len() > 1)
-        .collect())
+    HotPlan::Tiers(
+        tiers
+            .into_values()
+            .filter(|t| t.len() >= TIER_FILES && t.iter().map(|i| sizes[*i]).sum::<u64>() < min)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::compaction::options::CompactionOptions;
-    use crate::compaction::plan::{GroupReason, plan};
+    use crate::compaction::plan::{CandidateFile, GroupReason, PlanSettings, plan};
 
     fn settings(target: u64, cutoff: Option<i64>) -> PlanSettings {
         let o = CompactionOptions {

@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::options::{CompactionOptions, RewriteJobOrder, write_max_file_size};
+use super::{changed, hot};
 
 /// One live data file, as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +168,7 @@ impl PlanSettings {
     }
 
     /// The `(spec, partition)` a candidate is grouped under (step 2 of the module documentation).
-    pub(super) fn group_key<'f>(&'f self, f: &'f CandidateFile) -> (i32, &'f str) {
+    fn group_key<'f>(&'f self, f: &'f CandidateFile) -> (i32, &'f str) {
         if self.rewrite_older_specs || f.spec_id == self.current_spec_id {
             (f.spec_id, &f.partition)
         } else {
@@ -358,7 +359,7 @@ impl Plan {
 /// Java's `BinPacking.ListPacker(capacity, 1, false)` over `files` in their order: one open bin; a
 /// file that does not fit closes it and starts the next. A file above the capacity gets a bin of
 /// its own; a zero-byte file joins the open bin while that bin is within the capacity.
-pub(super) fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
+fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
     let mut bins: Vec<Vec<CandidateFile>> = Vec::new();
     let mut open: Vec<CandidateFile> = Vec::new();
     let mut weight = 0u64;
@@ -377,10 +378,62 @@ pub(super) fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<Candidat
     bins
 }
 
+/// The planning groups (`(spec, partition)` keys) that are hot (`hot-partition-age`, see
+/// [`hot`]): they hold a file committed at or after the cutoff. Empty without a cutoff or under
+/// `rewrite-all`.
+pub fn hot_keys<'f>(files: &'f [CandidateFile], s: &'f PlanSettings) -> BTreeSet<(i32, &'f str)> {
+    if s.rewrite_all {
+        return BTreeSet::new();
+    }
+    files
+        .iter()
+        .filter(|f| hot::is_hot(f.committed_ms, s.hot_cutoff_ms))
+        .map(|f| s.group_key(f))
+        .collect()
+}
+
+/// The planning groups that changed since the watermark (see [`changed`]); `None` without one.
+fn changed_keys<'f>(
+    files: &'f [CandidateFile],
+    s: &'f PlanSettings,
+) -> Option<BTreeSet<(i32, &'f str)>> {
+    s.changed_since_ms?;
+    Some(
+        files
+            .iter()
+            .filter(|f| {
+                changed::is_changed(f.committed_ms, f.delete_file_count, s.changed_since_ms)
+            })
+            .map(|f| s.group_key(f))
+            .collect(),
+    )
+}
+
+/// The bins of a hot partition (see [`hot`]): its full fragment tiers, each packed by the max
+/// group size and kept when more than one file; `Err(candidates)` when the partition is planned
+/// with Spark's rules after all.
+#[allow(clippy::result_large_err)]
+fn tier_bins(
+    candidates: Vec<CandidateFile>,
+    s: &PlanSettings,
+) -> Result<Vec<Vec<CandidateFile>>, Vec<CandidateFile>> {
+    let sizes: Vec<u64> = candidates.iter().map(|f| f.size_bytes).collect();
+    let tiers = match hot::plan_hot(&sizes, s.min_file_size_bytes, s.target_file_size_bytes) {
+        hot::HotPlan::Binpack => return Err(candidates),
+        hot::HotPlan::Tiers(t) => t,
+    };
+    Ok(tiers
+        .into_iter()
+        .map(|t| t.into_iter().map(|i| candidates[i].clone()).collect())
+        .flat_map(|t| pack(t, s.max_file_group_size_bytes))
+        .filter(|bin: &Vec<CandidateFile>| bin.len() > 1)
+        .collect())
+}
+
 fn group_reasons(files: &[CandidateFile], bytes: u64, s: &PlanSettings) -> Vec<GroupReason> {
     let mut reasons = Vec::new();
     let n = files.len();
-    if n > 1 && n >= super::hot::min_input_files(s) {
+    if n > 1 && n >= hot::min_input_files(s.min_input_files, s.hot_cutoff_ms.is_some()) {
         reasons.push(GroupReason::EnoughInputFiles);
     }
     if n > 1 && bytes > s.target_file_size_bytes {
@@ -435,8 +488,8 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         }
     }
 
-    let hot_keys = super::hot::hot_keys(files, settings);
-    let changed = super::changed::changed_keys(files, settings);
+    let hot_keys = hot_keys(files, settings);
+    let changed = changed_keys(files, settings);
     let mut groups = Vec::new();
     let mut skipped_groups = 0;
     let mut skipped_files = 0;
@@ -452,7 +505,7 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         }
         let mut partition_index = 0;
         let bins = match hot_keys.contains(&(spec_id, partition)) {
-            true => super::hot::tier_bins(candidates, settings),
+            true => tier_bins(candidates, settings),
             false => Err(candidates),
         };
         let (bins, hot) = match bins {

@@ -213,7 +213,7 @@ fn apply(st: &mut State, p: &Plan) {
 
 /// (hot partitions, files of the largest hot partition, files of cold partitions).
 fn hotness(files: &[CandidateFile], s: &PlanSettings) -> (usize, usize, usize) {
-    let hot = super::hot::hot_keys(files, s);
+    let hot = super::plan::hot_keys(files, s);
     let mut per_hot = std::collections::BTreeMap::<&str, usize>::new();
     let mut cold = 0;
     for f in files {
