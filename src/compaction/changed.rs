@@ -13,6 +13,9 @@
 /// epoch) of the run that committed it; only written by all-or-nothing runs (without partial
 /// progress), so every group it planned is in the snapshot.
 pub const COLD_THROUGH_MS: &str = "icemaint.cold-through-ms";
+/// Summary property: when the run planned (ms since the epoch); partitions with no data since are
+/// settled (see `super::hot`).
+pub const PLANNED_AT_MS: &str = "icemaint.planned-at-ms";
 /// Summary property: [`plan_key`] of the options the run planned with; another key (other sizes,
 /// a `where` filter) means its watermark does not apply.
 pub const PLAN_KEY: &str = "icemaint.plan-key";

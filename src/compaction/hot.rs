@@ -23,9 +23,13 @@
 //!
 //! Once the newest data of a partition is older than the age, it is cold and planned with Spark's
 //! rules, which merge the remaining fragments into target-size files once, with one deliberate
-//! difference: any two fragments are enough for a group ([`min_input_files`]), so the tail a hot
-//! partition leaves (fewer than `min-input-files` fragments after its last target-size file) is
-//! merged too and the partition ends with the file count a binpack of its data would give. Without
+//! difference: in a *settled* partition (cold, and no data since the last compaction planned,
+//! since another partition received data, or for twice the age) any two fragments are enough for
+//! a group ([`min_input_files`]), so the tail a hot partition leaves
+//! (fewer than `min-input-files` fragments after its last target-size file) is merged too and the
+//! partition ends with the file count a binpack of its data would give. An age much shorter
+//! than the writer's pauses makes a partition still being appended to settled, and its growing
+//! tail is then merged on every run (see the README's `1s` rows). Without
 //! `hot-partition-age` no partition is hot and planning is exactly Spark's.
 
 use std::collections::BTreeMap;
@@ -41,10 +45,10 @@ pub fn is_hot(committed_ms: Option<i64>, cutoff_ms: Option<i64>) -> bool {
     matches!((committed_ms, cutoff_ms), (Some(t), Some(c)) if t >= c)
 }
 
-/// The `min-input-files` that applies: under `hot-partition-age`, at most 2 (see the module
-/// documentation); Spark's value otherwise.
-pub fn min_input_files(spark: usize, hot_age_set: bool) -> usize {
-    if hot_age_set { spark.min(2) } else { spark }
+/// The `min-input-files` that applies: at most 2 for a settled partition (cold, and no data
+/// since the last compaction planned; see the module documentation), Spark's value otherwise.
+pub fn min_input_files(spark: usize, settled: bool) -> usize {
+    if settled { spark.min(2) } else { spark }
 }
 
 /// The tier of a fragment of `size` bytes: 0 within a factor [`TIER_FILES`] below the target, 1

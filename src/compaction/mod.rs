@@ -97,8 +97,16 @@ pub struct Prepared {
     pub plan: Plan,
     candidates: Option<Candidates>,
     /// The watermark this run leaves for the next one's incremental planning (see
-    /// [`changed`]): `(cold-through ms, plan key)`, under `hot-partition-age` only.
-    watermark: Option<(i64, String)>,
+    /// [`changed`]), under `hot-partition-age` only.
+    watermark: Option<Watermark>,
+}
+
+/// What a compaction records in its `replace` snapshot's summary for the next one.
+#[derive(Debug, Clone)]
+struct Watermark {
+    cold_through_ms: i64,
+    planned_at_ms: i64,
+    plan_key: String,
 }
 
 /// The dry-run view of a plan (`--dry-run`, `POST .../plan`).
@@ -189,17 +197,23 @@ pub async fn prepare(
         output_spec_id,
         filter,
     } = resolve_for_table(&table, policy_options, overrides)?;
+    let now = now_ms();
     let mut settings = PlanSettings::new(&options, output_spec_id)
         .with_current_spec(
             md.default_partition_spec_id(),
             rewrite::current_null_partition(md),
         )
-        .with_hot_cutoff(&options, now_ms());
-    let watermark = settings
-        .hot_cutoff_ms
-        .map(|cold_through| (cold_through, changed::plan_key(&options)));
-    if let Some((_, key)) = &watermark {
-        settings.changed_since_ms = last_cold_through(md, key);
+        .with_hot_cutoff(&options, now);
+    let watermark = settings.hot_cutoff_ms.map(|cold_through_ms| Watermark {
+        cold_through_ms,
+        planned_at_ms: now,
+        plan_key: changed::plan_key(&options),
+    });
+    if let Some(w) = &watermark
+        && let Some((cold_through, planned_at)) = last_watermark(md, &w.plan_key)
+    {
+        settings.changed_since_ms = Some(cold_through);
+        settings.settled_before_ms = settings.settled_before_ms.max(planned_at);
     }
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),
@@ -220,8 +234,9 @@ pub async fn prepare(
 }
 
 /// The watermark of the table's last icemaint compaction on the current branch, when it planned
-/// with the same options (see [`changed`]); `None`: plan every partition.
-fn last_cold_through(md: &iceberg::spec::TableMetadata, plan_key: &str) -> Option<i64> {
+/// with the same options (see [`changed`]): its cold-through and planning instants. `None`: plan
+/// every partition.
+fn last_watermark(md: &iceberg::spec::TableMetadata, plan_key: &str) -> Option<(i64, Option<i64>)> {
     let mut snapshot = md.current_snapshot().cloned();
     while let Some(s) = snapshot {
         let props = &s.summary().additional_properties;
@@ -229,7 +244,11 @@ fn last_cold_through(md: &iceberg::spec::TableMetadata, plan_key: &str) -> Optio
             if props.get(changed::PLAN_KEY).map(String::as_str) != Some(plan_key) {
                 return None;
             }
-            return props.get(changed::COLD_THROUGH_MS)?.parse().ok();
+            let cold_through = props.get(changed::COLD_THROUGH_MS)?.parse().ok()?;
+            let planned_at = props
+                .get(changed::PLANNED_AT_MS)
+                .and_then(|v| v.parse().ok());
+            return Some((cold_through, planned_at));
         }
         snapshot = s
             .parent_snapshot_id()
@@ -302,7 +321,7 @@ struct CommitSettings {
     /// The spec the groups are written in (`output-spec-id`): their manifest is written under it.
     output_spec_id: i32,
     /// Recorded in the snapshot summary for the next run's incremental planning.
-    watermark: Option<(i64, String)>,
+    watermark: Option<Watermark>,
 }
 
 /// A rewritten group waiting for its commit.
@@ -707,12 +726,16 @@ async fn commit_groups(
 /// `icemaint.job-id`, and the watermark for incremental planning when the run has one.
 fn summary_properties(env: &Env<'_>, commit: &CommitSettings) -> HashMap<String, String> {
     let mut props = HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]);
-    if let Some((cold_through, key)) = &commit.watermark {
+    if let Some(w) = &commit.watermark {
         props.insert(
             changed::COLD_THROUGH_MS.to_string(),
-            cold_through.to_string(),
+            w.cold_through_ms.to_string(),
         );
-        props.insert(changed::PLAN_KEY.to_string(), key.clone());
+        props.insert(
+            changed::PLANNED_AT_MS.to_string(),
+            w.planned_at_ms.to_string(),
+        );
+        props.insert(changed::PLAN_KEY.to_string(), w.plan_key.clone());
     }
     props
 }

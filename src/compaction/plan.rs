@@ -18,7 +18,8 @@
 //!    [`super::rewrite::collect_candidates`]), so the files left out of an undersized bin are the
 //!    ones Spark leaves out when it plans the same manifests sequentially.
 //! 4. **Keeping a bin.** A bin becomes a [`FileGroup`] when it has more than one file and at least
-//!    `min-input-files` (at most 2 under `hot-partition-age`, see [`super::hot`]), or more than one file and more bytes than the target, or more bytes than
+//!    `min-input-files` (at most 2 for settled partitions under `hot-partition-age`, see
+//!    [`super::hot`]), or more than one file and more bytes than the target, or more bytes than
 //!    the max, or a file meeting a delete condition, or under `rewrite-all`.
 //! 5. **Output file count.** Java's `expectedOutputFiles`, with one deliberate correction (see
 //!    [`PlanSettings::expected_output_files`]) so that compacting a group never produces files that
@@ -96,6 +97,12 @@ pub struct PlanSettings {
     /// after this instant, or with deletes, are planned. `None`: every partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_since_ms: Option<i64>,
+    /// A cold partition whose newest data is older than this (twice the age ago, or the last
+    /// compaction's planning time from its watermark if later), or older than another
+    /// partition's newest data, is *settled*:
+    /// any two of its fragments make a group (see [`hot::min_input_files`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_before_ms: Option<i64>,
 }
 
 impl PlanSettings {
@@ -118,15 +125,19 @@ impl PlanSettings {
             rewrite_older_specs: options.rewrite_older_specs,
             hot_cutoff_ms: None,
             changed_since_ms: None,
+            settled_before_ms: None,
         }
     }
 
-    /// Partitions with data committed at or after `now_ms` minus `hot-partition-age` are hot;
-    /// no change without that option.
+    /// Partitions with data committed at or after `now_ms` minus `hot-partition-age` are hot,
+    /// and those with nothing newer than twice the age are settled (the caller may move that
+    /// later, to the last compaction's planning time); no change without that option.
     pub fn with_hot_cutoff(mut self, options: &CompactionOptions, now_ms: i64) -> Self {
-        self.hot_cutoff_ms = options.hot_partition_age_secs.map(|s| {
-            now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
-        });
+        let age_ms = options
+            .hot_partition_age_secs
+            .map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000));
+        self.hot_cutoff_ms = age_ms.map(|a| now_ms.saturating_sub(a));
+        self.settled_before_ms = age_ms.map(|a| now_ms.saturating_sub(a.saturating_mul(2)));
         self
     }
 
@@ -430,10 +441,30 @@ fn tier_bins(
         .collect())
 }
 
-fn group_reasons(files: &[CandidateFile], bytes: u64, s: &PlanSettings) -> Vec<GroupReason> {
+/// Newest commit time per planning group (`None` when no file's is known).
+fn newest_commits<'f>(
+    files: &'f [CandidateFile],
+    s: &'f PlanSettings,
+) -> BTreeMap<(i32, &'f str), Option<i64>> {
+    let mut newest: BTreeMap<(i32, &str), Option<i64>> = BTreeMap::new();
+    if s.hot_cutoff_ms.is_some() {
+        for f in files {
+            let e = newest.entry(s.group_key(f)).or_default();
+            *e = (*e).max(f.committed_ms);
+        }
+    }
+    newest
+}
+
+fn group_reasons(
+    files: &[CandidateFile],
+    bytes: u64,
+    s: &PlanSettings,
+    settled: bool,
+) -> Vec<GroupReason> {
     let mut reasons = Vec::new();
     let n = files.len();
-    if n > 1 && n >= hot::min_input_files(s.min_input_files, s.hot_cutoff_ms.is_some()) {
+    if n > 1 && n >= hot::min_input_files(s.min_input_files, settled) {
         reasons.push(GroupReason::EnoughInputFiles);
     }
     if n > 1 && bytes > s.target_file_size_bytes {
@@ -490,6 +521,8 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
 
     let hot_keys = hot_keys(files, settings);
     let changed = changed_keys(files, settings);
+    let newest = newest_commits(files, settings);
+    let table_newest = newest.values().copied().max().flatten();
     let mut groups = Vec::new();
     let mut skipped_groups = 0;
     let mut skipped_files = 0;
@@ -513,11 +546,17 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
             Err(all) => (pack(all, settings.max_file_group_size_bytes), false),
         };
         hot_partitions += usize::from(hot);
+        let settled = !hot && settings.hot_cutoff_ms.is_some() && {
+            // The writer moved on to another partition, or nothing came since the last run.
+            let mine = newest.get(&(spec_id, partition)).copied().flatten();
+            let before = settings.settled_before_ms.max(table_newest);
+            mine.is_none_or(|t| before.is_some_and(|b| t < b))
+        };
         for bin in bins {
             let input_bytes: u64 = bin.iter().map(|f| f.size_bytes).sum();
             let reasons = match hot {
                 true => vec![GroupReason::HotTier],
-                false => group_reasons(&bin, input_bytes, settings),
+                false => group_reasons(&bin, input_bytes, settings, settled),
             };
             if reasons.is_empty() {
                 skipped_groups += 1;
@@ -1157,6 +1196,7 @@ mod tests {
                         rewrite_older_specs: older,
                         hot_cutoff_ms: None,
                         changed_since_ms: None,
+                        settled_before_ms: None,
                     }
                 },
             )
@@ -1310,8 +1350,8 @@ mod tests {
 
         /// Without `hot-partition-age` (no cutoff) the plan is Spark's whatever the files'
         /// commit times; with a cutoff after every commit time no partition is hot and the plan
-        /// is Spark's with `min-input-files` at most 2; with any cutoff the plan keeps its
-        /// structure.
+        /// is Spark's again, and Spark's with `min-input-files` at most 2 once the partitions are
+        /// settled; with any cutoff the plan keeps its structure.
         #[test]
         fn hot_age_unset_or_cold_changes_nothing(
             (s, files) in arb_case(),
@@ -1333,9 +1373,18 @@ mod tests {
                 p
             };
             prop_assert_eq!(&spark, &untimed(plan(&timed, &s)));
-            // Cold partitions merge any two fragments (see `hot::min_input_files`).
+            // All data of one instant: no partition is older than another, none settled.
+            let same: Vec<CandidateFile> = files
+                .iter()
+                .map(|f| CandidateFile { committed_ms: Some(500), ..f.clone() })
+                .collect();
             let cold = PlanSettings { hot_cutoff_ms: Some(1_000), ..s.clone() };
-            let p = untimed(plan(&timed, &cold));
+            let p = untimed(plan(&same, &cold));
+            prop_assert_eq!(&spark.groups, &p.groups);
+            prop_assert_eq!(p.hot_partitions, 0);
+            // Settled partitions (no data since the last run) merge any two fragments.
+            let settled = PlanSettings { settled_before_ms: Some(1_000), ..cold.clone() };
+            let p = untimed(plan(&timed, &settled));
             let spark_two = PlanSettings { min_input_files: s.min_input_files.min(2), ..s.clone() };
             prop_assert_eq!(&plan(&files, &spark_two).groups, &p.groups);
             prop_assert_eq!(p.hot_partitions, 0);

@@ -4,8 +4,10 @@
 //! Model: every tick, `files_per_tick` files of `file_size_bytes` are appended to each of
 //! `partitions_per_tick` partitions of the current day (`p=<i>/day=<d>`); every
 //! `compact_every_ticks` ticks, half a tick after the append, a compaction plans the live files
-//! and applies every group (a group's bytes become `expected_output_files` files of equal size). After the last tick the
-//! clock moves past `hot-partition-age` and a final compaction runs, so every day ends cold.
+//! and applies every group (a group's bytes become `expected_output_files` files of equal size).
+//! After the last tick the clock moves past twice `hot-partition-age` and compactions run until
+//! one finds nothing to do, so every day ends cold and settled. Compactions keep the watermark a real one records
+//! in its snapshot summary (incremental planning, settled partitions).
 //!
 //! A compaction output carries, as in a real table, the commit time of the newest writer append
 //! before the compaction (see `rewrite::committed`). Write amplification is the bytes the
@@ -87,7 +89,13 @@ struct State {
     rewritten: u64,
     commits: usize,
     last_append_ms: Option<i64>,
+    /// The last committed compaction's watermark `(cold-through, planned-at)`, as the real one
+    /// records it in its snapshot summary (see `super::changed`).
+    watermark: Option<(i64, i64)>,
 }
+
+/// At most this many compactions after the last tick (two suffice: see [`run`]).
+pub const FINAL_RUNS: usize = 3;
 
 /// Runs `scenario` with the compaction `options` (their `hot-partition-age` included).
 pub fn run(scenario: &Scenario, options: &CompactionOptions) -> Outcome {
@@ -99,6 +107,7 @@ pub fn run(scenario: &Scenario, options: &CompactionOptions) -> Outcome {
         rewritten: 0,
         commits: 0,
         last_append_ms: None,
+        watermark: None,
     };
     let mut points = Vec::new();
     let total_ticks = scenario.ticks_per_day * scenario.days;
@@ -112,10 +121,25 @@ pub fn run(scenario: &Scenario, options: &CompactionOptions) -> Outcome {
             points.push(compact(&mut st, scenario, &base, options, tick, at));
         }
     }
-    // Once every partition is cold: past the hot age after the last tick.
+    // Once every partition is settled: twice the hot age after the last tick, compactions until
+    // one finds nothing to do.
     let age_ms = options.hot_partition_age_secs.unwrap_or(0) as i64 * 1000;
-    let end = tick_ms(scenario, total_ticks) + age_ms;
-    points.push(compact(&mut st, scenario, &base, options, total_ticks, end));
+    let end = tick_ms(scenario, total_ticks) + 2 * age_ms;
+    for k in 0..FINAL_RUNS {
+        let point = compact(
+            &mut st,
+            scenario,
+            &base,
+            options,
+            total_ticks,
+            end + k as i64,
+        );
+        let done = point.groups == 0;
+        points.push(point);
+        if done {
+            break;
+        }
+    }
     outcome(st, scenario, &base, points)
 }
 
@@ -160,9 +184,16 @@ fn compact(
     tick: usize,
     now: i64,
 ) -> Point {
-    let settings = base.clone().with_hot_cutoff(options, now);
+    let mut settings = base.clone().with_hot_cutoff(options, now);
+    if let (Some(_), Some((cold_through, planned_at))) = (settings.hot_cutoff_ms, st.watermark) {
+        settings.changed_since_ms = Some(cold_through);
+        settings.settled_before_ms = settings.settled_before_ms.max(Some(planned_at));
+    }
     let p = plan(&st.files, &settings);
     apply(st, &p);
+    if let (Some(cutoff), false) = (settings.hot_cutoff_ms, p.groups.is_empty()) {
+        st.watermark = Some((cutoff, now));
+    }
     let (hot_partitions, max_hot, cold_files) = hotness(&st.files, &settings);
     let written: std::collections::BTreeSet<String> = (0..scenario.partitions_per_tick)
         .map(|p| partition(scenario, tick.min(last_tick(scenario)), p))
