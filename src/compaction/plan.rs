@@ -456,6 +456,88 @@ fn newest_commits<'f>(
     newest
 }
 
+/// The `hot-partition-age` view of the files (see [`hot`] and [`changed`]): which planning groups
+/// are hot, which changed since the watermark, and when each last received data.
+struct Watch<'f> {
+    hot: BTreeSet<(i32, &'f str)>,
+    changed: Option<BTreeSet<(i32, &'f str)>>,
+    newest: BTreeMap<(i32, &'f str), Option<i64>>,
+    table_newest: Option<i64>,
+}
+
+impl<'f> Watch<'f> {
+    fn new(files: &'f [CandidateFile], s: &'f PlanSettings) -> Self {
+        let newest = newest_commits(files, s);
+        Watch {
+            hot: hot_keys(files, s),
+            changed: changed_keys(files, s),
+            table_newest: newest.values().copied().max().flatten(),
+            newest,
+        }
+    }
+
+    fn unchanged(&self, key: (i32, &str)) -> bool {
+        self.changed.as_ref().is_some_and(|c| !c.contains(&key))
+    }
+
+    /// The partition's bins and whether it is planned as hot.
+    fn bins(
+        &self,
+        key: (i32, &str),
+        candidates: Vec<CandidateFile>,
+        s: &PlanSettings,
+    ) -> (Vec<Vec<CandidateFile>>, bool) {
+        let tiers = match self.hot.contains(&key) {
+            true => tier_bins(candidates, s),
+            false => Err(candidates),
+        };
+        match tiers {
+            Ok(tiers) => (tiers, true),
+            Err(all) => (pack(all, s.max_file_group_size_bytes), false),
+        }
+    }
+
+    /// A cold partition is settled when the writer moved on to another partition, or nothing
+    /// came since the last run planned (or for twice the age).
+    fn settled(&self, key: (i32, &str), s: &PlanSettings) -> bool {
+        if s.hot_cutoff_ms.is_none() {
+            return false;
+        }
+        let mine = self.newest.get(&key).copied().flatten();
+        let before = s.settled_before_ms.max(self.table_newest);
+        mine.is_none_or(|t| before.is_some_and(|b| t < b))
+    }
+}
+
+/// A kept bin as a [`FileGroup`]; `id` is (global id, index within the partition).
+fn file_group(
+    (id, partition_index): (usize, usize),
+    (spec_id, partition): (i32, &str),
+    bin: Vec<CandidateFile>,
+    reasons: Vec<GroupReason>,
+    s: &PlanSettings,
+) -> FileGroup {
+    let input_bytes: u64 = bin.iter().map(|f| f.size_bytes).sum();
+    let expected_output_files = s.expected_output_files(input_bytes);
+    FileGroup {
+        id,
+        partition_index,
+        spec_id,
+        partition: partition.to_string(),
+        input_records: bin.iter().map(|f| f.record_count).sum(),
+        known_deleted_records: bin
+            .iter()
+            .map(|f| f.deleted_records.min(f.record_count))
+            .sum(),
+        delete_files: bin.iter().map(|f| f.delete_file_count).sum(),
+        input_bytes,
+        expected_output_files,
+        max_output_file_bytes: s.max_output_file_bytes(input_bytes, expected_output_files),
+        files: bin,
+        reasons,
+    }
+}
+
 fn group_reasons(
     files: &[CandidateFile],
     bytes: u64,
@@ -519,39 +601,22 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         }
     }
 
-    let hot_keys = hot_keys(files, settings);
-    let changed = changed_keys(files, settings);
-    let newest = newest_commits(files, settings);
-    let table_newest = newest.values().copied().max().flatten();
+    let watch = Watch::new(files, settings);
     let mut groups = Vec::new();
     let mut skipped_groups = 0;
     let mut skipped_files = 0;
     let mut hot_partitions = 0;
     let mut unchanged_partitions = 0;
     for ((spec_id, partition), candidates) in by_partition {
-        if changed
-            .as_ref()
-            .is_some_and(|c| !c.contains(&(spec_id, partition)))
-        {
+        let key = (spec_id, partition);
+        if watch.unchanged(key) {
             unchanged_partitions += 1;
             continue;
         }
-        let mut partition_index = 0;
-        let bins = match hot_keys.contains(&(spec_id, partition)) {
-            true => tier_bins(candidates, settings),
-            false => Err(candidates),
-        };
-        let (bins, hot) = match bins {
-            Ok(tiers) => (tiers, true),
-            Err(all) => (pack(all, settings.max_file_group_size_bytes), false),
-        };
+        let (bins, hot) = watch.bins(key, candidates, settings);
         hot_partitions += usize::from(hot);
-        let settled = !hot && settings.hot_cutoff_ms.is_some() && {
-            // The writer moved on to another partition, or nothing came since the last run.
-            let mine = newest.get(&(spec_id, partition)).copied().flatten();
-            let before = settings.settled_before_ms.max(table_newest);
-            mine.is_none_or(|t| before.is_some_and(|b| t < b))
-        };
+        let settled = !hot && watch.settled(key, settings);
+        let mut partition_index = 0;
         for bin in bins {
             let input_bytes: u64 = bin.iter().map(|f| f.size_bytes).sum();
             let reasons = match hot {
@@ -564,25 +629,8 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
                 continue;
             }
             partition_index += 1;
-            let expected_output_files = settings.expected_output_files(input_bytes);
-            groups.push(FileGroup {
-                id: groups.len() + 1,
-                partition_index,
-                spec_id,
-                partition: partition.to_string(),
-                input_records: bin.iter().map(|f| f.record_count).sum(),
-                known_deleted_records: bin
-                    .iter()
-                    .map(|f| f.deleted_records.min(f.record_count))
-                    .sum(),
-                delete_files: bin.iter().map(|f| f.delete_file_count).sum(),
-                input_bytes,
-                expected_output_files,
-                max_output_file_bytes: settings
-                    .max_output_file_bytes(input_bytes, expected_output_files),
-                files: bin,
-                reasons,
-            });
+            let id = (groups.len() + 1, partition_index);
+            groups.push(file_group(id, key, bin, reasons, settings));
         }
     }
 
