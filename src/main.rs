@@ -125,6 +125,39 @@ enum Command {
         #[arg(long)]
         setup_only: bool,
     },
+    /// Simulate compaction of a synthetic write pattern with the real planner (no I/O): write
+    /// amplification, commits, hot and cold partitions' file counts over time.
+    Simulate {
+        /// Take `[compaction]` options and `[properties]` from this policy file.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Compaction option (Spark's names, `hot-partition-age`), e.g. --option
+        /// hot-partition-age=1h (repeatable; after the policy's).
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        /// Files appended to each written partition per tick.
+        #[arg(long, default_value_t = 1)]
+        files_per_tick: usize,
+        /// Size of each appended file in bytes.
+        #[arg(long, default_value_t = 55_000)]
+        file_size: u64,
+        /// Partitions of the current day written each tick.
+        #[arg(long, default_value_t = 1)]
+        partitions_per_tick: usize,
+        #[arg(long, default_value_t = 96)]
+        ticks_per_day: usize,
+        #[arg(long, default_value_t = 3)]
+        days: usize,
+        /// Compact every this many ticks.
+        #[arg(long, default_value_t = 2)]
+        compact_every: usize,
+        /// Simulated time per tick.
+        #[arg(long, default_value = "15m")]
+        tick: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks (bench/run.sh): print one JSON object.
     #[command(hide = true, subcommand)]
     Bench(BenchCommand),
@@ -261,6 +294,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
             policies,
             setup_only,
         } => cli::demo(&dir, &listen, policies.as_deref(), setup_only).await,
+        Command::Simulate {
+            policy,
+            options,
+            files_per_tick,
+            file_size,
+            partitions_per_tick,
+            ticks_per_day,
+            days,
+            compact_every,
+            tick,
+            json,
+        } => {
+            let scenario = icemaint::compaction::simulate::Scenario {
+                files_per_tick,
+                file_size_bytes: file_size,
+                partitions_per_tick,
+                ticks_per_day,
+                days,
+                compact_every_ticks: compact_every,
+                tick_seconds: 0,
+            };
+            let args = cli::simulate::Args {
+                policy: policy.as_deref(),
+                options: &options,
+                tick: &tick,
+                json,
+            };
+            cli::simulate::run(scenario, args)
+        }
         Command::Bench(BenchCommand::Limit {
             input,
             output,

@@ -98,6 +98,14 @@ pub struct Metrics {
     pub compaction_files_read_total: IntCounterVec,
     pub compaction_files_written_total: IntCounterVec,
     pub compaction_groups_total: IntCounterVec,
+    /// Bytes writers appended (snapshot summaries' `added-files-size` of non-`replace` snapshots),
+    /// against which `icemaint_compaction_bytes_read_total` is the write amplification.
+    pub writer_bytes_appended_total: IntCounterVec,
+    pub compaction_hot_partitions_skipped_total: IntCounterVec,
+    /// Per table, the sequence number through which writer appends were counted (see
+    /// [`Metrics::count_writer_appends`]).
+    writer_appends_counted:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
     pub commit_conflicts_total: IntCounterVec,
     pub commit_retries_total: IntCounterVec,
     pub snapshots_expired_total: IntCounterVec,
@@ -356,6 +364,8 @@ struct CompactionMetrics {
     files_read_total: IntCounterVec,
     files_written_total: IntCounterVec,
     groups_total: IntCounterVec,
+    writer_bytes_appended_total: IntCounterVec,
+    hot_partitions_skipped_total: IntCounterVec,
     commit_conflicts_total: IntCounterVec,
     commit_retries_total: IntCounterVec,
 }
@@ -392,6 +402,18 @@ impl CompactionMetrics {
                 "icemaint_compaction_groups_total",
                 "File groups by outcome (planned, committed, failed, conflict).",
                 &["table", "outcome"],
+            ),
+            writer_bytes_appended_total: counter_vec(
+                r,
+                "icemaint_writer_bytes_appended_total",
+                "Bytes of data files writers appended (non-replace snapshots) since the daemon started watching the table.",
+                TABLE,
+            ),
+            hot_partitions_skipped_total: counter_vec(
+                r,
+                "icemaint_compaction_hot_partitions_skipped_total",
+                "Hot partitions (hot-partition-age) only fragment-merged or left alone by a compaction.",
+                TABLE,
             ),
             commit_conflicts_total: counter_vec(
                 r,
@@ -491,6 +513,9 @@ impl Metrics {
             compaction_files_read_total: compaction.files_read_total,
             compaction_files_written_total: compaction.files_written_total,
             compaction_groups_total: compaction.groups_total,
+            writer_bytes_appended_total: compaction.writer_bytes_appended_total,
+            compaction_hot_partitions_skipped_total: compaction.hot_partitions_skipped_total,
+            writer_appends_counted: Default::default(),
             commit_conflicts_total: compaction.commit_conflicts_total,
             commit_retries_total: compaction.commit_retries_total,
             snapshots_expired_total: pruning.snapshots_expired_total,
@@ -566,6 +591,8 @@ impl Metrics {
             &self.compaction_bytes_written_total,
             &self.compaction_files_read_total,
             &self.compaction_files_written_total,
+            &self.writer_bytes_appended_total,
+            &self.compaction_hot_partitions_skipped_total,
             &self.commit_conflicts_total,
             &self.commit_retries_total,
             &self.snapshots_expired_total,
@@ -577,6 +604,35 @@ impl Metrics {
         for outcome in GROUP_OUTCOMES {
             self.compaction_groups_total
                 .with_label_values(&[table, outcome]);
+        }
+    }
+
+    /// Adds the writer appends of `snapshots` (`(sequence number, added bytes)` of the table's
+    /// non-`replace` snapshots) not counted yet. The first call for a table only records where
+    /// counting starts, so the counter covers what writers appended while the daemon watched,
+    /// like the compaction counters it is compared with.
+    pub fn count_writer_appends(&self, table: &str, snapshots: &[(i64, u64)]) {
+        let newest = snapshots.iter().map(|(seq, _)| *seq).max();
+        let mut counted = self
+            .writer_appends_counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(newest) = newest else {
+            return;
+        };
+        match counted.insert(table.to_string(), newest) {
+            None => {}
+            Some(through) => {
+                let bytes: u64 = snapshots
+                    .iter()
+                    .filter(|(seq, _)| *seq > through)
+                    .map(|(_, b)| *b)
+                    .sum();
+                counted.insert(table.to_string(), newest.max(through));
+                self.writer_bytes_appended_total
+                    .with_label_values(&[table])
+                    .inc_by(bytes);
+            }
         }
     }
 
@@ -608,6 +664,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writer_appends_are_counted_once_from_the_first_sight() {
+        let m = Metrics::new();
+        let c = || {
+            m.writer_bytes_appended_total
+                .with_label_values(&["t"])
+                .get()
+        };
+        m.count_writer_appends("t", &[(1, 10), (2, 20)]);
+        assert_eq!(c(), 0);
+        m.count_writer_appends("t", &[(1, 10), (2, 20), (4, 40)]);
+        assert_eq!(c(), 40);
+        // Nothing new, or an older view of the table: nothing counted again.
+        m.count_writer_appends("t", &[(1, 10), (2, 20), (4, 40)]);
+        m.count_writer_appends("t", &[(2, 20)]);
+        m.count_writer_appends("t", &[]);
+        m.count_writer_appends("t", &[(5, 5), (6, 6)]);
+        assert_eq!(c(), 51);
+    }
 
     #[test]
     fn names_are_prefixed_and_rendered() {

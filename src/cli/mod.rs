@@ -14,6 +14,7 @@ use crate::tomlcheck::Problem;
 pub mod bench;
 mod jobs;
 mod print;
+pub mod simulate;
 
 pub use jobs::{compact, expire, remove_orphans, rewrite_manifests};
 

@@ -55,6 +55,13 @@ pub fn plan(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         p["rewrite_bytes"],
         p["expected_output_files"]
     );
+    // hot-partition-age: partitions held back, only when there are any.
+    let (hot, unchanged) = (&p["hot_partitions"], &p["unchanged_partitions"]);
+    if hot.as_u64().unwrap_or(0) + unchanged.as_u64().unwrap_or(0) > 0 {
+        println!(
+            "  {hot} hot partitions (fragments only), {unchanged} unchanged partitions not planned"
+        );
+    }
     for g in p["groups"].as_array().into_iter().flatten() {
         println!(
             "  group {:>3}  {:<40} files={:<5} bytes={:<12} -> {} file(s)",

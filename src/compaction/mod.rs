@@ -10,10 +10,13 @@
 //! validation refuses a batch of several groups (a concurrent delete touched one of them), its
 //! groups are committed one by one so that only the conflicting ones are dropped.
 
+pub mod changed;
 pub mod filter;
+pub mod hot;
 pub mod options;
 pub mod plan;
 pub mod rewrite;
+pub mod simulate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -93,6 +96,17 @@ pub struct Prepared {
     pub output_spec_id: i32,
     pub plan: Plan,
     candidates: Option<Candidates>,
+    /// The watermark this run leaves for the next one's incremental planning (see
+    /// [`changed`]), under `hot-partition-age` only.
+    watermark: Option<Watermark>,
+}
+
+/// What a compaction records in its `replace` snapshot's summary for the next one.
+#[derive(Debug, Clone)]
+struct Watermark {
+    cold_through_ms: i64,
+    planned_at_ms: i64,
+    plan_key: String,
 }
 
 /// The dry-run view of a plan (`--dry-run`, `POST .../plan`).
@@ -183,10 +197,24 @@ pub async fn prepare(
         output_spec_id,
         filter,
     } = resolve_for_table(&table, policy_options, overrides)?;
-    let settings = PlanSettings::new(&options, output_spec_id).with_current_spec(
-        md.default_partition_spec_id(),
-        rewrite::current_null_partition(md),
-    );
+    let now = now_ms();
+    let mut settings = PlanSettings::new(&options, output_spec_id)
+        .with_current_spec(
+            md.default_partition_spec_id(),
+            rewrite::current_null_partition(md),
+        )
+        .with_hot_cutoff(&options, now);
+    let watermark = settings.hot_cutoff_ms.map(|cold_through_ms| Watermark {
+        cold_through_ms,
+        planned_at_ms: now,
+        plan_key: changed::plan_key(&options),
+    });
+    if let Some(w) = &watermark
+        && let Some((cold_through, planned_at)) = last_watermark(md, &w.plan_key)
+    {
+        settings.changed_since_ms = Some(cold_through);
+        settings.settled_before_ms = settings.settled_before_ms.max(planned_at);
+    }
     let (plan, candidates) = match md.current_snapshot() {
         None => (plan::plan(&[], &settings), None),
         Some(s) => {
@@ -201,7 +229,41 @@ pub async fn prepare(
         output_spec_id,
         plan,
         candidates,
+        watermark,
     })
+}
+
+/// The watermark of the table's last icemaint compaction on the current branch, when it planned
+/// with the same options (see [`changed`]): its cold-through and planning instants. `None`: plan
+/// every partition.
+fn last_watermark(md: &iceberg::spec::TableMetadata, plan_key: &str) -> Option<(i64, Option<i64>)> {
+    let mut snapshot = md.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        let props = &s.summary().additional_properties;
+        if props.contains_key("icemaint.job-id") {
+            if props.get(changed::PLAN_KEY).map(String::as_str) != Some(plan_key) {
+                return None;
+            }
+            let cold_through = props.get(changed::COLD_THROUGH_MS)?.parse().ok()?;
+            let planned_at = props
+                .get(changed::PLANNED_AT_MS)
+                .and_then(|v| v.parse().ok());
+            return Some((cold_through, planned_at));
+        }
+        snapshot = s
+            .parent_snapshot_id()
+            .and_then(|p| md.snapshot_by_id(p).cloned());
+    }
+    None
+}
+
+/// The wall clock in ms since the epoch: `hot-partition-age` is measured against the snapshots'
+/// commit timestamps, which are wall-clock times too.
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What a compaction did (the job's result).
@@ -210,6 +272,10 @@ pub struct Report {
     pub table: String,
     pub starting_snapshot_id: Option<i64>,
     pub groups_planned: usize,
+    /// Hot partitions (`hot-partition-age`) only fragment-merged or left alone.
+    pub hot_partitions_skipped: usize,
+    /// Partitions not planned: unchanged since the last compaction (incremental planning).
+    pub unchanged_partitions: usize,
     pub groups_rewritten: usize,
     pub groups_committed: usize,
     pub groups_failed: usize,
@@ -254,6 +320,8 @@ struct CommitSettings {
     split_refused_batches: bool,
     /// The spec the groups are written in (`output-spec-id`): their manifest is written under it.
     output_spec_id: i32,
+    /// Recorded in the snapshot summary for the next run's incremental planning.
+    watermark: Option<Watermark>,
 }
 
 /// A rewritten group waiting for its commit.
@@ -290,6 +358,11 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
             use_starting_sequence_number: opts.use_starting_sequence_number,
             split_refused_batches: opts.partial_progress_enabled,
             output_spec_id: prepared.output_spec_id,
+            // Partial progress may commit only some groups: no watermark then.
+            watermark: prepared
+                .watermark
+                .clone()
+                .filter(|_| !opts.partial_progress_enabled),
         },
         batch_size: batch_size(opts, prepared.plan.groups.len()),
         report,
@@ -314,12 +387,38 @@ fn planned_report(env: &Env<'_>, prepared: &Prepared) -> Report {
         .compaction_groups_total
         .with_label_values(&[&prepared.table_name, "planned"])
         .inc_by(prepared.plan.groups.len() as u64);
+    env.metrics
+        .compaction_hot_partitions_skipped_total
+        .with_label_values(&[&prepared.table_name])
+        .inc_by(prepared.plan.hot_partitions as u64);
+    env.metrics.count_writer_appends(
+        &prepared.table_name,
+        &writer_appends(prepared.table.metadata()),
+    );
     Report {
         table: prepared.table_name.clone(),
         starting_snapshot_id: prepared.candidates.as_ref().map(|c| c.snapshot_id),
         groups_planned: prepared.plan.groups.len(),
+        hot_partitions_skipped: prepared.plan.hot_partitions,
+        unchanged_partitions: prepared.plan.unchanged_partitions,
         ..Default::default()
     }
+}
+
+/// `(sequence number, added-files-size)` of the table's writer (non-`replace`) snapshots.
+fn writer_appends(md: &iceberg::spec::TableMetadata) -> Vec<(i64, u64)> {
+    md.snapshots()
+        .filter(|s| s.summary().operation != iceberg::spec::Operation::Replace)
+        .map(|s| {
+            let added = s
+                .summary()
+                .additional_properties
+                .get("added-files-size")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            (s.sequence_number(), added)
+        })
+        .collect()
 }
 
 /// Refuses tables whose format version replace snapshots cannot be committed to: v1 and v2 are
@@ -568,7 +667,7 @@ async fn commit_groups(
             .iter()
             .flat_map(|g| g.files.iter().cloned())
             .collect(),
-        summary_properties: HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]),
+        summary_properties: summary_properties(env, commit),
         remove_dangling_deletes: commit.remove_dangling_deletes,
         use_starting_sequence_number: commit.use_starting_sequence_number,
         output_spec_id: Some(commit.output_spec_id),
@@ -624,6 +723,23 @@ async fn commit_groups(
         "replace snapshot committed"
     );
     Ok(())
+}
+
+/// `icemaint.job-id`, and the watermark for incremental planning when the run has one.
+fn summary_properties(env: &Env<'_>, commit: &CommitSettings) -> HashMap<String, String> {
+    let mut props = HashMap::from([("icemaint.job-id".to_string(), env.job_id.clone())]);
+    if let Some(w) = &commit.watermark {
+        props.insert(
+            changed::COLD_THROUGH_MS.to_string(),
+            w.cold_through_ms.to_string(),
+        );
+        props.insert(
+            changed::PLANNED_AT_MS.to_string(),
+            w.planned_at_ms.to_string(),
+        );
+        props.insert(changed::PLAN_KEY.to_string(), w.plan_key.clone());
+    }
+    props
 }
 
 async fn record_failure(

@@ -59,6 +59,11 @@ pub const REMOVE_DANGLING_DELETES: &str = "remove-dangling-deletes";
 /// grouped per (spec, partition), so one run moves the whole table to the output spec. Spark
 /// (the default, false) selects by size and deletes only.
 pub const REWRITE_OLDER_SPECS: &str = "rewrite-older-specs";
+/// `hot-partition-age`: icemaint's own option, not Spark's. A partition whose newest data was
+/// committed less than this duration ago is *hot*: only its small fragments are merged, in size
+/// tiers (see [`super::hot`]); once cold it is planned with Spark's rules. Unset (the default):
+/// every partition is planned with Spark's rules, exactly as `rewrite_data_files` would.
+pub const HOT_PARTITION_AGE: &str = "hot-partition-age";
 /// `where`: in Spark a procedure argument rather than an option; icemaint accepts it in the same
 /// map so that a policy is one flat set of keys.
 pub const WHERE: &str = "where";
@@ -85,6 +90,7 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     OUTPUT_SPEC_ID,
     REMOVE_DANGLING_DELETES,
     REWRITE_OLDER_SPECS,
+    HOT_PARTITION_AGE,
     WHERE,
 ];
 
@@ -175,6 +181,9 @@ pub struct CompactionOptions {
     pub remove_dangling_deletes: bool,
     /// icemaint's `rewrite-older-specs` (see [`REWRITE_OLDER_SPECS`]); Spark has no such option.
     pub rewrite_older_specs: bool,
+    /// icemaint's `hot-partition-age` in whole seconds (see [`HOT_PARTITION_AGE`]); `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_partition_age_secs: Option<u64>,
     /// The `where` partition filter as written; syntax-checked by [`resolve`], bound to the table
     /// schema with [`filter::parse_where`] when the table is known.
     #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
@@ -202,6 +211,7 @@ impl Default for CompactionOptions {
             output_spec_id: None,
             remove_dangling_deletes: false,
             rewrite_older_specs: false,
+            hot_partition_age_secs: None,
             where_filter: None,
         }
     }
@@ -357,6 +367,7 @@ pub fn resolve(
     p.partial_progress(&mut out);
     p.execution(&mut out);
     p.where_filter(&mut out);
+    p.hot_partition_age(&mut out);
 
     if p.errors.is_empty() {
         Ok(out)
@@ -553,6 +564,18 @@ impl Parser<'_> {
         }
     }
 
+    /// `hot-partition-age`: a positive duration (`30s`, `15m`, `2h`, `1d`).
+    fn hot_partition_age(&mut self, out: &mut CompactionOptions) {
+        let Some(raw) = self.raw(HOT_PARTITION_AGE) else {
+            return;
+        };
+        match crate::util::parse_duration(raw) {
+            Ok(d) if d.as_secs() == 0 => self.error(HOT_PARTITION_AGE, "must be at least 1s"),
+            Ok(d) => out.hot_partition_age_secs = Some(d.as_secs()),
+            Err(e) => self.error(HOT_PARTITION_AGE, e),
+        }
+    }
+
     /// `where`: syntax-checked only; the schema is not known here.
     fn where_filter(&mut self, out: &mut CompactionOptions) {
         let options = self.options;
@@ -688,6 +711,12 @@ mod tests {
             (&[(REWRITE_OLDER_SPECS, "false")], &[], |o| {
                 !o.rewrite_older_specs
             }),
+            (&[(HOT_PARTITION_AGE, "15m")], &[], |o| {
+                o.hot_partition_age_secs == Some(900)
+            }),
+            (&[(HOT_PARTITION_AGE, "1d")], &[], |o| {
+                o.hot_partition_age_secs == Some(86_400)
+            }),
             (&[(WHERE, " org_id = 3 ")], &[], |o| {
                 o.where_filter.as_deref() == Some("org_id = 3")
             }),
@@ -763,6 +792,16 @@ mod tests {
                 &[(MIN_INPUT_FILES, "0")],
                 &[],
                 &[(MIN_INPUT_FILES, "must be > 0")],
+            ),
+            (
+                &[(HOT_PARTITION_AGE, "15")],
+                &[],
+                &[(HOT_PARTITION_AGE, "missing unit after 15")],
+            ),
+            (
+                &[(HOT_PARTITION_AGE, "0s")],
+                &[],
+                &[(HOT_PARTITION_AGE, "must be at least 1s")],
             ),
             (
                 &[(MAX_FILE_GROUP_SIZE_BYTES, "0")],
@@ -893,6 +932,7 @@ mod tests {
                 WHERE => "a = 1",
                 TARGET_FILE_SIZE_BYTES => "1000",
                 MIN_FILE_SIZE_BYTES => "500",
+                HOT_PARTITION_AGE => "1h",
                 MAX_FILE_SIZE_BYTES => "2000",
                 _ => "3",
             }

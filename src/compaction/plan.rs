@@ -18,7 +18,8 @@
 //!    [`super::rewrite::collect_candidates`]), so the files left out of an undersized bin are the
 //!    ones Spark leaves out when it plans the same manifests sequentially.
 //! 4. **Keeping a bin.** A bin becomes a [`FileGroup`] when it has more than one file and at least
-//!    `min-input-files`, or more than one file and more bytes than the target, or more bytes than
+//!    `min-input-files` (at most 2 for settled partitions under `hot-partition-age`, see
+//!    [`super::hot`]), or more than one file and more bytes than the target, or more bytes than
 //!    the max, or a file meeting a delete condition, or under `rewrite-all`.
 //! 5. **Output file count.** Java's `expectedOutputFiles`, with one deliberate correction (see
 //!    [`PlanSettings::expected_output_files`]) so that compacting a group never produces files that
@@ -41,6 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::options::{CompactionOptions, RewriteJobOrder, write_max_file_size};
+use super::{changed, hot};
 
 /// One live data file, as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,12 @@ pub struct CandidateFile {
     pub delete_file_count: usize,
     /// Rows removed by file-scoped position deletes, when known; otherwise 0.
     pub deleted_records: u64,
+    /// When the newest writer data in this file was committed (ms since the epoch): the time of
+    /// the newest non-`replace` snapshot at or before the file's data sequence number, so a
+    /// compacted file carries its inputs' time, not the compaction's. `None` when unknown
+    /// (snapshots expired): such a file never makes its partition hot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_ms: Option<i64>,
 }
 
 /// The planning-relevant subset of [`CompactionOptions`], plus the resolved output spec.
@@ -80,6 +88,21 @@ pub struct PlanSettings {
     /// icemaint's `rewrite-older-specs`: files outside the output spec are candidates and their
     /// groups are always kept.
     pub rewrite_older_specs: bool,
+    /// `hot-partition-age` resolved against the clock by the caller: a partition holding a file
+    /// committed at or after this instant (ms since the epoch) is hot (see [`super::hot`]).
+    /// `None`: no partition is hot, and planning is Spark's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_cutoff_ms: Option<i64>,
+    /// Incremental planning (see [`super::changed`]): only partitions with data committed at or
+    /// after this instant, or with deletes, are planned. `None`: every partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since_ms: Option<i64>,
+    /// A cold partition whose newest data is older than this (twice the age ago, or the last
+    /// compaction's planning time from its watermark if later), or older than another
+    /// partition's newest data, is *settled*:
+    /// any two of its fragments make a group (see [`hot::min_input_files`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_before_ms: Option<i64>,
 }
 
 impl PlanSettings {
@@ -100,7 +123,22 @@ impl PlanSettings {
             current_spec_id: output_spec_id,
             other_specs_partition: String::new(),
             rewrite_older_specs: options.rewrite_older_specs,
+            hot_cutoff_ms: None,
+            changed_since_ms: None,
+            settled_before_ms: None,
         }
+    }
+
+    /// Partitions with data committed at or after `now_ms` minus `hot-partition-age` are hot,
+    /// and those with nothing newer than twice the age are settled (the caller may move that
+    /// later, to the last compaction's planning time); no change without that option.
+    pub fn with_hot_cutoff(mut self, options: &CompactionOptions, now_ms: i64) -> Self {
+        let age_ms = options
+            .hot_partition_age_secs
+            .map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000));
+        self.hot_cutoff_ms = age_ms.map(|a| now_ms.saturating_sub(a));
+        self.settled_before_ms = age_ms.map(|a| now_ms.saturating_sub(a.saturating_mul(2)));
+        self
     }
 
     /// The table's current spec and its all-null partition as rendered for [`CandidateFile`]s.
@@ -255,6 +293,9 @@ pub enum GroupReason {
     OutputSpec,
     /// `rewrite-all` is set.
     RewriteAll,
+    /// A size tier of a hot partition's fragments is full (`hot-partition-age`, see
+    /// [`super::hot`]).
+    HotTier,
 }
 
 /// A set of files in one `(spec, partition)` rewritten together into new files.
@@ -309,6 +350,14 @@ pub struct Plan {
     pub rewrite_bytes: u64,
     pub rewrite_partitions: usize,
     pub expected_output_files: usize,
+    /// Hot partitions (`hot-partition-age`) that were only fragment-merged or left alone instead
+    /// of being binpacked whole.
+    #[serde(default)]
+    pub hot_partitions: usize,
+    /// Partitions not planned because nothing changed in them since the last compaction
+    /// ([`super::changed`]).
+    #[serde(default)]
+    pub unchanged_partitions: usize,
     pub settings: PlanSettings,
 }
 
@@ -340,10 +389,164 @@ fn pack(files: Vec<CandidateFile>, capacity: u64) -> Vec<Vec<CandidateFile>> {
     bins
 }
 
-fn group_reasons(files: &[CandidateFile], bytes: u64, s: &PlanSettings) -> Vec<GroupReason> {
+/// The planning groups (`(spec, partition)` keys) that are hot (`hot-partition-age`, see
+/// [`hot`]): they hold a file committed at or after the cutoff. Empty without a cutoff or under
+/// `rewrite-all`.
+pub fn hot_keys<'f>(files: &'f [CandidateFile], s: &'f PlanSettings) -> BTreeSet<(i32, &'f str)> {
+    if s.rewrite_all {
+        return BTreeSet::new();
+    }
+    files
+        .iter()
+        .filter(|f| hot::is_hot(f.committed_ms, s.hot_cutoff_ms))
+        .map(|f| s.group_key(f))
+        .collect()
+}
+
+/// The planning groups that changed since the watermark (see [`changed`]); `None` without one.
+fn changed_keys<'f>(
+    files: &'f [CandidateFile],
+    s: &'f PlanSettings,
+) -> Option<BTreeSet<(i32, &'f str)>> {
+    s.changed_since_ms?;
+    Some(
+        files
+            .iter()
+            .filter(|f| {
+                changed::is_changed(f.committed_ms, f.delete_file_count, s.changed_since_ms)
+            })
+            .map(|f| s.group_key(f))
+            .collect(),
+    )
+}
+
+/// The bins of a hot partition (see [`hot`]): its full fragment tiers, each packed by the max
+/// group size and kept when more than one file; `Err(candidates)` when the partition is planned
+/// with Spark's rules after all.
+#[allow(clippy::result_large_err)]
+fn tier_bins(
+    candidates: Vec<CandidateFile>,
+    s: &PlanSettings,
+) -> Result<Vec<Vec<CandidateFile>>, Vec<CandidateFile>> {
+    let sizes: Vec<u64> = candidates.iter().map(|f| f.size_bytes).collect();
+    let tiers = match hot::plan_hot(&sizes, s.min_file_size_bytes, s.target_file_size_bytes) {
+        hot::HotPlan::Binpack => return Err(candidates),
+        hot::HotPlan::Tiers(t) => t,
+    };
+    Ok(tiers
+        .into_iter()
+        .map(|t| t.into_iter().map(|i| candidates[i].clone()).collect())
+        .flat_map(|t| pack(t, s.max_file_group_size_bytes))
+        .filter(|bin: &Vec<CandidateFile>| bin.len() > 1)
+        .collect())
+}
+
+/// Newest commit time per planning group (`None` when no file's is known).
+fn newest_commits<'f>(
+    files: &'f [CandidateFile],
+    s: &'f PlanSettings,
+) -> BTreeMap<(i32, &'f str), Option<i64>> {
+    let mut newest: BTreeMap<(i32, &str), Option<i64>> = BTreeMap::new();
+    if s.hot_cutoff_ms.is_some() {
+        for f in files {
+            let e = newest.entry(s.group_key(f)).or_default();
+            *e = (*e).max(f.committed_ms);
+        }
+    }
+    newest
+}
+
+/// The `hot-partition-age` view of the files (see [`hot`] and [`changed`]): which planning groups
+/// are hot, which changed since the watermark, and when each last received data.
+struct Watch<'f> {
+    hot: BTreeSet<(i32, &'f str)>,
+    changed: Option<BTreeSet<(i32, &'f str)>>,
+    newest: BTreeMap<(i32, &'f str), Option<i64>>,
+    table_newest: Option<i64>,
+}
+
+impl<'f> Watch<'f> {
+    fn new(files: &'f [CandidateFile], s: &'f PlanSettings) -> Self {
+        let newest = newest_commits(files, s);
+        Watch {
+            hot: hot_keys(files, s),
+            changed: changed_keys(files, s),
+            table_newest: newest.values().copied().max().flatten(),
+            newest,
+        }
+    }
+
+    fn unchanged(&self, key: (i32, &str)) -> bool {
+        self.changed.as_ref().is_some_and(|c| !c.contains(&key))
+    }
+
+    /// The partition's bins and whether it is planned as hot.
+    fn bins(
+        &self,
+        key: (i32, &str),
+        candidates: Vec<CandidateFile>,
+        s: &PlanSettings,
+    ) -> (Vec<Vec<CandidateFile>>, bool) {
+        let tiers = match self.hot.contains(&key) {
+            true => tier_bins(candidates, s),
+            false => Err(candidates),
+        };
+        match tiers {
+            Ok(tiers) => (tiers, true),
+            Err(all) => (pack(all, s.max_file_group_size_bytes), false),
+        }
+    }
+
+    /// A cold partition is settled when the writer moved on to another partition, or nothing
+    /// came since the last run planned (or for twice the age).
+    fn settled(&self, key: (i32, &str), s: &PlanSettings) -> bool {
+        if s.hot_cutoff_ms.is_none() {
+            return false;
+        }
+        let mine = self.newest.get(&key).copied().flatten();
+        let before = s.settled_before_ms.max(self.table_newest);
+        mine.is_none_or(|t| before.is_some_and(|b| t < b))
+    }
+}
+
+/// A kept bin as a [`FileGroup`]; `id` is (global id, index within the partition).
+fn file_group(
+    (id, partition_index): (usize, usize),
+    (spec_id, partition): (i32, &str),
+    bin: Vec<CandidateFile>,
+    reasons: Vec<GroupReason>,
+    s: &PlanSettings,
+) -> FileGroup {
+    let input_bytes: u64 = bin.iter().map(|f| f.size_bytes).sum();
+    let expected_output_files = s.expected_output_files(input_bytes);
+    FileGroup {
+        id,
+        partition_index,
+        spec_id,
+        partition: partition.to_string(),
+        input_records: bin.iter().map(|f| f.record_count).sum(),
+        known_deleted_records: bin
+            .iter()
+            .map(|f| f.deleted_records.min(f.record_count))
+            .sum(),
+        delete_files: bin.iter().map(|f| f.delete_file_count).sum(),
+        input_bytes,
+        expected_output_files,
+        max_output_file_bytes: s.max_output_file_bytes(input_bytes, expected_output_files),
+        files: bin,
+        reasons,
+    }
+}
+
+fn group_reasons(
+    files: &[CandidateFile],
+    bytes: u64,
+    s: &PlanSettings,
+    settled: bool,
+) -> Vec<GroupReason> {
     let mut reasons = Vec::new();
     let n = files.len();
-    if n > 1 && n >= s.min_input_files {
+    if n > 1 && n >= hot::min_input_files(s.min_input_files, settled) {
         reasons.push(GroupReason::EnoughInputFiles);
     }
     if n > 1 && bytes > s.target_file_size_bytes {
@@ -398,39 +601,36 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         }
     }
 
+    let watch = Watch::new(files, settings);
     let mut groups = Vec::new();
     let mut skipped_groups = 0;
     let mut skipped_files = 0;
+    let mut hot_partitions = 0;
+    let mut unchanged_partitions = 0;
     for ((spec_id, partition), candidates) in by_partition {
+        let key = (spec_id, partition);
+        if watch.unchanged(key) {
+            unchanged_partitions += 1;
+            continue;
+        }
+        let (bins, hot) = watch.bins(key, candidates, settings);
+        hot_partitions += usize::from(hot);
+        let settled = !hot && watch.settled(key, settings);
         let mut partition_index = 0;
-        for bin in pack(candidates, settings.max_file_group_size_bytes) {
+        for bin in bins {
             let input_bytes: u64 = bin.iter().map(|f| f.size_bytes).sum();
-            let reasons = group_reasons(&bin, input_bytes, settings);
+            let reasons = match hot {
+                true => vec![GroupReason::HotTier],
+                false => group_reasons(&bin, input_bytes, settings, settled),
+            };
             if reasons.is_empty() {
                 skipped_groups += 1;
                 skipped_files += bin.len();
                 continue;
             }
             partition_index += 1;
-            let expected_output_files = settings.expected_output_files(input_bytes);
-            groups.push(FileGroup {
-                id: groups.len() + 1,
-                partition_index,
-                spec_id,
-                partition: partition.to_string(),
-                input_records: bin.iter().map(|f| f.record_count).sum(),
-                known_deleted_records: bin
-                    .iter()
-                    .map(|f| f.deleted_records.min(f.record_count))
-                    .sum(),
-                delete_files: bin.iter().map(|f| f.delete_file_count).sum(),
-                input_bytes,
-                expected_output_files,
-                max_output_file_bytes: settings
-                    .max_output_file_bytes(input_bytes, expected_output_files),
-                files: bin,
-                reasons,
-            });
+            let id = (groups.len() + 1, partition_index);
+            groups.push(file_group(id, key, bin, reasons, settings));
         }
     }
 
@@ -460,6 +660,8 @@ pub fn plan(files: &[CandidateFile], settings: &PlanSettings) -> Plan {
         rewrite_bytes: groups.iter().map(|g| g.input_bytes).sum(),
         rewrite_partitions,
         expected_output_files: groups.iter().map(|g| g.expected_output_files).sum(),
+        hot_partitions,
+        unchanged_partitions,
         settings: settings.clone(),
         groups,
     }
@@ -492,6 +694,7 @@ mod tests {
             partition: partition.to_string(),
             delete_file_count: 0,
             deleted_records: 0,
+            committed_ms: None,
         }
     }
 
@@ -1039,6 +1242,9 @@ mod tests {
                         // Never a partition of the generated files: old-spec groups stay apart.
                         other_specs_partition: "p=null".to_string(),
                         rewrite_older_specs: older,
+                        hot_cutoff_ms: None,
+                        changed_since_ms: None,
+                        settled_before_ms: None,
                     }
                 },
             )
@@ -1078,6 +1284,7 @@ mod tests {
                         } else {
                             records * del_pct as u64 / 100
                         },
+                        committed_ms: None,
                     },
                 )
                 .collect()
@@ -1124,6 +1331,7 @@ mod tests {
                     partition: relabel(g),
                     delete_file_count: 0,
                     deleted_records: 0,
+                    committed_ms: None,
                 });
             }
         }
@@ -1186,6 +1394,50 @@ mod tests {
             if rewrite_all {
                 prop_assert_eq!(p.rewrite_files, files.len());
             }
+        }
+
+        /// Without `hot-partition-age` (no cutoff) the plan is Spark's whatever the files'
+        /// commit times; with a cutoff after every commit time no partition is hot and the plan
+        /// is Spark's again, and Spark's with `min-input-files` at most 2 once the partitions are
+        /// settled; with any cutoff the plan keeps its structure.
+        #[test]
+        fn hot_age_unset_or_cold_changes_nothing(
+            (s, files) in arb_case(),
+            times in prop::collection::vec(prop::option::of(0i64..1_000), 1..8),
+            cutoff in 0i64..1_200,
+        ) {
+            let timed: Vec<CandidateFile> = files
+                .iter()
+                .zip(times.iter().cycle())
+                .map(|(f, t)| CandidateFile { committed_ms: *t, ..f.clone() })
+                .collect();
+            let spark = plan(&files, &s);
+            let untimed = |mut p: Plan| {
+                for g in &mut p.groups {
+                    for f in &mut g.files {
+                        f.committed_ms = None;
+                    }
+                }
+                p
+            };
+            prop_assert_eq!(&spark, &untimed(plan(&timed, &s)));
+            // All data of one instant: no partition is older than another, none settled.
+            let same: Vec<CandidateFile> = files
+                .iter()
+                .map(|f| CandidateFile { committed_ms: Some(500), ..f.clone() })
+                .collect();
+            let cold = PlanSettings { hot_cutoff_ms: Some(1_000), ..s.clone() };
+            let p = untimed(plan(&same, &cold));
+            prop_assert_eq!(&spark.groups, &p.groups);
+            prop_assert_eq!(p.hot_partitions, 0);
+            // Settled partitions (no data since the last run) merge any two fragments.
+            let settled = PlanSettings { settled_before_ms: Some(1_000), ..cold.clone() };
+            let p = untimed(plan(&timed, &settled));
+            let spark_two = PlanSettings { min_input_files: s.min_input_files.min(2), ..s.clone() };
+            prop_assert_eq!(&plan(&files, &spark_two).groups, &p.groups);
+            prop_assert_eq!(p.hot_partitions, 0);
+            let hot = PlanSettings { hot_cutoff_ms: Some(cutoff), ..s.clone() };
+            check_structure(&timed, &hot, &plan(&timed, &hot));
         }
 
         /// The plan depends on the order of files within each group only: files of other

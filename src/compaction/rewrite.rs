@@ -251,6 +251,8 @@ struct DataMeta {
     record_count: u64,
     size_bytes: u64,
     format: DataFileFormat,
+    /// The entry's data sequence number (for [`committed::WriterCommits`]).
+    sequence_number: Option<i64>,
 }
 
 /// What the manifests say about one live delete file.
@@ -416,6 +418,7 @@ async fn read_manifests(
                             record_count: df.record_count(),
                             size_bytes: df.file_size_in_bytes(),
                             format: df.file_format(),
+                            sequence_number: entry.sequence_number(),
                         },
                     );
                 }
@@ -514,6 +517,7 @@ pub async fn collect_candidates(
     };
     let mut all_tasks = scan_tasks(table, snapshot_id, None).await?;
     let schema = metadata.current_schema();
+    let writer_commits = committed::WriterCommits::new(metadata);
 
     let mut files = Vec::new();
     let mut tasks = HashMap::new();
@@ -575,6 +579,7 @@ pub async fn collect_candidates(
             partition: render_partition(spec, schema, &meta.partition),
             delete_file_count: task.deletes.len(),
             deleted_records: deleted_records.min(meta.record_count),
+            committed_ms: writer_commits.time_of(meta.sequence_number),
         });
         tasks.insert(path, task);
     }
@@ -1285,5 +1290,6 @@ fn to_writer_batch(
     Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(to_iceberg)?)
 }
 
+mod committed;
 #[cfg(test)]
 mod tests;

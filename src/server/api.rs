@@ -432,6 +432,10 @@ pub struct CompactionOverrides {
     /// other than the output spec, whatever its size.
     #[schema(nullable = false)]
     pub rewrite_older_specs: Option<bool>,
+    /// icemaint's own option, not Spark's: partitions with data committed more recently than
+    /// this duration (`30s`, `15m`, `2h`, `1d`) are hot and only their small fragments are merged.
+    #[schema(nullable = false)]
+    pub hot_partition_age: Option<String>,
     #[schema(exclusive_minimum = 0, maximum = 1, nullable = false)]
     pub delete_ratio_threshold: Option<f64>,
     #[schema(inline, nullable = false)]

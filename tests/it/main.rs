@@ -24,3 +24,4 @@ mod sqlite_busy;
 mod status_page;
 mod triggers;
 mod vended;
+mod watching;

@@ -7,6 +7,11 @@ Subcommands (usage: pyiceberg_ops.py SUBCOMMAND [catalog flags as in every tool]
         default 0) fills the (org, day) partition (j % orgs, (j // orgs) % days) with the same generator as
         make_table.py (--orgs/--days/--start-date must match the table's to hit its partitions).
         --extra-column NAME also fills a string column added with add-column: "j-<append>-<row>".
+  serve-appends [--rows N] [--seed S] [--orgs O] [--days D]
+        a long-lived writer for tests that interleave appends with other work: reads lines of append
+        numbers "J1 J2 ..." on stdin and makes those appends (append number J as in append), each its
+        own commit, then prints one JSON line {"added_bytes": [...], "snapshot_ids": [...]}; ends at
+        end of input.
   delete --where FILTER
         tbl.delete(FILTER), a PyIceberg row filter such as "value < 1.0" (copy-on-write in PyIceberg 0.12).
   set-properties K=V [K=V ...]
@@ -48,6 +53,23 @@ def do_append(a, tbl) -> dict:
         tbl.append(data)
         ids.append(tbl.current_snapshot().snapshot_id)
     return {"rows_appended": a.rows * a.appends, "snapshot_ids": ids}
+
+
+def do_serve_appends(a, tbl) -> dict:
+    import json
+    served = 0
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        tbl = tbl.refresh()
+        ids = []
+        for j in (int(x) for x in line.split()):
+            a.index, a.appends = j, 1
+            ids += do_append(a, tbl)["snapshot_ids"]
+        added = [int(tbl.snapshot_by_id(i).summary.additional_properties["added-files-size"]) for i in ids]
+        print(json.dumps({"added_bytes": added, "snapshot_ids": ids}), flush=True)
+        served += len(ids)
+    return {"appends": served}
 
 
 def do_delete(a, tbl) -> dict:
@@ -106,6 +128,15 @@ def main():
     p.add_argument("--start-date", default="2025-01-01", help="default: %(default)s")
     p.add_argument("--extra-column", metavar="NAME", help="also fill this (added) string column")
     p.set_defaults(fn=do_append)
+
+    p = sub.add_parser("serve-appends", help="appends on request from stdin")
+    pc_.add_catalog_args(p)
+    p.add_argument("--rows", type=int, default=1000, help="rows per append (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=7, help="default: %(default)s")
+    p.add_argument("--orgs", type=int, default=5, help="default: %(default)s")
+    p.add_argument("--days", type=int, default=4, help="default: %(default)s")
+    p.add_argument("--start-date", default="2025-01-01", help="default: %(default)s")
+    p.set_defaults(fn=do_serve_appends, extra_column=None, index=0, appends=0)
 
     p = sub.add_parser("delete", help="tbl.delete(FILTER)")
     pc_.add_catalog_args(p)
