@@ -7,13 +7,18 @@
 //! the newest non-`replace` snapshot at or before that sequence number is therefore when the
 //! newest data in the file reached the table: compacting a partition does not make it look hot.
 
-use iceberg::spec::{Operation, TableMetadata};
+use iceberg::spec::{FormatVersion, Operation, TableMetadata};
 
 /// `(sequence number, timestamp ms)` of the table's writer (non-`replace`) snapshots, ascending.
 pub struct WriterCommits(Vec<(i64, i64)>);
 
 impl WriterCommits {
     pub fn new(metadata: &TableMetadata) -> Self {
+        // v1 has no sequence numbers (all 0): no file's commit time is known, so no partition is
+        // hot and every partition counts as changed — Spark's rules, never a wrong "hot".
+        if metadata.format_version() == FormatVersion::V1 {
+            return WriterCommits(Vec::new());
+        }
         let mut v: Vec<(i64, i64)> = metadata
             .snapshots()
             .filter(|s| s.summary().operation != Operation::Replace)
