@@ -12,7 +12,14 @@
 //!   commits, then times [`crate::compaction::prepare`] (table load, manifest scan, plan) in a
 //!   fresh child process, so its peak RSS (`VmHWM`) covers planning and nothing else.
 //!
-//! Both print one JSON object on stdout. MB are 10^6 bytes.
+//! - [`orphans::orphans`] (`bench remove-orphans`) and [`manifests::manifests`]
+//!   (`bench rewrite-manifests`): orphan removal and the manifest rewrite on synthetic tables of
+//!   the same kind, timed in a child process likewise.
+//!
+//! Each prints one JSON object on stdout. MB are 10^6 bytes.
+
+pub mod manifests;
+pub mod orphans;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -36,6 +43,7 @@ use crate::compaction::rewrite::{
     plain_encoded_columns, without_dictionary_for, writer_properties,
 };
 use crate::config::{CatalogConfig, CatalogType};
+use orphans::S3Dir;
 
 /// CPU time and peak memory of this process so far.
 #[derive(Debug, Clone, Copy)]
@@ -362,16 +370,6 @@ fn plan_overrides() -> BTreeMap<String, String> {
     ])
 }
 
-fn plan_catalog_config(dir: &Path) -> CatalogConfig {
-    CatalogConfig {
-        kind: CatalogType::Sql,
-        uri: format!("sqlite://{}", dir.join("catalog.db").display()),
-        name: "default".into(),
-        warehouse: Some(format!("file://{}", dir.join("warehouse").display())),
-        properties: Default::default(),
-    }
-}
-
 /// `icemaint bench plan`: see the module documentation.
 pub async fn plan(opts: &PlanOptions) -> anyhow::Result<PlanReport> {
     if opts.files == 0 || opts.partitions == 0 || opts.commits == 0 {
@@ -381,16 +379,7 @@ pub async fn plan(opts: &PlanOptions) -> anyhow::Result<PlanReport> {
         let dir = opts.dir.as_deref().context("--plan-only needs --dir")?;
         return time_prepare(dir, opts).await;
     }
-    let (dir, temporary) = match &opts.dir {
-        Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("icemaint-bench-plan-{}", uuid::Uuid::now_v7())),
-            true,
-        ),
-    };
-    std::fs::create_dir_all(dir.join("warehouse"))
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let dir = dir.canonicalize()?;
+    let (dir, temporary) = bench_dir(opts.dir.as_deref(), "plan")?;
     let result = plan_in(&dir, opts).await;
     if temporary && !opts.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -428,60 +417,29 @@ async fn plan_in(dir: &Path, opts: &PlanOptions) -> anyhow::Result<PlanReport> {
 /// Creates `bench.metrics` in `dir` with the synthetic files, unless it exists already. Returns
 /// the seconds spent, `None` when reused.
 async fn create_plan_table(dir: &Path, opts: &PlanOptions) -> anyhow::Result<Option<f64>> {
-    let db = dir.join("catalog.db");
-    if !db.exists() {
-        File::create(&db).with_context(|| format!("creating {}", db.display()))?;
-    }
-    let catalog = CatalogHandle::connect(&plan_catalog_config(dir)).await?;
-    let ns = NamespaceIdent::new("bench".into());
-    let ident = TableIdent::new(ns.clone(), "metrics".into());
-    if catalog.catalog.table_exists(&ident).await? {
-        return Ok(None);
-    }
+    let catalog = synthetic_catalog(dir, None).await?;
     let started = Instant::now();
-    if !catalog.catalog.namespace_exists(&ns).await? {
-        catalog
-            .catalog
-            .create_namespace(&ns, HashMap::new())
-            .await?;
-    }
-    let creation = TableCreation::builder()
-        .name("metrics".to_string())
-        .schema(crate::demo::metrics_schema())
-        .partition_spec(crate::demo::metrics_spec())
-        .format_version(FormatVersion::V2)
-        .build();
-    let mut table = catalog.catalog.create_table(&ns, creation).await?;
-    let spec_id = table.metadata().default_partition_spec_id();
-    let location = table
-        .metadata()
-        .location()
-        .trim_end_matches('/')
-        .to_string();
-    let per_commit = opts.files.div_ceil(opts.commits);
-    let mut next = 0usize;
-    while next < opts.files {
-        let end = (next + per_commit).min(opts.files);
-        let files: Vec<DataFile> = (next..end)
-            .map(|i| synthetic_file(&location, spec_id, i, opts.partitions))
-            .collect::<anyhow::Result<_>>()?;
-        let tx = Transaction::new(&table);
-        let tx = tx.fast_append().add_data_files(files).apply(tx)?;
-        table = tx.commit(catalog.catalog.as_ref()).await?;
-        next = end;
-    }
-    Ok(Some(round2(started.elapsed().as_secs_f64())))
+    let table = Synthetic {
+        name: PLAN_TABLE,
+        files: opts.files,
+        partitions: opts.partitions,
+        commits: opts.commits,
+        metrics: true,
+    };
+    let created = create_synthetic_table(&catalog, &table, |_| Ok(())).await?;
+    Ok(created.map(|_| round2(started.elapsed().as_secs_f64())))
 }
 
-/// File `i` of the synthetic table: partition `i % partitions` (org = p / 10, day = p % 10),
-/// ~200 kB and 15 000 rows like the standard benchmark input, with column metrics like Spark's.
+/// File `i` of a synthetic table: partition `i % partitions` (org = p / 10, day = p % 10),
+/// ~200 kB and 15 000 rows like the standard benchmark input, with column metrics like Spark's
+/// when `metrics`.
 fn synthetic_file(
     location: &str,
     spec_id: i32,
     i: usize,
     partitions: usize,
+    metrics: bool,
 ) -> anyhow::Result<DataFile> {
-    const DAY0: i32 = 20_089; // 2025-01-01
     const MICROS_PER_DAY: i64 = 86_400_000_000;
     let p = i % partitions;
     let org = (p / 10) as i32;
@@ -508,7 +466,16 @@ fn synthetic_file(
         (4, Datum::double(99.999)),
         (5, Datum::int(300)),
     ]);
-    DataFileBuilder::default()
+    let mut builder = DataFileBuilder::default();
+    if metrics {
+        builder
+            .column_sizes(sizes)
+            .value_counts(counts)
+            .null_value_counts(nulls)
+            .lower_bounds(lower)
+            .upper_bounds(upper);
+    }
+    builder
         .content(DataContentType::Data)
         .file_path(format!(
             "{location}/data/org_id={org}/ts_day={day}/{i:08}-synthetic.parquet"
@@ -521,18 +488,13 @@ fn synthetic_file(
         .partition_spec_id(spec_id)
         .record_count(rows)
         .file_size_in_bytes(200_000 + (i as u64 % 997))
-        .column_sizes(sizes)
-        .value_counts(counts)
-        .null_value_counts(nulls)
-        .lower_bounds(lower)
-        .upper_bounds(upper)
         .split_offsets(Some(vec![4]))
         .build()
         .context("building a synthetic data file")
 }
 
 async fn time_prepare(dir: &Path, opts: &PlanOptions) -> anyhow::Result<PlanReport> {
-    let catalog = CatalogHandle::connect(&plan_catalog_config(dir)).await?;
+    let catalog = synthetic_catalog(dir, None).await?;
     let rss_before = proc_status_mib("VmRSS:");
     let usage0 = Usage::now();
     let started = Instant::now();
@@ -562,6 +524,152 @@ async fn time_prepare(dir: &Path, opts: &PlanOptions) -> anyhow::Result<PlanRepo
         groups: p.groups.len(),
         rewrite_files: p.rewrite_files,
     })
+}
+
+// ------------------------------------------------------------------------------------------------
+// synthetic tables (plan, remove-orphans, rewrite-manifests)
+
+/// 2025-01-01 in days since the epoch: the synthetic tables' first day.
+const DAY0: i32 = 20_089;
+
+/// A synthetic table: `files` data files over `partitions` partitions (org = p / 10, day = p % 10),
+/// fast-appended in `commits` commits (one manifest each). The files do not exist.
+pub(crate) struct Synthetic<'a> {
+    /// `namespace.table`.
+    pub name: &'a str,
+    pub files: usize,
+    pub partitions: usize,
+    pub commits: usize,
+    /// Column metrics like Spark's on every entry (what makes a real manifest heavy).
+    pub metrics: bool,
+}
+
+/// A directory for a benchmark's catalog and warehouse: `dir` (created), or a new temporary one
+/// (`true`: the caller removes it).
+fn bench_dir(dir: Option<&Path>, label: &str) -> anyhow::Result<(PathBuf, bool)> {
+    let (dir, temporary) = match dir {
+        Some(d) => (d.to_path_buf(), false),
+        None => (
+            std::env::temp_dir().join(format!("icemaint-bench-{label}-{}", uuid::Uuid::now_v7())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(dir.join("warehouse"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok((dir.canonicalize()?, temporary))
+}
+
+/// The SQL catalog (SQLite) of a benchmark directory; the warehouse is `dir/warehouse`, or the
+/// S3 bucket's `warehouse/` prefix.
+async fn synthetic_catalog(dir: &Path, s3: Option<&S3Dir>) -> anyhow::Result<CatalogHandle> {
+    let db = dir.join("catalog.db");
+    if !db.exists() {
+        File::create(&db).with_context(|| format!("creating {}", db.display()))?;
+    }
+    let (warehouse, properties) = match s3 {
+        None => (
+            format!("file://{}", dir.join("warehouse").display()),
+            Default::default(),
+        ),
+        Some(s3) => (
+            format!("s3://{}/warehouse", s3.bucket),
+            [
+                ("s3.endpoint", s3.endpoint.as_str()),
+                ("s3.access-key-id", s3.access_key.as_str()),
+                ("s3.secret-access-key", s3.secret_key.as_str()),
+                ("s3.region", "us-east-1"),
+                ("s3.path-style-access", "true"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ),
+    };
+    let config = CatalogConfig {
+        kind: CatalogType::Sql,
+        uri: format!("sqlite://{}", db.display()),
+        name: "default".into(),
+        warehouse: Some(warehouse),
+        properties,
+    };
+    Ok(CatalogHandle::connect(&config).await?)
+}
+
+/// Creates the synthetic table unless it exists; `each` sees every data file before it is
+/// committed. Returns the table's location, `None` when the table existed.
+async fn create_synthetic_table(
+    catalog: &CatalogHandle,
+    t: &Synthetic<'_>,
+    mut each: impl FnMut(&DataFile) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<String>> {
+    let (ns, name) = t
+        .name
+        .split_once('.')
+        .context("a synthetic table is ns.name")?;
+    let ns = NamespaceIdent::new(ns.into());
+    let ident = TableIdent::new(ns.clone(), name.into());
+    if catalog.catalog.table_exists(&ident).await? {
+        return Ok(None);
+    }
+    if !catalog.catalog.namespace_exists(&ns).await? {
+        catalog
+            .catalog
+            .create_namespace(&ns, HashMap::new())
+            .await?;
+    }
+    let creation = TableCreation::builder()
+        .name(name.to_string())
+        .schema(crate::demo::metrics_schema())
+        .partition_spec(crate::demo::metrics_spec())
+        .format_version(FormatVersion::V2)
+        .build();
+    let mut table = catalog.catalog.create_table(&ns, creation).await?;
+    let spec_id = table.metadata().default_partition_spec_id();
+    let location = table
+        .metadata()
+        .location()
+        .trim_end_matches('/')
+        .to_string();
+    let per_commit = t.files.div_ceil(t.commits);
+    let mut next = 0usize;
+    while next < t.files {
+        let end = (next + per_commit).min(t.files);
+        let files: Vec<DataFile> = (next..end)
+            .map(|i| synthetic_file(&location, spec_id, i, t.partitions, t.metrics))
+            .collect::<anyhow::Result<_>>()?;
+        files.iter().try_for_each(&mut each)?;
+        let tx = Transaction::new(&table);
+        let tx = tx.fast_append().add_data_files(files).apply(tx)?;
+        table = tx.commit(catalog.catalog.as_ref()).await?;
+        next = end;
+    }
+    Ok(Some(location))
+}
+
+/// Runs `icemaint bench SUBCOMMAND --run-only --dir DIR ARGS` (a fresh process, so its peak RSS
+/// is the measured work's alone) and parses the JSON report it prints.
+async fn run_child<T: serde::de::DeserializeOwned>(
+    subcommand: &str,
+    dir: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+) -> anyhow::Result<T> {
+    let exe = std::env::current_exe().context("locating the icemaint binary")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["bench", subcommand, "--run-only", "--dir"])
+        .arg(dir)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stderr(std::process::Stdio::inherit());
+    let output = cmd
+        .output()
+        .await
+        .with_context(|| format!("running the {subcommand} child process"))?;
+    if !output.status.success() {
+        bail!("the {subcommand} child process failed ({})", output.status);
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("parsing the {subcommand} child's report"))
 }
 
 #[cfg(test)]

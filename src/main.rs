@@ -206,6 +206,57 @@ enum BenchCommand {
         #[arg(long, hide = true)]
         plan_only: bool,
     },
+    /// Time orphan-file removal over a synthetic table location of many objects.
+    RemoveOrphans {
+        /// Objects under the table's data directory, orphans included.
+        #[arg(long, default_value_t = 1_000_000)]
+        objects: usize,
+        /// Unreferenced objects among them (dated two days back, deleted by the run).
+        #[arg(long, default_value_t = 10_000)]
+        orphans: usize,
+        #[arg(long, default_value_t = 1_000)]
+        partitions: usize,
+        /// Fast-append commits referencing the other objects.
+        #[arg(long, default_value_t = 10)]
+        commits: usize,
+        /// Catalog (and local warehouse) directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory (a table already in --dir is reused).
+        #[arg(long)]
+        keep: bool,
+        /// S3 endpoint serving --s3-data-dir (s3s-fs); credentials in
+        /// ICEMAINT_BENCH_S3_ACCESS_KEY / ICEMAINT_BENCH_S3_SECRET_KEY.
+        #[arg(long, requires = "s3_data_dir")]
+        s3_endpoint: Option<String>,
+        /// The directory the S3 server serves (one top-level directory per bucket).
+        #[arg(long, requires = "s3_endpoint")]
+        s3_data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "bench")]
+        s3_bucket: String,
+        /// Internal: only time the removal of the table in --dir.
+        #[arg(long, hide = true)]
+        run_only: bool,
+    },
+    /// Time the manifest rewrite of a synthetic table of many entries.
+    RewriteManifests {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 1_000)]
+        partitions: usize,
+        /// Fast-append commits (one manifest each) holding the entries.
+        #[arg(long, default_value_t = 100)]
+        commits: usize,
+        /// Catalog directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory (a table already in --dir is reused).
+        #[arg(long)]
+        keep: bool,
+        /// Internal: only time the rewrite of the table in --dir.
+        #[arg(long, hide = true)]
+        run_only: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -348,6 +399,59 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 plan_only,
             };
             cli::bench::plan(opts).await
+        }
+        Command::Bench(BenchCommand::RemoveOrphans {
+            objects,
+            orphans,
+            partitions,
+            commits,
+            dir,
+            keep,
+            s3_endpoint,
+            s3_data_dir,
+            s3_bucket,
+            run_only,
+        }) => {
+            let s3 = s3_endpoint.zip(s3_data_dir).map(|(endpoint, data_dir)| {
+                icemaint::bench::orphans::S3Dir {
+                    endpoint,
+                    data_dir,
+                    bucket: s3_bucket,
+                    access_key: std::env::var(icemaint::bench::orphans::S3_ACCESS_KEY_ENV)
+                        .unwrap_or_default(),
+                    secret_key: std::env::var(icemaint::bench::orphans::S3_SECRET_KEY_ENV)
+                        .unwrap_or_default(),
+                }
+            });
+            let opts = icemaint::bench::orphans::OrphansOptions {
+                objects,
+                orphans,
+                partitions,
+                commits,
+                dir,
+                keep,
+                s3,
+                run_only,
+            };
+            cli::bench::orphans(opts).await
+        }
+        Command::Bench(BenchCommand::RewriteManifests {
+            entries,
+            partitions,
+            commits,
+            dir,
+            keep,
+            run_only,
+        }) => {
+            let opts = icemaint::bench::manifests::ManifestsOptions {
+                entries,
+                partitions,
+                commits,
+                dir,
+                keep,
+                run_only,
+            };
+            cli::bench::manifests(opts).await
         }
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -1,4 +1,4 @@
-//! `icemaint bench limit|plan` (hidden, for `bench/run.sh`): runs one benchmark of
+//! `icemaint bench limit|plan|remove-orphans|rewrite-manifests` (hidden, for `bench/run.sh`): runs one benchmark of
 //! [`crate::bench`] and prints its report as one JSON object.
 
 use std::path::PathBuf;
@@ -35,6 +35,20 @@ pub async fn limit(
 /// Compaction planning of a synthetic table.
 pub async fn plan(opts: PlanOptions) -> anyhow::Result<()> {
     let report = bench::plan(&opts).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Orphan-file removal over a synthetic table location.
+pub async fn orphans(opts: bench::orphans::OrphansOptions) -> anyhow::Result<()> {
+    let report = bench::orphans::orphans(&opts).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The manifest rewrite of a synthetic table.
+pub async fn manifests(opts: bench::manifests::ManifestsOptions) -> anyhow::Result<()> {
+    let report = bench::manifests::manifests(&opts).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -9,8 +9,11 @@
 //!
 //! iceberg-rust 0.10.1 details this module works around:
 //! - `FileScanTask` carries neither the data file's partition spec (the field exists but the scan
-//!   leaves it `None`) nor delete-file record counts, so the manifests are walked once more to
-//!   learn each file's spec id and each delete file's scope and size.
+//!   leaves it `None`) nor delete-file record counts, and its scan decodes every manifest and
+//!   clones each entry with all its column metrics. icemaint walks the manifests itself and
+//!   builds the tasks from that walk; the scan runs only for what the walk cannot decide (a
+//!   `where` filter's selection, and which delete files apply to which data file when the
+//!   snapshot has any).
 //! - Scan tasks are one per data file (`start` 0, `length` = file size): 0.10.1 does not split by
 //!   `read.split.target-size`. Tasks are still merged by path in case a later version does.
 //! - Tasks from a filtered scan carry the filter as a row predicate; the reader would then drop
@@ -45,10 +48,11 @@ use iceberg::arrow::{ArrowFileReader, RecordBatchPartitionSplitter};
 use iceberg::expr::Predicate;
 use iceberg::io::{FileIO, FileMetadata};
 use iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH;
-use iceberg::scan::FileScanTask;
+use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileFormat, Literal, ManifestContentType, PartitionKey,
-    PartitionSpec, PartitionSpecRef, PrimitiveLiteral, Schema, SchemaRef, Struct, TableMetadata,
+    DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, DataFileFormat, Literal,
+    ManifestContentType, ManifestFile, NameMapping, PartitionKey, PartitionSpec, PartitionSpecRef,
+    PrimitiveLiteral, Schema, SchemaRef, Struct, TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
@@ -70,6 +74,12 @@ const ENCRYPTION_KEY_ID: &str = "encryption.key-id";
 
 /// How many manifests are read at once when walking a snapshot.
 const MANIFEST_CONCURRENCY: usize = 8;
+
+/// Manifest entries being decoded or processed at once, at most (a larger manifest is read
+/// alone). A decoded entry with column metrics weighs ~1-2 KiB, so this bounds the walk's
+/// memory however large the manifests are, while small manifests are still fetched
+/// [`MANIFEST_CONCURRENCY`] at a time to hide an object store's latency.
+const MANIFEST_ENTRY_BUDGET: u32 = 32_768;
 
 /// Rows per batch from the reader (parquet-rs defaults to 1024). Every batch pays fixed costs
 /// on both sides (iceberg's batch transformer, the cast in [`to_writer_batch`], NaN counting,
@@ -244,8 +254,7 @@ fn tasks_for(
 
 /// What the manifests say about one live data file.
 struct DataMeta {
-    /// Position in scan order: manifest-list order, then entry order within the manifest.
-    scan_order: usize,
+    path: String,
     spec_id: i32,
     partition: Struct,
     record_count: u64,
@@ -253,6 +262,14 @@ struct DataMeta {
     format: DataFileFormat,
     /// The entry's data sequence number (for [`committed::WriterCommits`]).
     sequence_number: Option<i64>,
+}
+
+/// The live files of a snapshot, as its manifests list them.
+struct ManifestWalk {
+    /// Live data files in scan order: manifest-list order, then entry order within the manifest.
+    data: Vec<DataMeta>,
+    /// Live delete files by path.
+    deletes: HashMap<String, DeleteMeta>,
 }
 
 /// What the manifests say about one live delete file.
@@ -362,12 +379,23 @@ fn raw_literal(v: &Literal) -> String {
     }
 }
 
+/// A manifest's share of [`MANIFEST_ENTRY_BUDGET`]: its entry count from the manifest list (the
+/// whole budget when the list does not say, so such a manifest is read alone).
+fn manifest_weight(m: &ManifestFile) -> u32 {
+    match (
+        m.added_files_count,
+        m.existing_files_count,
+        m.deleted_files_count,
+    ) {
+        (Some(a), Some(e), Some(d)) => a.saturating_add(e).saturating_add(d),
+        _ => MANIFEST_ENTRY_BUDGET,
+    }
+    .clamp(1, MANIFEST_ENTRY_BUDGET)
+}
+
 /// Walks the snapshot's manifests: live data files with their spec, live delete files with their
 /// scope. Refuses deletion vectors and encrypted files.
-async fn read_manifests(
-    table: &Table,
-    snapshot_id: i64,
-) -> Result<(HashMap<String, DataMeta>, HashMap<String, DeleteMeta>), RewriteError> {
+async fn read_manifests(table: &Table, snapshot_id: i64) -> Result<ManifestWalk, RewriteError> {
     let metadata = table.metadata();
     let snapshot = metadata
         .snapshot_by_id(snapshot_id)
@@ -380,21 +408,31 @@ async fn read_manifests(
         ));
     }
     // A few manifests are read at once and processed in manifest-list order, so only a few are in
-    // memory and the data files keep their scan order.
+    // memory and the data files keep their scan order. The entry budget bounds how many decoded
+    // entries are held at once; its semaphore is fair, so manifests get their permits in list
+    // order and the one processed next is never starved by those after it.
+    let budget = Arc::new(tokio::sync::Semaphore::new(MANIFEST_ENTRY_BUDGET as usize));
     let mut manifests = futures::stream::iter(list.entries().iter().cloned())
         .map(|m| {
             let file_io = file_io.clone();
+            let budget = Arc::clone(&budget);
             async move {
+                let permit = budget
+                    .acquire_many_owned(manifest_weight(&m))
+                    .await
+                    .expect("the budget is never closed");
                 let manifest = m.load_manifest(&file_io).await?;
-                Ok::<_, iceberg::Error>((m, manifest))
+                Ok::<_, iceberg::Error>((m, manifest, permit))
             }
         })
         .buffered(MANIFEST_CONCURRENCY);
 
-    let mut data = HashMap::new();
+    let mut data = Vec::new();
     let mut deletes = HashMap::new();
     let mut deletion_vectors = 0;
-    while let Some((manifest_file, manifest)) = manifests.try_next().await? {
+    while let Some((manifest_file, manifest, _permit)) = manifests.try_next().await? {
+        // Entries are taken apart as they come and the decoded manifest dropped right after, so
+        // only the few manifests in flight are held, never the whole snapshot's entries.
         for entry in manifest.entries() {
             if !entry.is_alive() {
                 continue;
@@ -407,21 +445,15 @@ async fn read_manifests(
                 )));
             }
             match manifest_file.content {
-                ManifestContentType::Data => {
-                    let scan_order = data.len();
-                    data.insert(
-                        df.file_path().to_string(),
-                        DataMeta {
-                            scan_order,
-                            spec_id: manifest_file.partition_spec_id,
-                            partition: df.partition().clone(),
-                            record_count: df.record_count(),
-                            size_bytes: df.file_size_in_bytes(),
-                            format: df.file_format(),
-                            sequence_number: entry.sequence_number(),
-                        },
-                    );
-                }
+                ManifestContentType::Data => data.push(DataMeta {
+                    path: df.file_path().to_string(),
+                    spec_id: manifest_file.partition_spec_id,
+                    partition: df.partition().clone(),
+                    record_count: df.record_count(),
+                    size_bytes: df.file_size_in_bytes(),
+                    format: df.file_format(),
+                    sequence_number: entry.sequence_number(),
+                }),
                 ManifestContentType::Deletes => {
                     if df.file_format() == DataFileFormat::Puffin {
                         deletion_vectors += 1;
@@ -443,7 +475,7 @@ async fn read_manifests(
             count: deletion_vectors,
         });
     }
-    Ok((data, deletes))
+    Ok(ManifestWalk { data, deletes })
 }
 
 /// `table` without iceberg's manifest cache, for planning scans. The cache is bounded at 32 MiB
@@ -495,8 +527,107 @@ async fn scan_tasks(
     Ok(tasks)
 }
 
+/// What every unfiltered scan task of a snapshot shares, built once as iceberg 0.10.1's scan
+/// builds it (`TableScanBuilder::build`: the snapshot's schema, all its top-level columns, the
+/// table's name mapping, case-sensitive binding).
+struct TaskTemplate {
+    schema: SchemaRef,
+    field_ids: Vec<i32>,
+    name_mapping: Option<Arc<NameMapping>>,
+}
+
+impl TaskTemplate {
+    fn new(metadata: &TableMetadata, snapshot_id: i64) -> Result<Self, RewriteError> {
+        let snapshot = metadata
+            .snapshot_by_id(snapshot_id)
+            .ok_or(RewriteError::SnapshotNotFound(snapshot_id))?;
+        let schema = snapshot.schema(metadata)?;
+        let field_ids = schema.as_struct().fields().iter().map(|f| f.id).collect();
+        let name_mapping = match metadata.properties().get(DEFAULT_SCHEMA_NAME_MAPPING) {
+            None => None,
+            Some(raw) => Some(Arc::new(serde_json::from_str::<NameMapping>(raw).map_err(
+                |e| property_error(DEFAULT_SCHEMA_NAME_MAPPING, raw, e.to_string()),
+            )?)),
+        };
+        Ok(TaskTemplate {
+            schema,
+            field_ids,
+            name_mapping,
+        })
+    }
+
+    /// The task reading the whole of one data file, deletes not attached yet. The spec is set
+    /// (0.10.1's scan leaves it unset), so identity-partition columns missing from imported files
+    /// are filled from the partition tuple.
+    fn task(&self, meta: DataMeta, spec: &PartitionSpecRef) -> FileScanTask {
+        FileScanTask {
+            file_size_in_bytes: meta.size_bytes,
+            start: 0,
+            length: meta.size_bytes,
+            record_count: Some(meta.record_count),
+            data_file_path: meta.path,
+            data_file_format: meta.format,
+            schema: self.schema.clone(),
+            project_field_ids: self.field_ids.clone(),
+            predicate: None,
+            deletes: Vec::new(),
+            partition: Some(meta.partition),
+            partition_spec: Some(spec.clone()),
+            name_mapping: self.name_mapping.clone(),
+            case_sensitive: true,
+        }
+    }
+}
+
+/// The delete files iceberg's scan attaches to each data file, by data file path. Which delete
+/// applies to which data file (sequence numbers, partitions, global equality deletes) is the
+/// scan's delete index's decision; only snapshots with live delete files need it.
+async fn scan_deletes(
+    table: &Table,
+    snapshot_id: i64,
+) -> Result<HashMap<String, Vec<FileScanTaskDeleteFile>>, RewriteError> {
+    Ok(scan_tasks(table, snapshot_id, None)
+        .await?
+        .into_iter()
+        .map(|(path, task)| (path, task.deletes))
+        .collect())
+}
+
+/// iceberg 0.10.1 attaches every position delete file of the partition to every data file in
+/// it; drops those scoped to another data file (Java's delete index does the same), so delete
+/// counts match Java and the reader does not load deletes that cannot apply. Returns the rows the
+/// remaining file-scoped position deletes remove, at most `record_count`.
+fn scope_deletes(
+    task: &mut FileScanTask,
+    deletes: &HashMap<String, DeleteMeta>,
+    record_count: u64,
+) -> u64 {
+    let path = task.data_file_path.as_str();
+    task.deletes.retain(|d| {
+        deletes.get(&d.file_path).is_none_or(|dm| {
+            dm.content != DataContentType::PositionDeletes
+                || dm.referenced_data_file.as_deref().is_none_or(|r| r == path)
+        })
+    });
+    let mut deleted_records = 0u64;
+    for d in &task.deletes {
+        if let Some(dm) = deletes.get(&d.file_path)
+            && dm.content == DataContentType::PositionDeletes
+            && dm.referenced_data_file.as_deref() == Some(path)
+        {
+            deleted_records = deleted_records.saturating_add(dm.record_count);
+        }
+    }
+    deleted_records.min(record_count)
+}
+
 /// Collects the data files of `snapshot_id` that `filter` selects (files that may contain
 /// matching rows, by partition values and column metrics), with their unfiltered scan tasks.
+///
+/// The tasks are built from icemaint's own manifest walk; iceberg's scan decodes every manifest
+/// again (and clones each entry with its metrics), so it only runs for what the walk cannot
+/// decide: the `where` filter's selection and, when the snapshot has live delete files, which
+/// of them apply to which data file.
 pub async fn collect_candidates(
     table: &Table,
     snapshot_id: i64,
@@ -504,8 +635,7 @@ pub async fn collect_candidates(
 ) -> Result<Candidates, RewriteError> {
     let metadata = table.metadata();
     check_table_supported(metadata, snapshot_id)?;
-    let (data, deletes) = read_manifests(table, snapshot_id).await?;
-
+    let ManifestWalk { data, deletes } = read_manifests(table, snapshot_id).await?;
     let selected: Option<HashSet<String>> = match filter {
         Some(f) => Some(
             scan_tasks(table, snapshot_id, Some(f))
@@ -515,79 +645,76 @@ pub async fn collect_candidates(
         ),
         None => None,
     };
-    let mut all_tasks = scan_tasks(table, snapshot_id, None).await?;
+    let mut attached = match deletes.is_empty() {
+        true => None,
+        false => Some(scan_deletes(table, snapshot_id).await?),
+    };
+    let template = TaskTemplate::new(metadata, snapshot_id)?;
     let schema = metadata.current_schema();
     let writer_commits = committed::WriterCommits::new(metadata);
-
+    let total_data_files = data.len();
     let mut files = Vec::new();
-    let mut tasks = HashMap::new();
+    let mut tasks: HashMap<String, FileScanTask> = HashMap::new();
     let mut skipped_non_parquet = Vec::new();
+    // Rendered once per partition, not per file.
+    let mut rendered: HashMap<i32, HashMap<Struct, String>> = HashMap::new();
     // Scan order, as Java's planner sees the files when it plans the manifests sequentially: the
-    // planner packs in this order (`super::plan`). A path the manifests do not list is an error
-    // below; sorted last, by path, it is reported deterministically.
-    let mut paths: Vec<String> = all_tasks.keys().cloned().collect();
-    paths.sort_by_key(|p| (data.get(p).map_or(usize::MAX, |m| m.scan_order), p.clone()));
-    for path in paths {
-        if selected.as_ref().is_some_and(|s| !s.contains(&path)) {
+    // planner packs in this order (`super::plan`).
+    for meta in data {
+        if tasks.contains_key(&meta.path)
+            || selected.as_ref().is_some_and(|s| !s.contains(&meta.path))
+        {
             continue;
         }
-        let mut task = all_tasks.remove(&path).expect("path from the same map");
-        let meta = data.get(&path).ok_or_else(|| {
-            iceberg::Error::new(
-                iceberg::ErrorKind::DataInvalid,
-                format!("scan returned {path}, which no live manifest entry lists"),
-            )
-        })?;
         if meta.format != DataFileFormat::Parquet {
-            skipped_non_parquet.push(path);
+            skipped_non_parquet.push(meta.path);
             continue;
         }
         let spec = metadata
             .partition_spec_by_id(meta.spec_id)
             .ok_or(RewriteError::SpecNotFound(meta.spec_id))?;
-        // Give the reader the file's spec (0.10.1 leaves it unset), so identity-partition
-        // columns missing from imported files are filled from the partition tuple.
-        task.partition_spec = Some(spec.clone());
-        task.partition = Some(meta.partition.clone());
-
-        // iceberg 0.10.1 attaches every position delete file of the partition to every data
-        // file in it; drop those scoped to another data file (Java's delete index does the same),
-        // so delete counts match Java and the reader does not load deletes that cannot apply.
-        task.deletes.retain(|d| {
-            deletes.get(&d.file_path).is_none_or(|dm| {
-                dm.content != DataContentType::PositionDeletes
-                    || dm
-                        .referenced_data_file
-                        .as_deref()
-                        .is_none_or(|r| r == path.as_str())
-            })
-        });
-        let mut deleted_records = 0u64;
-        for d in &task.deletes {
-            if let Some(dm) = deletes.get(&d.file_path)
-                && dm.content == DataContentType::PositionDeletes
-                && dm.referenced_data_file.as_deref() == Some(path.as_str())
-            {
-                deleted_records = deleted_records.saturating_add(dm.record_count);
+        let by_value = rendered.entry(meta.spec_id).or_default();
+        let partition = match by_value.get(&meta.partition) {
+            Some(r) => r.clone(),
+            None => {
+                let r = render_partition(spec, schema, &meta.partition);
+                by_value.insert(meta.partition.clone(), r.clone());
+                r
             }
+        };
+        let (spec_id, size_bytes, record_count) =
+            (meta.spec_id, meta.size_bytes, meta.record_count);
+        let committed_ms = writer_commits.time_of(meta.sequence_number);
+        let mut task = template.task(meta, spec);
+        if let Some(attached) = &mut attached {
+            task.deletes = attached.remove(&task.data_file_path).ok_or_else(|| {
+                iceberg::Error::new(
+                    iceberg::ErrorKind::DataInvalid,
+                    format!(
+                        "a live manifest entry lists {}, which the scan does not return",
+                        task.data_file_path
+                    ),
+                )
+            })?;
         }
+        let deleted_records = scope_deletes(&mut task, &deletes, record_count);
         files.push(CandidateFile {
-            path: path.clone(),
-            size_bytes: meta.size_bytes,
-            record_count: meta.record_count,
-            spec_id: meta.spec_id,
-            partition: render_partition(spec, schema, &meta.partition),
+            path: task.data_file_path.clone(),
+            size_bytes,
+            record_count,
+            spec_id,
+            partition,
             delete_file_count: task.deletes.len(),
-            deleted_records: deleted_records.min(meta.record_count),
-            committed_ms: writer_commits.time_of(meta.sequence_number),
+            deleted_records,
+            committed_ms,
         });
-        tasks.insert(path, task);
+        tasks.insert(task.data_file_path.clone(), task);
     }
     Ok(Candidates {
         snapshot_id,
         files,
         tasks,
-        total_data_files: data.len(),
+        total_data_files,
         skipped_non_parquet,
     })
 }

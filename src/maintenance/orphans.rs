@@ -51,6 +51,10 @@ pub const MIN_OLDER_THAN: Duration = Duration::from_secs(86_400);
 /// The most orphan paths a report lists.
 pub const MAX_LISTED_PATHS: usize = 1000;
 const READ_CONCURRENCY: usize = 8;
+/// Manifest entries decoded and not yet added to the reference set, at most (a larger manifest is
+/// read alone): a decoded entry with column metrics weighs ~1-2 KiB, and a table of a million
+/// files in a few manifests would otherwise hold them all at once.
+const MANIFEST_ENTRY_BUDGET: u32 = 32_768;
 
 /// Errors removing orphan files.
 #[derive(Debug, thiserror::Error)]
@@ -354,27 +358,51 @@ async fn walk_references(
             }
         }
     }
-    // Streamed: each manifest's paths go into the set and the manifest is dropped.
+    // Streamed: each manifest's paths go into the set and the manifest is dropped. The entry
+    // budget bounds the decoded entries held at once (large manifests are read fewer at a time).
     let io = table.file_io().clone();
+    let budget = Arc::new(tokio::sync::Semaphore::new(MANIFEST_ENTRY_BUDGET as usize));
     let mut loaded = futures::stream::iter(to_read)
         .map(|mf| {
             let io = io.clone();
+            let budget = Arc::clone(&budget);
             async move {
-                mf.load_manifest(&io)
+                let permit = budget
+                    .acquire_many_owned(manifest_weight(&mf))
                     .await
-                    .map_err(|source| WalkError::Manifest {
-                        path: mf.manifest_path.clone(),
-                        source: Box::new(source),
-                    })
+                    .expect("the budget is never closed");
+                let manifest =
+                    mf.load_manifest(&io)
+                        .await
+                        .map_err(|source| WalkError::Manifest {
+                            path: mf.manifest_path.clone(),
+                            source: Box::new(source),
+                        })?;
+                Ok::<_, WalkError>((manifest, permit))
             }
         })
         .buffer_unordered(READ_CONCURRENCY);
-    while let Some(manifest) = loaded.next().await {
-        for entry in manifest?.entries().iter().filter(|e| e.is_alive()) {
+    while let Some(loaded) = loaded.next().await {
+        let (manifest, _permit) = loaded?;
+        for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
             refs.add(entry.data_file().file_path())?;
         }
     }
     Ok(())
+}
+
+/// A manifest's share of [`MANIFEST_ENTRY_BUDGET`]: its entry count from the manifest list (the
+/// whole budget when the list does not say, so such a manifest is read alone).
+fn manifest_weight(m: &ManifestFile) -> u32 {
+    match (
+        m.added_files_count,
+        m.existing_files_count,
+        m.deleted_files_count,
+    ) {
+        (Some(a), Some(e), Some(d)) => a.saturating_add(e).saturating_add(d),
+        _ => MANIFEST_ENTRY_BUDGET,
+    }
+    .clamp(1, MANIFEST_ENTRY_BUDGET)
 }
 
 // ---------------------------------------------------------------------------------------------

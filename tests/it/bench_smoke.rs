@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::harness::TestDir;
+use crate::harness::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, TestDir};
 use crate::ops_util::{repo_root, require_tool};
 
 #[test]
@@ -67,4 +67,108 @@ fn bench_smoke_runs_every_engine_and_matches_the_input() {
         stdout.contains("| CPU s (user+sys) |") && stdout.contains(checksum),
         "{log}"
     );
+}
+
+/// Runs `icemaint bench ARGS` and parses the JSON report it prints.
+fn bench_json(args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_icemaint"))
+        .arg("bench")
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run icemaint bench");
+    let log = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "icemaint bench {args:?} failed\n{log}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{log}"))
+}
+
+/// Checks a `bench remove-orphans` report of 300 objects, 30 of them orphans.
+fn assert_orphans_report(r: &serde_json::Value, storage: &str) {
+    assert_eq!(r["storage"], storage, "{r}");
+    assert_eq!(r["orphan_files_found"], 30, "{r}");
+    assert_eq!(r["files_deleted"], 30, "{r}");
+    // 270 data files and 30 orphans, plus the table's metadata files, manifest lists and
+    // manifests (3 commits).
+    let listed = r["files_listed"].as_u64().unwrap();
+    assert!((309..=320).contains(&listed), "{r}");
+    assert!(r["referenced_files"].as_u64().unwrap() >= 279, "{r}");
+    assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+const ORPHANS_ARGS: [&str; 9] = [
+    "remove-orphans",
+    "--objects",
+    "300",
+    "--orphans",
+    "30",
+    "--partitions",
+    "20",
+    "--commits",
+    "3",
+];
+
+/// `bench remove-orphans` at a tiny size on local disk: every planted orphan is found and deleted
+/// (the child process checks that too) and every object is listed.
+#[test]
+fn bench_remove_orphans_smoke_local() {
+    let dir = TestDir::new("bench-orphans-local");
+    let r = bench_json(&ORPHANS_ARGS, &[]);
+    assert_orphans_report(&r, "local");
+    // With --dir the table is made (and left) where asked.
+    let d = dir.join("t");
+    let kept = [&ORPHANS_ARGS[..], &["--dir", d.to_str().unwrap()]].concat();
+    assert_orphans_report(&bench_json(&kept, &[]), "local");
+    assert!(d.join("catalog.db").exists());
+}
+
+/// The same against s3s-fs, the objects written into the directory it serves.
+#[test]
+fn bench_remove_orphans_smoke_s3() {
+    let dir = TestDir::new("bench-orphans-s3");
+    let s3 = S3Server::start_s3s(&dir.join("s3"));
+    let endpoint = s3.endpoint();
+    let data = dir.join("s3");
+    let catalog = dir.join("catalog");
+    let s3_args = [
+        "--s3-endpoint",
+        endpoint.as_str(),
+        "--s3-data-dir",
+        data.to_str().unwrap(),
+        "--dir",
+        catalog.to_str().unwrap(),
+    ];
+    let envs = [
+        ("ICEMAINT_BENCH_S3_ACCESS_KEY", S3_ACCESS_KEY),
+        ("ICEMAINT_BENCH_S3_SECRET_KEY", S3_SECRET_KEY),
+    ];
+    let r = bench_json(&[&ORPHANS_ARGS[..], &s3_args[..]].concat(), &envs);
+    assert_orphans_report(&r, "s3");
+}
+
+/// `bench rewrite-manifests` at a tiny size: the commits' manifests are replaced by fewer.
+#[test]
+fn bench_rewrite_manifests_smoke() {
+    let r = bench_json(
+        &[
+            "rewrite-manifests",
+            "--entries",
+            "500",
+            "--partitions",
+            "20",
+            "--commits",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(r["entries"], 500, "{r}");
+    assert_eq!(r["manifests_replaced"], 5, "{r}");
+    assert_eq!(r["manifests_created"], 1, "{r}");
+    assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
 }

@@ -322,6 +322,38 @@ fn options(pairs: &[(&str, String)], table: &Table) -> CompactionOptions {
     options::resolve(&map, table.metadata().properties()).unwrap()
 }
 
+/// The tasks built from icemaint's own manifest walk are the ones iceberg's scan builds, with the
+/// partition spec set on top (for a snapshot without delete files, where the scan is skipped).
+#[tokio::test]
+async fn tasks_from_the_walk_equal_the_scan_tasks() {
+    let mut props = HashMap::new();
+    props.insert(
+        DEFAULT_SCHEMA_NAME_MAPPING.to_string(),
+        r#"[{"field-id": 1, "names": ["id"]}]"#.to_string(),
+    );
+    let mut f = fixture(spec_org_day(), props).await;
+    append_files(
+        &mut f,
+        &[file_rows(0, 3, 20, 1, 0), file_rows(100, 2, 20, 2, 1)].concat(),
+    )
+    .await;
+    append_files(&mut f, &file_rows(200, 2, 20, 1, 0)).await;
+    let snap = snapshot_id(&f.table);
+    let c = collect_candidates(&f.table, snap, None).await.unwrap();
+    let mut scanned = scan_tasks(&f.table, snap, None).await.unwrap();
+    assert_eq!(c.tasks.len(), 7);
+    assert_eq!(scanned.len(), 7);
+    let spec = f.table.metadata().default_partition_spec().clone();
+    for (path, task) in &c.tasks {
+        let mut expected = scanned.remove(path).unwrap();
+        assert!(expected.name_mapping.is_some());
+        expected.partition_spec = Some(spec.clone());
+        assert_eq!(task, &expected, "{path}");
+    }
+    let files: Vec<&str> = c.files.iter().map(|x| x.path.as_str()).collect();
+    assert_eq!(files.len(), 7);
+}
+
 #[tokio::test]
 async fn small_files_are_compacted_per_partition() {
     let mut f = fixture(spec_org_day(), HashMap::new()).await;
@@ -775,8 +807,10 @@ async fn commit_position_deletes(
     let file_io = table.file_io().clone();
     let parent = md.current_snapshot().unwrap().clone();
     let data_meta = {
-        let (data, _) = read_manifests(table, parent.snapshot_id()).await.unwrap();
-        data.get(data_file_path)
+        let walk = read_manifests(table, parent.snapshot_id()).await.unwrap();
+        walk.data
+            .iter()
+            .find(|m| m.path == data_file_path)
             .map(|m| (m.spec_id, m.partition.clone()))
     };
     let (spec_id, partition) = data_meta.unwrap();
