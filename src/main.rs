@@ -374,22 +374,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cli::simulate::run(scenario, args)
         }
-        Command::Bench(BenchCommand::Limit {
+        Command::Bench(bench) => run_bench(bench).await,
+        Command::Check { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// The `bench` subcommands (kept apart from [`run`] so each fits a screen).
+async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Limit {
             input,
             output,
             threads,
             batch_size,
             properties,
             dictionary,
-        }) => cli::bench::limit(input, output, threads, batch_size, &properties, dictionary).await,
-        Command::Bench(BenchCommand::Plan {
+        } => cli::bench::limit(input, output, threads, batch_size, &properties, dictionary).await,
+        BenchCommand::Plan {
             files,
             partitions,
             commits,
             dir,
             keep,
             plan_only,
-        }) => {
+        } => {
             let opts = icemaint::bench::PlanOptions {
                 files,
                 partitions,
@@ -400,7 +408,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cli::bench::plan(opts).await
         }
-        Command::Bench(BenchCommand::RemoveOrphans {
+        BenchCommand::RemoveOrphans {
             objects,
             orphans,
             partitions,
@@ -411,7 +419,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             s3_data_dir,
             s3_bucket,
             run_only,
-        }) => {
+        } => {
             let s3 = s3_endpoint.zip(s3_data_dir).map(|(endpoint, data_dir)| {
                 icemaint::bench::orphans::S3Dir {
                     endpoint,
@@ -435,14 +443,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cli::bench::orphans(opts).await
         }
-        Command::Bench(BenchCommand::RewriteManifests {
+        BenchCommand::RewriteManifests {
             entries,
             partitions,
             commits,
             dir,
             keep,
             run_only,
-        }) => {
+        } => {
             let opts = icemaint::bench::manifests::ManifestsOptions {
                 entries,
                 partitions,
@@ -453,6 +461,5 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cli::bench::manifests(opts).await
         }
-        Command::Check { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -405,11 +405,13 @@ pub struct CompactionOverrides {
     pub max_file_group_size_bytes: Option<u64>,
     #[schema(schema_with = positive_integer)]
     pub delete_file_threshold: Option<u64>,
+    /// At least 1 when `partial-progress.enabled` is true; without partial progress Spark
+    /// accepts (and ignores) 0, and so does icemaint.
     #[serde(rename = "partial-progress.max-commits")]
-    #[schema(schema_with = positive_integer)]
+    #[schema(schema_with = non_negative_integer)]
     pub partial_progress_max_commits: Option<u64>,
     #[serde(rename = "partial-progress.max-failed-commits")]
-    #[schema(schema_with = positive_integer)]
+    #[schema(schema_with = non_negative_integer)]
     pub partial_progress_max_failed_commits: Option<u64>,
     #[schema(schema_with = positive_integer)]
     pub max_concurrent_file_group_rewrites: Option<u64>,
@@ -455,6 +457,14 @@ fn positive_integer() -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(1))
+        .into()
+}
+
+/// An integer of at least 0, with no `format` (see [`positive_integer`]).
+fn non_negative_integer() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
         .into()
 }
 
