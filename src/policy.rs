@@ -770,16 +770,35 @@ fn compaction_policy(cx: &mut Checker, t: &toml::Table) -> CompactionPolicy {
             cx.err(&path, e.to_string());
         }
     }
+    let engine = compaction_engine(cx, t);
+    if engine != Engine::Native {
+        spark_only_options(cx, &options);
+    }
     CompactionPolicy {
         enabled,
         schedule,
         trigger,
         strategy,
         options,
-        engine: compaction_engine(cx, t),
+        engine,
         spark_min_input_bytes: cx
             .uint("compaction", t, "spark-min-input-bytes", 1)
             .unwrap_or(DEFAULT_SPARK_MIN_INPUT_BYTES),
+    }
+}
+
+/// With `engine = "spark"` or `"auto"` a run may go to Spark, which is given only the options
+/// its `rewrite_data_files` knows: report icemaint's own options here, as the run would refuse them.
+fn spark_only_options(cx: &mut Checker, options: &BTreeMap<String, String>) {
+    for k in options.keys() {
+        if k != copts::WHERE && !copts::SPARK_OPTIONS.contains(&k.as_str()) {
+            cx.err(
+                &format!("compaction.{k}"),
+                format!(
+                    "option '{k}' is icemaint's own, not a Spark rewrite_data_files option: unset it or use engine native"
+                ),
+            );
+        }
     }
 }
 
@@ -1016,6 +1035,24 @@ dry-run = true
             rendered[0].contains("unknown engine 'flink'"),
             "{rendered:#?}"
         );
+    }
+
+    #[test]
+    fn icemaint_only_options_are_reported_for_a_spark_engine() {
+        let text = "version = 1\ntables = [\"a.b\"]\n[compaction]\nengine = \"auto\"\nhot-partition-age = \"1h\"\nmin-input-files = 2\n";
+        let problems: Vec<String> = parse(text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("p.toml:5:")
+                && problems[0].contains("option 'hot-partition-age' is icemaint's own"),
+            "{problems:#?}"
+        );
+        let native = text.replace("engine = \"auto\"\n", "");
+        assert!(parse(&native).is_ok());
     }
 
     #[test]

@@ -68,6 +68,29 @@ pub const HOT_PARTITION_AGE: &str = "hot-partition-age";
 /// map so that a policy is one flat set of keys.
 pub const WHERE: &str = "where";
 
+/// The `rewrite_data_files` options Spark 3.5 + Iceberg 1.10 knows (binpack). Anything else the
+/// policy or the run sets (icemaint's own `rewrite-older-specs`, ...) is refused for Spark (by
+/// `crate::spark` at run time and by the policy check), so a run never silently means something
+/// else there.
+pub const SPARK_OPTIONS: &[&str] = &[
+    TARGET_FILE_SIZE_BYTES,
+    MIN_FILE_SIZE_BYTES,
+    MAX_FILE_SIZE_BYTES,
+    MIN_INPUT_FILES,
+    REWRITE_ALL,
+    MAX_FILE_GROUP_SIZE_BYTES,
+    DELETE_FILE_THRESHOLD,
+    DELETE_RATIO_THRESHOLD,
+    PARTIAL_PROGRESS_ENABLED,
+    PARTIAL_PROGRESS_MAX_COMMITS,
+    PARTIAL_PROGRESS_MAX_FAILED_COMMITS,
+    MAX_CONCURRENT_FILE_GROUP_REWRITES,
+    REWRITE_JOB_ORDER,
+    USE_STARTING_SEQUENCE_NUMBER,
+    OUTPUT_SPEC_ID,
+    REMOVE_DANGLING_DELETES,
+];
+
 /// Table property holding the default target file size.
 pub const WRITE_TARGET_FILE_SIZE_BYTES: &str = "write.target-file-size-bytes";
 

@@ -13,27 +13,7 @@ use crate::config::{CatalogConfig, CatalogType, SparkConfig};
 
 use super::SparkError;
 
-/// The `rewrite_data_files` options Spark 3.5 + Iceberg 1.10 knows (binpack). Anything else the
-/// policy or the run sets (icemaint's own `rewrite-older-specs`, ...) is refused for Spark, so a
-/// run never silently means something else there.
-pub const SPARK_OPTIONS: &[&str] = &[
-    copts::TARGET_FILE_SIZE_BYTES,
-    copts::MIN_FILE_SIZE_BYTES,
-    copts::MAX_FILE_SIZE_BYTES,
-    copts::MIN_INPUT_FILES,
-    copts::REWRITE_ALL,
-    copts::MAX_FILE_GROUP_SIZE_BYTES,
-    copts::DELETE_FILE_THRESHOLD,
-    copts::DELETE_RATIO_THRESHOLD,
-    copts::PARTIAL_PROGRESS_ENABLED,
-    copts::PARTIAL_PROGRESS_MAX_COMMITS,
-    copts::PARTIAL_PROGRESS_MAX_FAILED_COMMITS,
-    copts::MAX_CONCURRENT_FILE_GROUP_REWRITES,
-    copts::REWRITE_JOB_ORDER,
-    copts::USE_STARTING_SEQUENCE_NUMBER,
-    copts::OUTPUT_SPEC_ID,
-    copts::REMOVE_DANGLING_DELETES,
-];
+pub use crate::compaction::options::SPARK_OPTIONS;
 
 /// Splits the merged options (the policy's, then the run's) into Spark's `options => map(...)`
 /// and the `where` filter; an option Spark does not know is an error naming it.
