@@ -20,8 +20,8 @@
 //! - then each batch of at most [`WRITERS_PER_PASS`] output manifests takes one more read, which
 //!   routes the entries that belong to the batch to its writers, and writes them.
 //!
-//! Held at once: a count per partition, at most [`MANIFEST_READ_CONCURRENCY`] loaded input
-//! manifests, and the entries of at most [`WRITERS_PER_PASS`] output manifests (each about the
+//! Held at once: a count per partition, loaded input manifests of at most
+//! [`MANIFEST_ENTRY_BUDGET`] entries (or one larger manifest), and the entries of at most [`WRITERS_PER_PASS`] output manifests (each about the
 //! target size). More output manifests cost more reads of the inputs, not more memory.
 
 use std::cmp::Ordering;
@@ -44,8 +44,12 @@ use crate::fence::Fence;
 
 /// Java's default for `commit.manifest.target-size-bytes`.
 pub const DEFAULT_TARGET_SIZE_BYTES: u64 = 8 * 1024 * 1024;
-/// Input manifests loaded at once while reading.
+/// Input manifests loaded at once while reading, at most.
 pub const MANIFEST_READ_CONCURRENCY: usize = 4;
+/// Decoded input entries held at once while reading, at most (one larger manifest is read alone):
+/// a decoded entry with column metrics weighs ~1-2 KiB, and four 100 000-entry manifests loaded
+/// together made most of a million-entry rewrite's 1.5 GiB peak.
+pub const MANIFEST_ENTRY_BUDGET: u64 = 32_768;
 /// Output manifests filled by one read of the inputs: bounds the entries held in memory to about
 /// this many target-size manifests.
 pub const WRITERS_PER_PASS: u64 = 4;
@@ -385,11 +389,12 @@ async fn write_group(
     Ok(written)
 }
 
-/// Reads `manifests` in order, at most [`MANIFEST_READ_CONCURRENCY`] loaded at once.
+/// Reads `manifests` in order, as many at once as [`read_concurrency`] allows.
 fn read_manifests(
     table: &Table,
     manifests: Vec<ManifestFile>,
 ) -> impl Stream<Item = Result<(ManifestFile, Manifest), iceberg::Error>> + use<> {
+    let concurrency = read_concurrency(&manifests);
     let io = table.file_io().clone();
     futures::stream::iter(manifests.into_iter().map(move |m| {
         let io = io.clone();
@@ -398,7 +403,29 @@ fn read_manifests(
             Ok::<_, iceberg::Error>((m, manifest))
         }
     }))
-    .buffered(MANIFEST_READ_CONCURRENCY)
+    .buffered(concurrency)
+}
+
+/// How many of `manifests` to load at once: as many of the largest as fit
+/// [`MANIFEST_ENTRY_BUDGET`], between 1 and [`MANIFEST_READ_CONCURRENCY`]. A manifest whose
+/// counts the list does not give is taken as over the budget.
+pub fn read_concurrency(manifests: &[ManifestFile]) -> usize {
+    let largest = manifests
+        .iter()
+        .map(|m| {
+            match (
+                m.added_files_count,
+                m.existing_files_count,
+                m.deleted_files_count,
+            ) {
+                (Some(a), Some(e), Some(d)) => u64::from(a) + u64::from(e) + u64::from(d),
+                _ => MANIFEST_ENTRY_BUDGET,
+            }
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    ((MANIFEST_ENTRY_BUDGET / largest) as usize).clamp(1, MANIFEST_READ_CONCURRENCY)
 }
 
 /// What a manifest rewrite did.
@@ -765,6 +792,31 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, vec![(0, 3), (1, 2)]);
+    }
+
+    #[test]
+    fn large_manifests_are_read_one_at_a_time() {
+        use ManifestContentType::Data;
+        let with = |counts: &[u32]| {
+            counts
+                .iter()
+                .map(|n| manifest("m", Data, 0, *n))
+                .collect::<Vec<_>>()
+        };
+        // Small manifests: the full concurrency.
+        assert_eq!(
+            read_concurrency(&with(&[10, 20, 30])),
+            MANIFEST_READ_CONCURRENCY
+        );
+        assert_eq!(read_concurrency(&[]), MANIFEST_READ_CONCURRENCY);
+        // The largest decides: two of 16 000 (plus the one deleted entry) fit, not three.
+        assert_eq!(read_concurrency(&with(&[10, 16_000])), 2);
+        // Over the budget: alone.
+        assert_eq!(read_concurrency(&with(&[100_000, 5])), 1);
+        // Counts missing from the list: alone.
+        let mut unknown = with(&[5]);
+        unknown[0].added_files_count = None;
+        assert_eq!(read_concurrency(&unknown), 1);
     }
 
     #[test]
