@@ -51,11 +51,11 @@ mod tests {
 
     fn file(i: usize, partition: &str, committed_ms: i64) -> CandidateFile {
         CandidateFile {
-            path: format!("f{i:05}"),
+            path: format!("f{i:05}").into(),
             size_bytes: 1_000,
             record_count: 1,
             spec_id: 0,
-            partition: partition.to_string(),
+            partition: partition.into(),
             delete_file_count: 0,
             deleted_records: 0,
             committed_ms: Some(committed_ms),

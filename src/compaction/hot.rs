@@ -117,11 +117,11 @@ mod tests {
 
     fn file(i: usize, partition: &str, size: u64, committed_ms: i64) -> CandidateFile {
         CandidateFile {
-            path: format!("f{i:04}"),
+            path: format!("f{i:04}").into(),
             size_bytes: size,
             record_count: 1,
             spec_id: 0,
-            partition: partition.to_string(),
+            partition: partition.into(),
             delete_file_count: 0,
             deleted_records: 0,
             committed_ms: Some(committed_ms),

@@ -370,7 +370,7 @@ pub async fn execute(env: &Env<'_>, prepared: Prepared) -> Result<Report, Compac
         partial_failures: 0,
     };
 
-    let mut tasks = run.spawn_rewrites(&prepared.plan.groups, prepared.output_spec_id)?;
+    let mut tasks = run.spawn_rewrites(&prepared.plan.groups, prepared.output_spec_id);
     while let Some(joined) = tasks.join_next().await {
         run.record_rewrite(joined);
         (env.progress)(&run.report);
@@ -465,20 +465,21 @@ struct Run<'r, 'e> {
 
 impl Run<'_, '_> {
     /// Starts one rewrite task per group, at most `max-concurrent-file-group-rewrites` at once;
-    /// a task that gets its turn after cancellation does nothing.
+    /// a task that gets its turn after cancellation does nothing. A group's scan tasks are built
+    /// when it gets its turn, so only the running groups' are in memory.
     fn spawn_rewrites(
         &self,
         groups: &[FileGroup],
         output_spec_id: i32,
-    ) -> Result<JoinSet<(FileGroup, GroupResult)>, CompactionError> {
+    ) -> JoinSet<(FileGroup, GroupResult)> {
         let settings = Arc::new(RewriteSettings::from_options(self.options, output_spec_id));
         let semaphore = Arc::new(Semaphore::new(
             self.options.max_concurrent_file_group_rewrites.max(1),
         ));
         let mut tasks: JoinSet<(FileGroup, GroupResult)> = JoinSet::new();
         for group in groups.iter().cloned() {
-            let group_tasks = self.candidates.tasks_for(&group)?;
-            let (table, settings, semaphore, cancel) = (
+            let (source, table, settings, semaphore, cancel) = (
+                self.candidates.task_source(),
                 self.table.clone(),
                 Arc::clone(&settings),
                 Arc::clone(&semaphore),
@@ -489,12 +490,16 @@ impl Run<'_, '_> {
                 if cancel.is_cancelled() {
                     return (group, None);
                 }
-                let r =
-                    rewrite::rewrite_planned_group(&table, &group, group_tasks, &settings).await;
+                let r = match source.tasks_for(&group) {
+                    Ok(group_tasks) => {
+                        rewrite::rewrite_planned_group(&table, &group, group_tasks, &settings).await
+                    }
+                    Err(e) => Err(e),
+                };
                 (group, Some(r))
             });
         }
-        Ok(tasks)
+        tasks
     }
 
     /// Records the outcome of one group task: a rewritten group joins `pending`, a failure goes
@@ -661,7 +666,7 @@ async fn commit_groups(
         starting_snapshot_id: candidates.snapshot_id,
         delete_paths: groups
             .iter()
-            .flat_map(|g| g.group.files.iter().map(|f| f.path.clone()))
+            .flat_map(|g| g.group.files.iter().map(|f| f.path.to_string()))
             .collect(),
         add: groups
             .iter()

@@ -38,22 +38,122 @@
 //! every file a candidate on every run), and a file whose record count is 0 never meets the ratio.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::options::{CompactionOptions, RewriteJobOrder, write_max_file_size};
 use super::{changed, hot};
 
-/// One live data file, as the planner sees it.
+/// An immutable string whose clones share one allocation: a file's path is held once however
+/// many groups and plans refer to the file, and a partition's rendering once for all its files
+/// (a table of a million files has ~1 000 partitions). Compares, hashes, prints and serializes
+/// as the string itself.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedStr(Arc<str>);
+
+impl SharedStr {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `a` and `b` are clones of one allocation (not merely equal strings).
+    pub fn same_allocation(a: &SharedStr, b: &SharedStr) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl From<SharedStr> for String {
+    fn from(s: SharedStr) -> Self {
+        s.0.to_string()
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for SharedStr {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SharedStr::from)
+    }
+}
+
+/// One live data file, as the planner sees it. Cloning one (as the plan's groups do) copies
+/// neither its path nor its partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CandidateFile {
-    pub path: String,
+    pub path: SharedStr,
     pub size_bytes: u64,
     pub record_count: u64,
     pub spec_id: i32,
     /// Canonical rendering of the partition, e.g. `org_id=3/ts_day=2025-01-02`; empty when
-    /// unpartitioned.
-    pub partition: String,
+    /// unpartitioned. Files of one partition share it.
+    pub partition: SharedStr,
     /// Delete files that apply to this data file.
     pub delete_file_count: usize,
     /// Rows removed by file-scoped position deletes, when known; otherwise 0.
@@ -181,7 +281,7 @@ impl PlanSettings {
     /// The `(spec, partition)` a candidate is grouped under (step 2 of the module documentation).
     fn group_key<'f>(&'f self, f: &'f CandidateFile) -> (i32, &'f str) {
         if self.rewrite_older_specs || f.spec_id == self.current_spec_id {
-            (f.spec_id, &f.partition)
+            (f.spec_id, f.partition.as_str())
         } else {
             (self.current_spec_id, &self.other_specs_partition)
         }
@@ -687,11 +787,11 @@ mod tests {
 
     fn file(path: &str, partition: &str, size: u64) -> CandidateFile {
         CandidateFile {
-            path: path.to_string(),
+            path: path.into(),
             size_bytes: size,
             record_count: size.max(1),
             spec_id: 0,
-            partition: partition.to_string(),
+            partition: partition.into(),
             delete_file_count: 0,
             deleted_records: 0,
             committed_ms: None,
@@ -1269,7 +1369,7 @@ mod tests {
                 .enumerate()
                 .map(
                     |(i, (pct, records, spec, part, dels, del_pct))| CandidateFile {
-                        path: format!("s3://b/t/data/f{i:04}.parquet"),
+                        path: format!("s3://b/t/data/f{i:04}.parquet").into(),
                         size_bytes: target_hint * pct / 100,
                         record_count: records,
                         spec_id: spec,
@@ -1277,7 +1377,8 @@ mod tests {
                             String::new()
                         } else {
                             format!("p={part}")
-                        },
+                        }
+                        .into(),
                         delete_file_count: dels,
                         deleted_records: if dels == 0 {
                             0
@@ -1324,11 +1425,11 @@ mod tests {
                 let path = format!("out-r{round}-g{}-{k}", g.id);
                 produced.push((path.clone(), g.input_bytes));
                 out.push(CandidateFile {
-                    path,
+                    path: path.into(),
                     size_bytes: size,
                     record_count: live / n + u64::from(k < live % n),
                     spec_id: p.settings.output_spec_id,
-                    partition: relabel(g),
+                    partition: relabel(g).into(),
                     delete_file_count: 0,
                     deleted_records: 0,
                     committed_ms: None,
@@ -1541,7 +1642,7 @@ mod tests {
                 check_structure(&current, &s, &p);
                 for g in &p.groups {
                     for f in &g.files {
-                        prop_assert!(!stable_outputs.contains(&f.path),
+                        prop_assert!(!stable_outputs.contains(f.path.as_str()),
                             "well-sized output {} rewritten again", f.path);
                     }
                 }

@@ -1,8 +1,10 @@
 //! Reading file groups from the starting snapshot (deletes applied) and writing them as
 //! target-size Parquet files.
 //!
-//! [`collect_candidates`] turns a snapshot into [`CandidateFile`]s for the planner plus the
-//! [`FileScanTask`] of each file; [`rewrite_group`] / [`rewrite_file_group`] read one planned group
+//! [`collect_candidates`] turns a snapshot into [`CandidateFile`]s for the planner plus what the
+//! [`FileScanTask`] of each file is built from when its group is rewritten (a shared template,
+//! each partition's tuple, the deletes of files that have any: a million files cost a compact
+//! record each, not a task each); [`rewrite_group`] / [`rewrite_file_group`] read one planned group
 //! through iceberg's Arrow reader (which applies position and equality deletes) and write it back
 //! through iceberg's writer stack in the table's current schema and the output partition spec.
 //! Committing the result (the `replace` snapshot) is done elsewhere ([`crate::commit`]).
@@ -67,7 +69,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::plan::{CandidateFile, FileGroup, output_file_byte_cap};
+use super::plan::{CandidateFile, FileGroup, SharedStr, output_file_byte_cap};
 
 /// Table property naming the key of an encrypted table.
 const ENCRYPTION_KEY_ID: &str = "encryption.key-id";
@@ -215,14 +217,20 @@ impl RewriteSettings {
 }
 
 /// The live data files of a snapshot selected by the filter, ready for [`super::plan::plan`].
+///
+/// Per file only the [`CandidateFile`] is kept (~100 bytes and the path); its unfiltered scan
+/// task is built when its group is rewritten ([`Candidates::tasks_for`]) from what the files
+/// share: the snapshot's [`TaskTemplate`], the partition tuple of each distinct partition, and
+/// the delete files of the few files that have any.
 #[derive(Debug, Clone)]
 pub struct Candidates {
     pub snapshot_id: i64,
     /// Selected files in scan order: the snapshot's manifest-list order, then entry order within
     /// each manifest (Java's order when it plans the manifests one after the other).
     pub files: Vec<CandidateFile>,
-    /// The unfiltered scan task of every selected file, by path.
-    pub tasks: HashMap<String, FileScanTask>,
+    /// Builds the selected files' scan tasks; shared, so a group's tasks can be built in the
+    /// group's own rewrite task.
+    source: Arc<TaskSource>,
     /// Live data files in the snapshot, selected or not.
     pub total_data_files: usize,
     /// Selected files that are not Parquet (Avro/ORC data files cannot be read by iceberg-rust):
@@ -233,7 +241,81 @@ pub struct Candidates {
 impl Candidates {
     /// The scan tasks of a planned group, in the group's file order.
     pub fn tasks_for(&self, group: &FileGroup) -> Result<Vec<FileScanTask>, RewriteError> {
-        tasks_for(group, &self.tasks)
+        self.source.tasks_for(group)
+    }
+
+    /// What [`Self::tasks_for`] builds the tasks from, to build them later without borrowing the
+    /// candidates.
+    pub fn task_source(&self) -> Arc<TaskSource> {
+        Arc::clone(&self.source)
+    }
+
+    /// The unfiltered scan task of every selected file, by path. Builds them all at once: for
+    /// tests and small tables; a rewrite takes one group's with [`Self::tasks_for`].
+    pub fn tasks(&self) -> HashMap<String, FileScanTask> {
+        self.files
+            .iter()
+            .map(|f| {
+                let task = self
+                    .source
+                    .task(f)
+                    .expect("every candidate has a partition");
+                (task.data_file_path.clone(), task)
+            })
+            .collect()
+    }
+}
+
+/// What the scan tasks of a snapshot's candidates are built from (see [`Candidates`]).
+pub struct TaskSource {
+    template: TaskTemplate,
+    /// Each distinct `(spec, tuple)` among the candidates, by the address of its rendering:
+    /// [`collect_candidates`] renders each tuple into its own allocation, shared by its files'
+    /// [`CandidateFile::partition`] (two tuples that render alike still get two), so a file's
+    /// tuple is found without a per-file index. The entry holds a clone of the rendering, which
+    /// keeps the address from being reused.
+    partitions: HashMap<usize, TaskPartition>,
+    /// The delete files applying to a data file, for data files that have any.
+    deletes: HashMap<SharedStr, Vec<FileScanTaskDeleteFile>>,
+}
+
+struct TaskPartition {
+    rendered: SharedStr,
+    spec: PartitionSpecRef,
+    tuple: Struct,
+}
+
+impl std::fmt::Debug for TaskSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSource")
+            .field("partitions", &self.partitions.len())
+            .field("files_with_deletes", &self.deletes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskSource {
+    fn key(rendered: &SharedStr) -> usize {
+        rendered.as_ptr() as usize
+    }
+
+    /// The scan tasks of a planned group, in the group's file order.
+    pub fn tasks_for(&self, group: &FileGroup) -> Result<Vec<FileScanTask>, RewriteError> {
+        group.files.iter().map(|f| self.task(f)).collect()
+    }
+
+    /// The task reading the whole of `file`, one of the candidates.
+    fn task(&self, file: &CandidateFile) -> Result<FileScanTask, RewriteError> {
+        let partition = self
+            .partitions
+            .get(&Self::key(&file.partition))
+            .filter(|p| {
+                SharedStr::same_allocation(&p.rendered, &file.partition)
+                    && p.spec.spec_id() == file.spec_id
+            })
+            .ok_or_else(|| RewriteError::MissingTask(file.path.to_string()))?;
+        let deletes = self.deletes.get(&file.path).cloned().unwrap_or_default();
+        Ok(self.template.task(file, partition, deletes))
     }
 }
 
@@ -254,9 +336,10 @@ fn tasks_for(
 
 /// What the manifests say about one live data file.
 struct DataMeta {
-    path: String,
+    path: SharedStr,
     spec_id: i32,
-    partition: Struct,
+    /// Index into [`ManifestWalk::partitions`].
+    partition: u32,
     record_count: u64,
     size_bytes: u64,
     format: DataFileFormat,
@@ -268,6 +351,8 @@ struct DataMeta {
 struct ManifestWalk {
     /// Live data files in scan order: manifest-list order, then entry order within the manifest.
     data: Vec<DataMeta>,
+    /// The distinct partition tuples of `data`, each once.
+    partitions: Vec<Struct>,
     /// Live delete files by path.
     deletes: HashMap<String, DeleteMeta>,
 }
@@ -428,6 +513,7 @@ async fn read_manifests(table: &Table, snapshot_id: i64) -> Result<ManifestWalk,
         .buffered(MANIFEST_CONCURRENCY);
 
     let mut data = Vec::new();
+    let mut tuples = Tuples::default();
     let mut deletes = HashMap::new();
     let mut deletion_vectors = 0;
     while let Some((manifest_file, manifest, _permit)) = manifests.try_next().await? {
@@ -446,9 +532,9 @@ async fn read_manifests(table: &Table, snapshot_id: i64) -> Result<ManifestWalk,
             }
             match manifest_file.content {
                 ManifestContentType::Data => data.push(DataMeta {
-                    path: df.file_path().to_string(),
+                    path: SharedStr::from(df.file_path()),
                     spec_id: manifest_file.partition_spec_id,
-                    partition: df.partition().clone(),
+                    partition: tuples.index(manifest_file.partition_spec_id, df.partition()),
                     record_count: df.record_count(),
                     size_bytes: df.file_size_in_bytes(),
                     format: df.file_format(),
@@ -475,7 +561,33 @@ async fn read_manifests(table: &Table, snapshot_id: i64) -> Result<ManifestWalk,
             count: deletion_vectors,
         });
     }
-    Ok(ManifestWalk { data, deletes })
+    Ok(ManifestWalk {
+        data,
+        partitions: tuples.all,
+        deletes,
+    })
+}
+
+/// Partition tuples interned as the walk meets them: a table of a million files has a few
+/// thousand distinct tuples, each held once.
+#[derive(Default)]
+struct Tuples {
+    all: Vec<Struct>,
+    /// Per spec id, each tuple's index in `all`.
+    index: HashMap<i32, HashMap<Struct, u32>>,
+}
+
+impl Tuples {
+    fn index(&mut self, spec_id: i32, tuple: &Struct) -> u32 {
+        let by_tuple = self.index.entry(spec_id).or_default();
+        if let Some(&i) = by_tuple.get(tuple) {
+            return i;
+        }
+        let i = u32::try_from(self.all.len()).expect("fewer than 2^32 partitions");
+        self.all.push(tuple.clone());
+        by_tuple.insert(tuple.clone(), i);
+        i
+    }
 }
 
 /// `table` without iceberg's manifest cache, for planning scans. The cache is bounded at 32 MiB
@@ -556,32 +668,38 @@ impl TaskTemplate {
         })
     }
 
-    /// The task reading the whole of one data file, deletes not attached yet. The spec is set
-    /// (0.10.1's scan leaves it unset), so identity-partition columns missing from imported files
-    /// are filled from the partition tuple.
-    fn task(&self, meta: DataMeta, spec: &PartitionSpecRef) -> FileScanTask {
+    /// The task reading the whole of one (Parquet) candidate file. The spec is set (0.10.1's
+    /// scan leaves it unset), so identity-partition columns missing from imported files are
+    /// filled from the partition tuple.
+    fn task(
+        &self,
+        file: &CandidateFile,
+        partition: &TaskPartition,
+        deletes: Vec<FileScanTaskDeleteFile>,
+    ) -> FileScanTask {
         FileScanTask {
-            file_size_in_bytes: meta.size_bytes,
+            file_size_in_bytes: file.size_bytes,
             start: 0,
-            length: meta.size_bytes,
-            record_count: Some(meta.record_count),
-            data_file_path: meta.path,
-            data_file_format: meta.format,
+            length: file.size_bytes,
+            record_count: Some(file.record_count),
+            data_file_path: file.path.to_string(),
+            data_file_format: DataFileFormat::Parquet,
             schema: self.schema.clone(),
             project_field_ids: self.field_ids.clone(),
             predicate: None,
-            deletes: Vec::new(),
-            partition: Some(meta.partition),
-            partition_spec: Some(spec.clone()),
+            deletes,
+            partition: Some(partition.tuple.clone()),
+            partition_spec: Some(partition.spec.clone()),
             name_mapping: self.name_mapping.clone(),
             case_sensitive: true,
         }
     }
 }
 
-/// The delete files iceberg's scan attaches to each data file, by data file path. Which delete
-/// applies to which data file (sequence numbers, partitions, global equality deletes) is the
-/// scan's delete index's decision; only snapshots with live delete files need it.
+/// The delete files iceberg's scan attaches to each data file, by data file path (an empty list
+/// for a data file without any). Which delete applies to which data file (sequence numbers,
+/// partitions, global equality deletes) is the scan's delete index's decision; only snapshots
+/// with live delete files need it.
 async fn scan_deletes(
     table: &Table,
     snapshot_id: i64,
@@ -594,23 +712,23 @@ async fn scan_deletes(
 }
 
 /// iceberg 0.10.1 attaches every position delete file of the partition to every data file in
-/// it; drops those scoped to another data file (Java's delete index does the same), so delete
-/// counts match Java and the reader does not load deletes that cannot apply. Returns the rows the
-/// remaining file-scoped position deletes remove, at most `record_count`.
+/// it; drops those scoped to another data file than `path` (Java's delete index does the same),
+/// so delete counts match Java and the reader does not load deletes that cannot apply. Returns
+/// the rows the remaining file-scoped position deletes remove, at most `record_count`.
 fn scope_deletes(
-    task: &mut FileScanTask,
+    path: &str,
+    attached: &mut Vec<FileScanTaskDeleteFile>,
     deletes: &HashMap<String, DeleteMeta>,
     record_count: u64,
 ) -> u64 {
-    let path = task.data_file_path.as_str();
-    task.deletes.retain(|d| {
+    attached.retain(|d| {
         deletes.get(&d.file_path).is_none_or(|dm| {
             dm.content != DataContentType::PositionDeletes
                 || dm.referenced_data_file.as_deref().is_none_or(|r| r == path)
         })
     });
     let mut deleted_records = 0u64;
-    for d in &task.deletes {
+    for d in attached.iter() {
         if let Some(dm) = deletes.get(&d.file_path)
             && dm.content == DataContentType::PositionDeletes
             && dm.referenced_data_file.as_deref() == Some(path)
@@ -635,7 +753,11 @@ pub async fn collect_candidates(
 ) -> Result<Candidates, RewriteError> {
     let metadata = table.metadata();
     check_table_supported(metadata, snapshot_id)?;
-    let ManifestWalk { data, deletes } = read_manifests(table, snapshot_id).await?;
+    let ManifestWalk {
+        data,
+        partitions: tuples,
+        deletes,
+    } = read_manifests(table, snapshot_id).await?;
     let selected: Option<HashSet<String>> = match filter {
         Some(f) => Some(
             scan_tasks(table, snapshot_id, Some(f))
@@ -653,67 +775,84 @@ pub async fn collect_candidates(
     let schema = metadata.current_schema();
     let writer_commits = committed::WriterCommits::new(metadata);
     let total_data_files = data.len();
-    let mut files = Vec::new();
-    let mut tasks: HashMap<String, FileScanTask> = HashMap::new();
+    let mut files = Vec::with_capacity(data.len());
+    let mut seen: HashSet<SharedStr> = HashSet::with_capacity(data.len());
     let mut skipped_non_parquet = Vec::new();
-    // Rendered once per partition, not per file.
-    let mut rendered: HashMap<i32, HashMap<Struct, String>> = HashMap::new();
+    let mut with_deletes = HashMap::new();
+    // Each tuple rendered once, into the allocation its files share (see `TaskSource`).
+    let mut rendered: Vec<Option<SharedStr>> = vec![None; tuples.len()];
+    let mut partitions: HashMap<usize, TaskPartition> = HashMap::new();
     // Scan order, as Java's planner sees the files when it plans the manifests sequentially: the
     // planner packs in this order (`super::plan`).
     for meta in data {
-        if tasks.contains_key(&meta.path)
-            || selected.as_ref().is_some_and(|s| !s.contains(&meta.path))
+        if seen.contains(&meta.path) || selected.as_ref().is_some_and(|s| !s.contains(&*meta.path))
         {
             continue;
         }
         if meta.format != DataFileFormat::Parquet {
-            skipped_non_parquet.push(meta.path);
+            skipped_non_parquet.push(meta.path.to_string());
             continue;
         }
         let spec = metadata
             .partition_spec_by_id(meta.spec_id)
             .ok_or(RewriteError::SpecNotFound(meta.spec_id))?;
-        let by_value = rendered.entry(meta.spec_id).or_default();
-        let partition = match by_value.get(&meta.partition) {
-            Some(r) => r.clone(),
-            None => {
-                let r = render_partition(spec, schema, &meta.partition);
-                by_value.insert(meta.partition.clone(), r.clone());
+        let tuple = &tuples[meta.partition as usize];
+        let partition = rendered[meta.partition as usize]
+            .get_or_insert_with(|| {
+                let r = SharedStr::from(render_partition(spec, schema, tuple));
+                partitions.insert(
+                    TaskSource::key(&r),
+                    TaskPartition {
+                        rendered: r.clone(),
+                        spec: spec.clone(),
+                        tuple: tuple.clone(),
+                    },
+                );
                 r
-            }
-        };
-        let (spec_id, size_bytes, record_count) =
-            (meta.spec_id, meta.size_bytes, meta.record_count);
-        let committed_ms = writer_commits.time_of(meta.sequence_number);
-        let mut task = template.task(meta, spec);
+            })
+            .clone();
+        let mut attached_deletes = Vec::new();
         if let Some(attached) = &mut attached {
-            task.deletes = attached.remove(&task.data_file_path).ok_or_else(|| {
+            attached_deletes = attached.remove(&*meta.path).ok_or_else(|| {
                 iceberg::Error::new(
                     iceberg::ErrorKind::DataInvalid,
                     format!(
                         "a live manifest entry lists {}, which the scan does not return",
-                        task.data_file_path
+                        meta.path
                     ),
                 )
             })?;
         }
-        let deleted_records = scope_deletes(&mut task, &deletes, record_count);
+        let deleted_records = scope_deletes(
+            &meta.path,
+            &mut attached_deletes,
+            &deletes,
+            meta.record_count,
+        );
+        let delete_file_count = attached_deletes.len();
+        if !attached_deletes.is_empty() {
+            with_deletes.insert(meta.path.clone(), attached_deletes);
+        }
+        seen.insert(meta.path.clone());
         files.push(CandidateFile {
-            path: task.data_file_path.clone(),
-            size_bytes,
-            record_count,
-            spec_id,
+            path: meta.path,
+            size_bytes: meta.size_bytes,
+            record_count: meta.record_count,
+            spec_id: meta.spec_id,
             partition,
-            delete_file_count: task.deletes.len(),
+            delete_file_count,
             deleted_records,
-            committed_ms,
+            committed_ms: writer_commits.time_of(meta.sequence_number),
         });
-        tasks.insert(task.data_file_path.clone(), task);
     }
     Ok(Candidates {
         snapshot_id,
         files,
-        tasks,
+        source: Arc::new(TaskSource {
+            template,
+            partitions,
+            deletes: with_deletes,
+        }),
         total_data_files,
         skipped_non_parquet,
     })

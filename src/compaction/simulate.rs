@@ -159,11 +159,11 @@ fn append(st: &mut State, scenario: &Scenario, tick: usize, now: i64) {
     for p in 0..scenario.partitions_per_tick {
         for _ in 0..scenario.files_per_tick {
             st.files.push(CandidateFile {
-                path: format!("f{:08}", st.next_id),
+                path: format!("f{:08}", st.next_id).into(),
                 size_bytes: scenario.file_size_bytes,
                 record_count: scenario.file_size_bytes.max(1),
                 spec_id: 0,
-                partition: partition(scenario, tick, p),
+                partition: partition(scenario, tick, p).into(),
                 delete_file_count: 0,
                 deleted_records: 0,
                 committed_ms: Some(now),
@@ -199,7 +199,11 @@ fn compact(
         .map(|p| partition(scenario, tick.min(last_tick(scenario)), p))
         .collect();
     let mut per_written = std::collections::BTreeMap::<&str, usize>::new();
-    for f in st.files.iter().filter(|f| written.contains(&f.partition)) {
+    for f in st
+        .files
+        .iter()
+        .filter(|f| written.contains(f.partition.as_str()))
+    {
         *per_written.entry(&f.partition).or_default() += 1;
     }
     Point {
@@ -228,11 +232,11 @@ fn apply(st: &mut State, p: &Plan) {
         for k in 0..n {
             let size = g.input_bytes / n + u64::from(k < g.input_bytes % n);
             st.files.push(CandidateFile {
-                path: format!("f{:08}", st.next_id),
+                path: format!("f{:08}", st.next_id).into(),
                 size_bytes: size,
                 record_count: size.max(1),
                 spec_id: g.spec_id,
-                partition: g.partition.clone(),
+                partition: g.partition.as_str().into(),
                 delete_file_count: 0,
                 deleted_records: 0,
                 committed_ms: st.last_append_ms,

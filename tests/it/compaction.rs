@@ -1399,7 +1399,7 @@ async fn position_delete_during_the_rewrite_refuses_its_group() {
     let untouched: Vec<String> = prepared.plan.groups[1]
         .files
         .iter()
-        .map(|f| f.path.clone())
+        .map(|f| f.path.to_string())
         .collect();
 
     let delete_snapshot = commit_position_delete(&catalog, t, &victim, 0..50).await;

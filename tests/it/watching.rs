@@ -138,7 +138,7 @@ async fn files_per_partition(catalog: &CatalogHandle, table: &str) -> BTreeMap<S
         .expect("files");
     let mut out = BTreeMap::new();
     for f in c.files {
-        *out.entry(f.partition).or_default() += 1;
+        *out.entry(f.partition.to_string()).or_default() += 1;
     }
     out
 }

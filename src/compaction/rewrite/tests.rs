@@ -341,10 +341,10 @@ async fn tasks_from_the_walk_equal_the_scan_tasks() {
     let snap = snapshot_id(&f.table);
     let c = collect_candidates(&f.table, snap, None).await.unwrap();
     let mut scanned = scan_tasks(&f.table, snap, None).await.unwrap();
-    assert_eq!(c.tasks.len(), 7);
+    assert_eq!(c.tasks().len(), 7);
     assert_eq!(scanned.len(), 7);
     let spec = f.table.metadata().default_partition_spec().clone();
-    for (path, task) in &c.tasks {
+    for (path, task) in &c.tasks() {
         let mut expected = scanned.remove(path).unwrap();
         assert!(expected.name_mapping.is_some());
         expected.partition_spec = Some(spec.clone());
@@ -370,13 +370,13 @@ async fn small_files_are_compacted_per_partition() {
     assert_eq!(candidates.snapshot_id, snap);
     assert_eq!(candidates.total_data_files, 22);
     assert_eq!(candidates.files.len(), 22);
-    assert_eq!(candidates.tasks.len(), 22);
+    assert_eq!(candidates.tasks().len(), 22);
     assert!(candidates.skipped_non_parquet.is_empty());
     let spec_id = f.table.metadata().default_partition_spec_id();
     for c in &candidates.files {
         assert_eq!(c.spec_id, spec_id);
         assert_eq!(c.delete_file_count, 0);
-        assert!(candidates.tasks[&c.path].predicate.is_none());
+        assert!(candidates.tasks()[c.path.as_str()].predicate.is_none());
     }
     let big_partition = "org_id=1/ts_day=2025-01-01";
     let big_bytes: u64 = candidates
@@ -426,7 +426,7 @@ async fn small_files_are_compacted_per_partition() {
         ("org_id=2/ts_day=2025-01-01", rows_of(&mid_b)),
     ]);
     for g in &p.groups {
-        let written = rewrite_file_group(&f.table, g, &candidates.tasks, &rewrite_settings)
+        let written = rewrite_file_group(&f.table, g, &candidates.tasks(), &rewrite_settings)
             .await
             .unwrap();
         assert_eq!(written.len(), g.expected_output_files, "{}", g.partition);
@@ -435,7 +435,7 @@ async fn small_files_are_compacted_per_partition() {
             g.input_records
         );
         let rows_per_file = g.input_records.div_ceil(g.expected_output_files as u64);
-        let partition = &candidates.tasks[&g.files[0].path].partition;
+        let partition = &candidates.tasks()[g.files[0].path.as_str()].partition;
         let mut read_back = Vec::new();
         for d in &written {
             assert_eq!(d.content_type(), DataContentType::Data);
@@ -488,13 +488,14 @@ async fn where_filter_selects_whole_files() {
             .iter()
             .all(|f| f.partition == "org_id=2/ts_day=2025-01-02")
     );
-    let mut task_paths: Vec<&String> = c.tasks.keys().collect();
+    let tasks = c.tasks();
+    let mut task_paths: Vec<&str> = tasks.keys().map(String::as_str).collect();
     task_paths.sort();
-    let mut file_paths: Vec<&String> = c.files.iter().map(|f| &f.path).collect();
+    let mut file_paths: Vec<&str> = c.files.iter().map(|f| f.path.as_str()).collect();
     file_paths.sort();
     assert_eq!(task_paths, file_paths);
     // The filter picks files; it never becomes a row filter of the rewrite.
-    assert!(c.tasks.values().all(|t| t.predicate.is_none()));
+    assert!(c.tasks().values().all(|t| t.predicate.is_none()));
 
     // A filter on a non-partition column prunes by column metrics: ids 100..160 live in org 2,
     // day 0 files (20 ids each).
@@ -537,7 +538,7 @@ async fn candidates_come_in_scan_order() {
     let c = collect_candidates(&f.table, snap.snapshot_id(), None)
         .await
         .unwrap();
-    let got: Vec<String> = c.files.iter().map(|f| f.path.clone()).collect();
+    let got: Vec<String> = c.files.iter().map(|f| f.path.to_string()).collect();
     assert_eq!(got, scan_order);
     // Each append's files stay together, in the order they were committed.
     for files in &committed {
@@ -644,7 +645,7 @@ async fn old_spec_files_are_split_into_the_current_spec() {
     let written = rewrite_file_group(
         &f.table,
         g,
-        &c.tasks,
+        &c.tasks(),
         &RewriteSettings::from_options(&opts, new_spec),
     )
     .await
@@ -678,7 +679,7 @@ async fn old_spec_files_are_split_into_the_current_spec() {
         batch_size: Some(8),
         ..RewriteSettings::from_options(&opts, new_spec)
     };
-    let written = rewrite_file_group(&f.table, g, &c.tasks, &one_writer)
+    let written = rewrite_file_group(&f.table, g, &c.tasks(), &one_writer)
         .await
         .unwrap();
     assert!(written.len() > 2, "{} files", written.len());
@@ -726,7 +727,12 @@ async fn failed_rewrite_deletes_its_files() {
     let before = parquet_files(f.dir.path());
     assert_eq!(before.len(), 3);
 
-    let mut tasks: Vec<FileScanTask> = c.files.iter().map(|x| c.tasks[&x.path].clone()).collect();
+    let all = c.tasks();
+    let mut tasks: Vec<FileScanTask> = c
+        .files
+        .iter()
+        .map(|x| all[x.path.as_str()].clone())
+        .collect();
     let mut missing = tasks[0].clone();
     missing.data_file_path = format!("{}.missing.parquet", missing.data_file_path);
     tasks.push(missing);
@@ -746,7 +752,7 @@ async fn byte_cap_rolls_files_and_keeps_every_row() {
     append_files(&mut f, &files).await;
     let snap = snapshot_id(&f.table);
     let c = collect_candidates(&f.table, snap, None).await.unwrap();
-    let tasks: Vec<FileScanTask> = c.tasks.values().cloned().collect();
+    let tasks: Vec<FileScanTask> = c.tasks().values().cloned().collect();
     let settings = RewriteSettings {
         batch_size: Some(100),
         ..RewriteSettings::new(1, 1)
@@ -774,7 +780,7 @@ async fn unpartitioned_table_and_row_balancing() {
     let snap = snapshot_id(&f.table);
     let c = collect_candidates(&f.table, snap, None).await.unwrap();
     assert!(c.files.iter().all(|x| x.partition.is_empty()));
-    let tasks: Vec<FileScanTask> = c.tasks.values().cloned().collect();
+    let tasks: Vec<FileScanTask> = c.tasks().values().cloned().collect();
     let settings = RewriteSettings::new(1 << 30, 2 << 30);
     let written = rewrite_group(&f.table, tasks, 4, &settings).await.unwrap();
     assert_eq!(written.len(), 4);
@@ -811,7 +817,7 @@ async fn commit_position_deletes(
         walk.data
             .iter()
             .find(|m| m.path == data_file_path)
-            .map(|m| (m.spec_id, m.partition.clone()))
+            .map(|m| (m.spec_id, walk.partitions[m.partition as usize].clone()))
     };
     let (spec_id, partition) = data_meta.unwrap();
     let spec = md.partition_spec_by_id(spec_id).unwrap().clone();
@@ -970,8 +976,8 @@ async fn position_deletes_are_counted_and_applied() {
     // partition, and not handed to the reader for it.
     let other = c.files.iter().find(|x| x.path != first).unwrap();
     assert_eq!(other.delete_file_count, 0);
-    assert!(c.tasks[&other.path].deletes.is_empty());
-    assert_eq!(c.tasks[&first].deletes.len(), 1);
+    assert!(c.tasks()[other.path.as_str()].deletes.is_empty());
+    assert_eq!(c.tasks()[first.as_str()].deletes.len(), 1);
 
     // 40% deleted >= the 0.3 default ratio: the file is rewritten although it is alone.
     let opts = options(&[(options::MIN_INPUT_FILES, "5".to_string())], &f.table);
@@ -989,7 +995,7 @@ async fn position_deletes_are_counted_and_applied() {
     let written = rewrite_file_group(
         &f.table,
         g,
-        &c.tasks,
+        &c.tasks(),
         &RewriteSettings::from_options(&opts, spec_id),
     )
     .await
@@ -1231,7 +1237,7 @@ async fn columns_the_input_stored_plain_are_written_plain() {
     let p = plan(&candidates.files, &PlanSettings::new(&opts, spec_id));
     assert_eq!(p.groups.len(), 1);
     let settings = RewriteSettings::from_options(&opts, spec_id);
-    let written = rewrite_file_group(&f.table, &p.groups[0], &candidates.tasks, &settings)
+    let written = rewrite_file_group(&f.table, &p.groups[0], &candidates.tasks(), &settings)
         .await
         .unwrap();
     assert_eq!(written.len(), 1);
