@@ -10,26 +10,35 @@ waits latency ms longer, as over a link with that round-trip time, while a long 
 full speed after its first byte (the delay is a pipeline, not a pause per chunk). New connections
 wait one more round trip, as a TCP handshake would. Order within a connection is kept.
 
-Prints "PORT" on stdout once it accepts connections; runs until SIGTERM or SIGINT. Connects only to
+Prints "PORT" on stdout once it accepts connections; runs until SIGTERM or SIGINT, then prints to
+stderr the connections it accepted and the requests it saw (a request: the client starts sending
+again after the server answered; exact for HTTP/1.1 without pipelining). Connects only to
 127.0.0.1:PORT (no other address is reachable through it). Standard library only.
 """
 import argparse
 import asyncio
+import json
 import signal
 import sys
 import time
 
 CHUNK = 256 * 1024  # large reads keep the proxy's own CPU small next to the client's
+STATS = {"connections": 0, "requests": 0, "bytes_up": 0, "bytes_down": 0}
 
 
-async def pump(reader, writer, delay_s):
-    """Copies reader to writer, each chunk written delay_s after it was read, in order."""
+async def pump(reader, writer, delay_s, turn, up):
+    """Copies reader to writer, each chunk written delay_s after it was read, in order. `turn`
+    (shared by a connection's two directions) holds which one sent last, to count requests."""
     queue = asyncio.Queue(maxsize=64)  # bounded: a slow reader holds back its sender (16 MiB)
 
     async def read_side():
         try:
             while True:
                 data = await reader.read(CHUNK)
+                if data and turn[0] != up:
+                    turn[0] = up
+                    STATS["requests"] += up
+                STATS["bytes_up" if up else "bytes_down"] += len(data)
                 await queue.put((time.monotonic() + delay_s, data))
                 if not data:
                     return
@@ -62,8 +71,11 @@ async def handle(client_r, client_w, upstream_port, delay_s):
     except OSError:
         client_w.close()
         return
+    STATS["connections"] += 1
+    turn = [0]
     try:
-        await asyncio.gather(pump(client_r, up_w, delay_s), pump(up_r, client_w, delay_s))
+        await asyncio.gather(pump(client_r, up_w, delay_s, turn, 1),
+                             pump(up_r, client_w, delay_s, turn, 0))
     finally:
         for w in (up_w, client_w):
             w.close()
@@ -80,6 +92,7 @@ async def main_async(a):
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+    print(json.dumps(STATS), file=sys.stderr, flush=True)
 
 
 def main():

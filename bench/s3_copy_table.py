@@ -11,7 +11,8 @@ Spark cannot write to S3 here (no hadoop-aws offline), so the S3 table is the lo
 2. Each listed file is copied to the object it names on s3s-fs, whose objects are the files under
    its data directory (DIR/bucket/key): the data files unchanged, the metadata from the staging copy.
 3. PyIceberg registers the last metadata file in a SQL catalog on the S3 warehouse.
-The S3 table then has the same snapshots (ids included), manifests and data files as the local one.
+The S3 table then has the same snapshots (ids included), manifests and data files as the local one,
+and its location (where new files go) on S3.
 Prints JSON: the metadata location, files and bytes copied.
 """
 import argparse
@@ -33,13 +34,15 @@ def rewrite_paths(a, target_location: str, staging: str) -> tuple:
     """Runs rewrite_table_path; returns (latest metadata file name, [(source, target)])."""
     spark = pc_.spark_session(a, app="s3-copy-table")
     cat = pc_.spark_catalog_ref(a)
-    # The prefix as the table's files spell it (Java writes file:/x, DESCRIBE shows file:///x).
-    md = spark.sql(f"SELECT file FROM {cat}.{a.table}.metadata_log_entries ORDER BY timestamp DESC LIMIT 1")
-    source_location = md.collect()[0].file.rsplit("/metadata/", 1)[0]
+    # The prefix as the first snapshot (its writer) spells paths: Java writes file:/x where
+    # DESCRIBE shows file:///x.
+    ml = spark.sql(f"SELECT manifest_list FROM {cat}.{a.table}.snapshots ORDER BY committed_at LIMIT 1")
+    source_location = ml.collect()[0].manifest_list.rsplit("/metadata/", 1)[0]
     ns, name = a.table.split(".", 1)
+    end = f", end_version => '{a.end_version}'" if a.end_version else ""
     row = spark.sql(f"CALL {cat}.system.rewrite_table_path(table => '{ns}.{name}', "
                     f"source_prefix => '{source_location}', target_prefix => '{target_location}', "
-                    f"staging_location => 'file:{staging}/')").collect()[0]
+                    f"staging_location => 'file:{staging}/'{end})").collect()[0]
     # The file list is a CSV (one file or a directory of Spark part files) of "source,target" lines.
     path = pc_.local_path(row.file_list_location)
     parts = sorted(glob.glob(os.path.join(path, "*.csv"))) if os.path.isdir(path) else [path]
@@ -57,6 +60,8 @@ def main():
     ap.add_argument("--s3-data-dir", required=True, help="s3s-fs's data directory (buckets are its subdirectories)")
     ap.add_argument("--target-catalog-uri", required=True, help="SQLite file of the SQL catalog for the S3 table")
     ap.add_argument("--target-location", required=True, help="s3://bucket/prefix of the copied table")
+    ap.add_argument("--end-version", help="the metadata file (name) to copy the table as of (default: the "
+                    "current one); for a table whose later metadata other writers spelled differently")
     a = ap.parse_args()
     if not a.s3_endpoint:
         sys.exit("--s3-endpoint is required (the s3s-fs serving --s3-data-dir)")
@@ -74,6 +79,17 @@ def main():
         files += 1
         nbytes += os.path.getsize(out)
     shutil.rmtree(staging, ignore_errors=True)
+    # rewrite_table_path replaces the prefix in file paths, but Spark spells the table's own
+    # `location` file:///x where the paths say file:/x, so it stays local; new files (a
+    # compaction's output) would then be written to the local disk, not to S3.
+    u = urlparse(target)
+    latest_local = os.path.join(a.s3_data_dir, u.netloc, u.path.lstrip("/"), "metadata", os.path.basename(latest))
+    with open(latest_local) as f:
+        metadata_json = json.load(f)
+    if metadata_json["location"].rstrip("/") != target:
+        metadata_json["location"] = target
+        with open(latest_local, "w") as f:
+            json.dump(metadata_json, f)
 
     from pyiceberg.catalog.sql import SqlCatalog
     bucket_root = "s3://" + urlparse(target).netloc
@@ -84,8 +100,10 @@ def main():
         cat.create_namespace(ns)
     metadata = f"{target}/metadata/{os.path.basename(latest)}"
     tbl = cat.register_table(a.table, metadata)
-    print(json.dumps({"metadata_location": tbl.metadata_location, "files_copied": files, "bytes_copied": nbytes,
-                      "snapshot_id": tbl.current_snapshot().snapshot_id}))
+    if tbl.location().rstrip("/") != target:
+        sys.exit(f"the copied table's location is {tbl.location()}, not {target}")
+    print(json.dumps({"metadata_location": tbl.metadata_location, "location": tbl.location(), "files_copied": files,
+                      "bytes_copied": nbytes, "snapshot_id": tbl.current_snapshot().snapshot_id}))
 
 
 if __name__ == "__main__":
