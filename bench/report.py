@@ -2,7 +2,8 @@
 """Summarize a bench/run.sh work directory: the comparison table, targets, and the correctness checks.
 
 Reads the JSON files run.sh leaves in --work (input.json, verify-*.json, spark.json, icemaint.time,
-icemaint.json, limit.json, plan.json, loadavg.txt), prints a Markdown table and writes results.json
+icemaint.json, limit.json, plan.json, loadavg.txt; with --with-peers also PEER.time, PEER.json and
+PEER-diff.json for zamboni and iceberg-compaction), prints a Markdown table and writes results.json
 there (and to --out). Exit status 1 when a check fails: an engine failed, did not rewrite every input
 file, or a row count / checksum differs from the input's.
 MB are 10^6 bytes; "MB per CPU-s" is compressed input MB divided by user+system CPU seconds.
@@ -49,6 +50,82 @@ def readers_result(v):
             "data_files": v["files"]["data_files"], "data_bytes": v["files"]["data_bytes"]}
 
 
+# The compactors of --with-peers: (file stem in the work directory, column title).
+PEERS = (("zamboni", "iceberg-zamboni"), ("iceberg-compaction", "iceberg-compaction"))
+
+
+def peer_result(w, stem):
+    """A --with-peers engine measured by /usr/bin/time and judged by the table (PEER-diff.json)."""
+    t = gnu_time(os.path.join(w, f"{stem}.time")) or {}
+    run = load(w, f"{stem}.json")
+    d = load(w, f"{stem}-diff.json") or {}
+    rest = load(w, f"{stem}-rest.json") or {}
+    return {"version": run and run.get("version"), "succeeded": run is not None, "run": run,
+            "wall_s": t.get("wall_s"), "cpu_s": round(t["cpu_user_s"] + t["cpu_sys_s"], 2) if t else None,
+            "cpu_user_s": t.get("cpu_user_s"), "cpu_sys_s": t.get("cpu_sys_s"),
+            "peak_rss_mib": t.get("peak_rss_mib"), "catalog_server_cpu_s": rest.get("catalog_server_cpu_s"),
+            "files_rewritten": d.get("removed_files"), "bytes_rewritten": d.get("removed_bytes"),
+            "output_files": d.get("added_files"), "snapshots": d.get("snapshots_since"),
+            "output_mb": round(d["added_bytes"] / 1e6, 1) if d.get("added_bytes") else None}
+
+
+def icemaint_result(w, stem):
+    """An icemaint run: /usr/bin/time -v of the process and its --json job."""
+    t = gnu_time(os.path.join(w, f"{stem}.time")) or {}
+    ij = load(w, f"{stem}.json") or {}
+    ir = ij.get("result") or {}
+    return {"wall_s": t.get("wall_s"),
+            "cpu_s": round(t["cpu_user_s"] + t["cpu_sys_s"], 2) if t else None,
+            "cpu_user_s": t.get("cpu_user_s"), "cpu_sys_s": t.get("cpu_sys_s"),
+            "peak_rss_mib": t.get("peak_rss_mib"), "status": ij.get("status"), "error": ij.get("error"),
+            "files_rewritten": ir.get("files_read"), "bytes_rewritten": ir.get("bytes_read"),
+            "output_files": ir.get("files_written"), "engine_seconds": ir.get("seconds"),
+            "output_mb": round(ir["bytes_written"] / 1e6, 1) if ir.get("bytes_written") else None}
+
+
+def s3_section(w, ice, in_files, in_bytes, v_in, failures):
+    """--s3-latency-ms: icemaint on local disk, on S3 directly and on S3 behind the latency proxy."""
+    latency = (load(w, "s3-latency.json") or {}).get("latency_ms")
+    runs = {"local disk": ice, "S3 (s3s-fs)": icemaint_result(w, "icemaint-s3"),
+            f"S3 + {latency} ms": icemaint_result(w, "icemaint-s3-latency")}
+    v_s3in = readers_result(load(w, "verify-s3-input.json"))
+    if not v_s3in or not v_in or (v_s3in["rows"], v_s3in["checksum"]) != (v_in["rows"], v_in["checksum"]):
+        failures.append("S3 input: rows/checksum differ from the local input's or not verified")
+    for (label, r), stem in zip(list(runs.items())[1:], ("icemaint-s3", "icemaint-s3-latency")):
+        if r["status"] != "succeeded":
+            failures.append(f"icemaint on {label}: status {r['status']} {r.get('error') or ''}".strip())
+        if r["files_rewritten"] != in_files or r["bytes_rewritten"] != in_bytes:
+            failures.append(f"icemaint on {label}: rewrote {r['files_rewritten']} files / {r['bytes_rewritten']} "
+                            f"bytes, input is {in_files} / {in_bytes}")
+        v = readers_result(load(w, f"verify-{stem}.json"))
+        if not v or not v["agree"] or not v_in or (v["rows"], v["checksum"]) != (v_in["rows"], v_in["checksum"]):
+            failures.append(f"icemaint on {label}: output not verified or rows/checksum differ from the input's")
+        r["checksum"] = v and v["checksum"]
+        r.update(load(w, f"{stem}-servers.json") or {})
+    in_mb = in_bytes / 1e6
+    for r in runs.values():
+        r["mb_per_cpu_s"] = round(in_mb / r["cpu_s"], 2) if r.get("cpu_s") else None
+        r["mb_per_s"] = round(in_mb / r["wall_s"], 2) if r.get("wall_s") else None
+    local = runs["local disk"]
+    print()
+    print(f"icemaint with the warehouse on S3 (s3s-fs on 127.0.0.1; + {latency} ms per round trip "
+          "through bench/latency_proxy.py):")
+    print()
+    print("| | " + " | ".join(runs) + " |")
+    print("|---|" + "---:|" * len(runs))
+    for label, key, d in (("wall s", "wall_s", 1), ("CPU s (user+sys)", "cpu_s", 1),
+                          ("peak RSS MiB", "peak_rss_mib", 0), ("input MB/s (wall)", "mb_per_s", 1),
+                          ("input MB per CPU-s", "mb_per_cpu_s", 1)):
+        print(f"| {label} | " + " | ".join(fmt(r.get(key), d) for r in runs.values()) + " |")
+    print("| CPU s of the S3 server / the proxy | - | " + " | ".join(
+        f"{fmt(r.get('s3_server_cpu_s'), 1)} / {fmt(r.get('proxy_cpu_s'), 1)}" for r in list(runs.values())[1:]) + " |")
+    print("| MB/s (wall) / local disk's | " + " | ".join(
+        fmt(ratio(r.get("mb_per_s"), local.get("mb_per_s")), 2) for r in runs.values()) + " |")
+    slow = runs[f"S3 + {latency} ms"]
+    return {"latency_ms": latency, "runs": runs,
+            "fraction_of_local_mb_per_s": ratio(slow.get("mb_per_s"), local.get("mb_per_s"))}
+
+
 def ratio(a, b):
     return round(a / b, 3) if a is not None and b not in (None, 0) else None
 
@@ -61,11 +138,38 @@ def fmt(x, digits=1):
     return str(x)
 
 
+def print_table(rows, spark, ice, limit, peers, v_spark, v_ice, failures, w):
+    """The Markdown table: engines, then ratios; the peers' columns only when they ran."""
+    titles = {"zamboni": "iceberg-zamboni", "iceberg-compaction": "iceberg-compaction"}
+    cols = [spark, ice] + list(peers.values()) + [limit or {}]
+    heads = ["Spark 3.5 + Iceberg 1.10", "icemaint"] + [
+        f"{titles[k]} {p.get('version') or '?'}" for k, p in peers.items()] + ["bare arrow-rs loop"]
+    ratios = [("icemaint / Spark", ice, spark), ("icemaint / loop", ice, limit or {})] + [
+        (f"{titles[k]} / icemaint", p, ice) for k, p in peers.items()]
+    print("| | " + " | ".join(heads + [r[0] for r in ratios]) + " |")
+    print("|---|" + "---:|" * (len(heads) + len(ratios)))
+    for label, key, d in rows:
+        vals = [fmt(c.get(key), d) for c in cols] + [fmt(ratio(n.get(key), m.get(key)), 2) for _, n, m in ratios]
+        print(f"| {label} | " + " | ".join(vals) + " |")
+    ok = "yes" if not failures else "NO"
+    sums = [fmt(v_spark and v_spark["checksum"]), fmt(v_ice and v_ice["checksum"])]
+    for stem in peers:
+        v = readers_result(load(w, f"verify-{stem}.json"))
+        sums.append(fmt(v and v["checksum"]))
+    sums.append(f"{fmt(limit and limit['rows'])} rows")
+    line = "| rows / checksum match input | " + " | ".join(sums + [ok] + [""] * (len(ratios) - 1)) + " |"
+    while "|  |" in line:  # empty cells as "| |", as the table always had
+        line = line.replace("|  |", "| |")
+    print(line)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out")
     ap.add_argument("--smoke", action="store_true", help="tiny input: check correctness, do not judge targets")
+    ap.add_argument("--with-peers", action="store_true", help="also judge and show zamboni and iceberg-compaction")
+    ap.add_argument("--s3", action="store_true", help="also judge and show the S3 runs (--s3-latency-ms)")
     a = ap.parse_args()
     w = a.work
     failures = []
@@ -91,18 +195,9 @@ def main():
         failures.append("Spark: no rewrite_data_files result")
 
     # icemaint
-    t = gnu_time(os.path.join(w, "icemaint.time")) or {}
-    ij = load(w, "icemaint.json") or {}
-    ir = ij.get("result") or {}
-    ice = {"wall_s": t.get("wall_s"),
-           "cpu_s": round(t["cpu_user_s"] + t["cpu_sys_s"], 2) if t else None,
-           "cpu_user_s": t.get("cpu_user_s"), "cpu_sys_s": t.get("cpu_sys_s"),
-           "peak_rss_mib": t.get("peak_rss_mib"), "status": ij.get("status"),
-           "files_rewritten": ir.get("files_read"), "bytes_rewritten": ir.get("bytes_read"),
-           "output_files": ir.get("files_written"), "engine_seconds": ir.get("seconds"),
-           "output_mb": round(ir["bytes_written"] / 1e6, 1) if ir.get("bytes_written") else None}
-    if ij.get("status") != "succeeded":
-        failures.append(f"icemaint: status {ij.get('status')} {ij.get('error', '')}".strip())
+    ice = icemaint_result(w, "icemaint")
+    if ice["status"] != "succeeded":
+        failures.append(f"icemaint: status {ice['status']} {ice['error'] or ''}".strip())
 
     # bare loop
     lim = load(w, "limit.json")
@@ -119,11 +214,19 @@ def main():
         if v_in and lim["rows"] != v_in["rows"]:
             failures.append(f"limit: {lim['rows']} rows, input {v_in['rows']}")
 
-    for name, e in (("Spark", spark), ("icemaint", ice)):
+    peers = {}
+    if a.with_peers:
+        for stem, title in PEERS:
+            peers[stem] = p = peer_result(w, stem)
+            if not p["succeeded"]:
+                failures.append(f"{title}: failed (see logs/{stem}.log)")
+    named = [("Spark", spark, v_spark), ("icemaint", ice, v_ice)] + [
+        (title, peers[stem], readers_result(load(w, f"verify-{stem}.json"))) for stem, title in PEERS if stem in peers]
+    for name, e, _ in named:
         if e.get("files_rewritten") != in_files or e.get("bytes_rewritten") != in_bytes:
             failures.append(f"{name}: rewrote {e.get('files_rewritten')} files / {e.get('bytes_rewritten')} bytes, "
                             f"input is {in_files} / {in_bytes}")
-    for name, v in (("Spark", v_spark), ("icemaint", v_ice)):
+    for name, _, v in named:
         if not v:
             failures.append(f"{name}: output not verified")
             continue
@@ -133,7 +236,7 @@ def main():
             failures.append(f"{name}: output rows/checksum {v['rows']}/{v['checksum']} != input "
                             f"{v_in['rows']}/{v_in['checksum']}")
 
-    engines = {"spark": spark, "icemaint": ice}
+    engines = {"spark": spark, "icemaint": ice, **peers}
     if limit:
         engines["limit"] = limit
     for e in engines.values():
@@ -180,6 +283,12 @@ def main():
                "mode": "smoke" if a.smoke else "full",
                "checks_failed": failures,
                "outputs": {"spark": v_spark, "icemaint": v_ice}}
+    for stem, p in peers.items():
+        results[stem] = p
+        results["ratios"][f"{stem}/icemaint cpu"] = ratio(p["cpu_s"], ice["cpu_s"])
+        results["ratios"][f"{stem}/icemaint wall"] = ratio(p["wall_s"], ice["wall_s"])
+        results["ratios"][f"{stem}/icemaint peak rss"] = ratio(p["peak_rss_mib"], ice["peak_rss_mib"])
+        results["outputs"][stem] = readers_result(load(w, f"verify-{stem}.json"))
 
     rows = [("wall s", "wall_s", 1), ("CPU s (user+sys)", "cpu_s", 1), ("peak RSS MiB", "peak_rss_mib", 0),
             ("input MB per CPU-s", "mb_per_cpu_s", 1), ("input MB/s (wall)", "mb_per_s", 1),
@@ -189,20 +298,18 @@ def main():
           f"(snapshot {inp['snapshot_id']}); load average (1 min) during the run "
           f"{fmt(min(load1, default=None))}-{fmt(max(load1, default=None))} on {machine[1] if len(machine) > 1 else '?'} CPUs")
     print()
-    head = "| | Spark 3.5 + Iceberg 1.10 | icemaint | bare arrow-rs loop | icemaint / Spark | icemaint / loop |"
-    print(head)
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, key, d in rows:
-        s, i, l = spark.get(key), ice.get(key), (limit or {}).get(key)
-        print(f"| {label} | {fmt(s, d)} | {fmt(i, d)} | {fmt(l, d)} | {fmt(ratio(i, s), 2)} | {fmt(ratio(i, l), 2)} |")
-    ok = "yes" if not failures else "NO"
-    print(f"| rows / checksum match input | {fmt(v_spark and v_spark['checksum'])} | "
-          f"{fmt(v_ice and v_ice['checksum'])} | {fmt(limit and limit['rows'])} rows | {ok} | |")
+    print_table(rows, spark, ice, limit, peers, v_spark, v_ice, failures, w)
     if plan:
         print()
         print(f"Planning alone: {plan['files']} files in {plan['partitions']} partitions "
               f"({plan['commits']} commits): prepare {plan['prepare_s']} s, {plan['cpu_s']} CPU-s, "
               f"peak RSS {plan['peak_rss_mib']} MiB (process), {plan['groups']} groups")
+    if a.s3:
+        results["s3"] = s3_section(w, ice, in_files, in_bytes, v_in, failures)
+        results["checks_failed"] = failures
+        results["targets"]["s3_latency_mb_per_s_vs_local>=0.8"] = {
+            "value": results["s3"]["fraction_of_local_mb_per_s"],
+            "met": (results["s3"]["fraction_of_local_mb_per_s"] or 0) >= 0.8}
     print()
     if a.smoke:
         print("smoke input: too small for the performance targets, only the checks count")

@@ -5,19 +5,23 @@
 #   bench/run.sh                 standard input: ~2000 files / ~400 MB / 100 partitions, 20 snapshots
 #   bench/run.sh --scale 10      10x the bytes (same files and partitions, 10x rows per file)
 #   bench/run.sh --smoke         40 files in 4 partitions; asserts, ~40 s (run by the test suite: tests/it/bench_smoke.rs)
+#   bench/run.sh --with-peers    also iceberg-zamboni and iceberg-compaction on the same input (own venvs)
+#   bench/run.sh --s3-latency-ms 20   also icemaint on the local S3 server, directly and with 20 ms added
 #
 # Options: --work DIR (keep everything there; default: a temp dir removed at exit), --keep,
-#          --out FILE (also write the results JSON there), --no-plan, --no-limit.
+#          --out FILE (also write the results JSON there), --no-plan, --no-limit, --with-peers,
+#          --s3-latency-ms MS.
 # Environment: ICEMAINT_BIN (use this binary instead of `cargo build --release`), CARGO_TARGET_DIR.
-# Installs what it needs when missing: the peers (tests/peers/setup.sh pyiceberg duckdb spark) and
-# GNU time (/usr/bin/time, Debian package `time`).
+# Installs what it needs when missing: the peers (tests/peers/setup.sh pyiceberg duckdb spark; with
+# --with-peers also zamboni, iceberg-compaction and rest; with --s3-latency-ms s3s) and GNU time
+# (/usr/bin/time, Debian package `time`).
 # Exit status: 0 when every engine succeeded and every row checksum matches the input's, else 1.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
 
-mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1
+mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1 with_peers=0 s3_latency=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) mode=smoke ;;
@@ -27,12 +31,15 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?--out needs a file}; shift ;;
     --no-plan) run_plan=0 ;;
     --no-limit) run_limit=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --with-peers) with_peers=1 ;;
+    --s3-latency-ms) s3_latency=${2:?--s3-latency-ms needs milliseconds}; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
 [[ "$scale" =~ ^[1-9][0-9]*$ ]] || die "--scale expects a positive integer"
+[ -z "$s3_latency" ] || [[ "$s3_latency" =~ ^[0-9]+$ ]] || die "--s3-latency-ms expects milliseconds (an integer)"
 
 # Input shape. Spark writes one file per task, each in one (org, day) partition; the rows are
 # hashes of the row number, ~14 bytes per row compressed, so 15 000 rows make a ~200 kB file.
@@ -46,6 +53,11 @@ target=536870912 min_input_files=2
 
 # What a fresh clone lacks is installed here (each a no-op taking about a second when present).
 "$repo/tests/peers/setup.sh" pyiceberg duckdb spark >&2 || die "installing the Iceberg peers failed"
+if [ "$with_peers" = 1 ]; then
+  # A compactor that cannot be installed fails the run: --with-peers never silently drops a column.
+  "$repo/tests/peers/setup.sh" zamboni iceberg-compaction rest >&2 \
+    || die "installing the compactors for --with-peers (tests/peers/setup.sh zamboni iceberg-compaction rest) failed"
+fi
 . "$repo/tests/peers/env.sh"
 [ -x "$PEERS_PY" ] || die "the Iceberg peers are not installed: run tests/peers/setup.sh"
 if [ ! -x /usr/bin/time ]; then
@@ -75,7 +87,10 @@ else
   rm -rf "$work/warehouse" "$work/catalog.db" "$work/limit-out" "$work/policies" "$work"/*.json \
     "$work/icemaint-state.db"*
 fi
-if [ "$keep" = 0 ]; then trap 'rm -rf "$work"' EXIT; fi
+if [ -n "$s3_latency" ]; then
+  . "$repo/bench/s3.sh"
+  trap 's3_stop_all; if [ "$keep" = 0 ]; then rm -rf "$work"; fi' EXIT
+elif [ "$keep" = 0 ]; then trap 'rm -rf "$work"' EXIT; fi
 mkdir -p "$work/logs"
 py=$PEERS_PY
 scripts=$repo/tests/peers/scripts
@@ -85,6 +100,11 @@ step() { echo "== $*  (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2; echo
 json() { "$py" -c 'import json,sys; v=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): v=v[k]
 print(v)' "$1" "$2"; }
+# proc_cpu_s PID: user+system CPU seconds a running process has used so far (0 when there is none).
+proc_cpu_s() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"
+}
 
 echo "work directory: $work" >&2
 { echo "mode=$mode scale=$scale"; nproc; uname -srm; } >"$work/machine.txt"
@@ -100,6 +120,8 @@ echo "input: snapshot $s0, $(json "$work/input.json" data_files) files, $(json "
 
 step "verify input"
 "$py" "$scripts/verify.py" "${cat_flags[@]}" >"$work/verify-input.json" 2>>"$work/logs/verify.log"
+
+[ -n "$s3_latency" ] && s3_prepare
 
 if [ "$run_limit" = 1 ]; then
   # Before any engine writes into the data directory, so it holds exactly the input files.
@@ -159,6 +181,13 @@ step "verify icemaint's output"
   2>>"$work/logs/verify.log" || true
 "$py" "$repo/bench/table_snapshot.py" current "${cat_flags[@]}" >"$work/icemaint-after.json"
 
+if [ "$with_peers" = 1 ]; then
+  . "$repo/bench/peers.sh"
+  run_peers
+fi
+
+[ -n "$s3_latency" ] && s3_runs "$s3_latency"
+
 if [ "$run_plan" = 1 ]; then
   step "planning alone ($plan_files files, $plan_partitions partitions)"
   "$bin" bench plan --files "$plan_files" --partitions "$plan_partitions" \
@@ -170,4 +199,6 @@ step "done"
 report_args=(--work "$work")
 [ -n "$out" ] && report_args+=(--out "$out")
 [ "$mode" = smoke ] && report_args+=(--smoke)
+[ "$with_peers" = 1 ] && report_args+=(--with-peers)
+[ -n "$s3_latency" ] && report_args+=(--s3)
 "$py" "$repo/bench/report.py" "${report_args[@]}"

@@ -31,13 +31,40 @@ def describe(tbl) -> dict:
     return out
 
 
+def live_files(tbl, snapshot_id) -> dict:
+    """Path -> size in bytes of every live data file of a snapshot."""
+    return {t.file.file_path: t.file.file_size_in_bytes for t in tbl.scan(snapshot_id=snapshot_id).plan_files()}
+
+
+def diff(tbl, from_id) -> dict:
+    before = live_files(tbl, from_id)
+    snap = tbl.current_snapshot()
+    after = live_files(tbl, snap.snapshot_id) if snap else {}
+    removed = [p for p in before if p not in after]
+    added = [p for p in after if p not in before]
+    since, cur = 0, snap
+    while cur is not None and cur.snapshot_id != from_id:
+        since += 1
+        cur = tbl.snapshot_by_id(cur.parent_snapshot_id) if cur.parent_snapshot_id is not None else None
+    return {"from_snapshot_id": from_id, "snapshot_id": snap and snap.snapshot_id,
+            "removed_files": len(removed), "removed_bytes": sum(before[p] for p in removed),
+            "added_files": len(added), "added_bytes": sum(after[p] for p in added),
+            "snapshots_since": since if cur is not None else None}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["current", "rollback"])
+    ap.add_argument("action", choices=["current", "rollback", "diff"])
     pc_.add_catalog_args(ap)
     ap.add_argument("--to", type=int, help="rollback: the snapshot id main goes back to")
+    ap.add_argument("--from", dest="from_id", type=int, help="diff: the snapshot to compare the current one with")
     a = ap.parse_args()
     tbl = pc_.pyiceberg_catalog(a).load_table(a.table)
+    if a.action == "diff":
+        if a.from_id is None:
+            sys.exit("diff needs --from SNAPSHOT_ID")
+        print(json.dumps(diff(tbl, a.from_id)))
+        return
     if a.action == "rollback":
         if a.to is None:
             sys.exit("rollback needs --to SNAPSHOT_ID")

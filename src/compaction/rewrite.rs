@@ -95,6 +95,18 @@ const READ_BATCH_ROWS: usize = 8192;
 /// hundred columns; a larger footer costs one more read.
 const FOOTER_PREFETCH_BYTES: usize = 64 * 1024;
 
+/// Input bytes a group may read ahead of the file it is writing ([`read_ahead`]). On an object
+/// store every file costs a few requests in sequence (footer, column chunks), each a round trip
+/// of tens of milliseconds; reading the next files meanwhile hides that. Bounded in bytes so the
+/// small files compaction is for get real concurrency while large ones are read one at a time.
+const READ_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Files a group reads ahead at most, whatever their size. Each costs its own reader task, a
+/// decoded batch or two and the allocator's slack besides its bytes: 16 added ~200 MiB of peak
+/// RSS on local disk at 1x (five groups), while 8 already keep ~40 files in flight, enough to
+/// hide 20 ms round trips at this machine's speed.
+const READ_AHEAD_MAX_FILES: usize = 8;
+
 /// Errors collecting candidates or rewriting a group. Messages are lowercase; iceberg's own
 /// messages are quoted as they come.
 #[derive(Debug, thiserror::Error)]
@@ -1452,8 +1464,13 @@ async fn write_all(
     reader = reader.with_metadata_size_hint(FOOTER_PREFETCH_BYTES);
     let arrow_schema: ArrowSchemaRef =
         Arc::new(iceberg::arrow::schema_to_arrow_schema(builder_schema)?);
-    let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-    let mut batches = reader.build().read(task_stream)?.stream();
+    let ahead = read_ahead_files(&tasks, opts.data_file_concurrency);
+    let mut batches = if ahead > 1 {
+        read_ahead(reader.build(), tasks, ahead)
+    } else {
+        let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+        reader.build().read(task_stream)?.stream()
+    };
     let stall = opts.stall_timeout;
 
     let mut out = Vec::new();
@@ -1512,6 +1529,62 @@ async fn write_all(
         });
     }
     Ok(out)
+}
+
+/// How many files of a group [`read_ahead`] keeps in flight: as many as fit
+/// [`READ_AHEAD_BYTES`] at the group's average file size, within 2..=[`READ_AHEAD_MAX_FILES`];
+/// 1 (iceberg's reader as it is) for a single file, when files are read concurrently anyway, or
+/// when the group has delete files (iceberg loads them once per reader, and `read_ahead` makes a
+/// reader per file).
+fn read_ahead_files(tasks: &[FileScanTask], data_file_concurrency: usize) -> usize {
+    if tasks.len() < 2 || data_file_concurrency > 1 || tasks.iter().any(|t| !t.deletes.is_empty()) {
+        return 1;
+    }
+    let total: u64 = tasks.iter().map(|t| t.file_size_in_bytes).sum();
+    let average = (total / tasks.len() as u64).max(1);
+    let fit = usize::try_from(READ_AHEAD_BYTES / average).unwrap_or(usize::MAX);
+    fit.clamp(1, READ_AHEAD_MAX_FILES).min(tasks.len())
+}
+
+/// Reads `tasks` in order, like iceberg's reader with one file at a time, while up to `ahead`
+/// files are already being read: each file is read by its own task into a one-batch channel, so
+/// its footer and column chunks are fetched while earlier files are written. Rows come out in
+/// the same order as without read-ahead; memory grows by at most `ahead` files' column chunks
+/// and two batches each. Dropping the stream aborts the reads in flight.
+fn read_ahead(
+    reader: iceberg::arrow::ArrowReader,
+    tasks: Vec<FileScanTask>,
+    ahead: usize,
+) -> futures::stream::BoxStream<'static, iceberg::Result<RecordBatch>> {
+    futures::stream::iter(tasks)
+        .map(move |task| {
+            let reader = reader.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let handle = tokio::spawn(async move {
+                let one = futures::stream::iter([Ok(task)]).boxed();
+                let mut batches = match reader.read(one) {
+                    Ok(r) => r.stream(),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                while let Some(item) = batches.next().await {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let abort = tokio_util::task::AbortOnDropHandle::new(handle);
+            futures::future::ready(futures::stream::unfold(
+                (rx, abort),
+                |(mut rx, abort)| async move { rx.recv().await.map(|item| (item, (rx, abort))) },
+            ))
+        })
+        .buffered(ahead)
+        .flatten()
+        .boxed()
 }
 
 /// Makes a reader batch writable: iceberg's reader returns identity-partition columns filled

@@ -1,8 +1,9 @@
-//! The benchmark's smoke run (`bench/run.sh --smoke`): the same driver as the full benchmark on a
-//! 40-file input, so a change that breaks the benchmark (its Spark recipe, `icemaint bench`,
-//! the report) fails the test suite rather than the next person who measures. Figures from a run
+//! The benchmark's smoke run (`bench/run.sh --smoke --with-peers --s3-latency-ms 20`): the same
+//! driver as the full benchmark on a 40-file input, so a change that breaks the benchmark (its
+//! Spark recipe, `icemaint bench`, the other compactors, the S3 copy and latency proxy, the
+//! report) fails the test suite rather than the next person who measures. Figures from a run
 //! this small mean nothing; what is asserted is that every engine ran and produced the input's
-//! rows.
+//! rows. `--with-peers` installs iceberg-zamboni and iceberg-compaction from PyPI on first use.
 
 use std::process::Command;
 
@@ -16,6 +17,8 @@ fn bench_smoke_runs_every_engine_and_matches_the_input() {
     let out_json = dir.join("results.json");
     let out = Command::new(repo_root().join("bench/run.sh"))
         .arg("--smoke")
+        .arg("--with-peers")
+        .args(["--s3-latency-ms", "20"])
         .arg("--work")
         .arg(dir.join("work"))
         .arg("--out")
@@ -55,6 +58,22 @@ fn bench_smoke_runs_every_engine_and_matches_the_input() {
         );
     }
     assert_eq!(r["icemaint"]["status"], "succeeded", "{r}");
+    // The other compactors, judged by the table: every input file replaced, one per partition.
+    for peer in ["zamboni", "iceberg-compaction"] {
+        let o = &r["outputs"][peer];
+        assert_eq!(o["rows"], 80_000, "{peer}: {r}");
+        assert_eq!(o["checksum"], checksum, "{peer}: {r}");
+        assert_eq!(o["agree"], true, "{peer}: readers disagree: {r}");
+        assert_eq!(r[peer]["files_rewritten"], 40, "{peer}: {r}");
+        assert_eq!(r[peer]["output_files"], 4, "{peer}: {r}");
+    }
+    // icemaint on S3, directly and behind the latency proxy: same rows, every file rewritten.
+    for run in ["S3 (s3s-fs)", "S3 + 20 ms"] {
+        let o = &r["s3"]["runs"][run];
+        assert_eq!(o["status"], "succeeded", "{run}: {r}");
+        assert_eq!(o["files_rewritten"], 40, "{run}: {r}");
+        assert_eq!(o["checksum"], checksum, "{run}: {r}");
+    }
     assert_eq!(r["limit"]["rows"], 80_000, "{r}");
     assert_eq!(r["limit"]["output_files"], 4, "{r}");
     // Planning alone: 2000 files over 100 partitions make one group per partition.

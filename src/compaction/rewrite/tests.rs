@@ -1295,3 +1295,91 @@ async fn a_reader_that_stops_producing_is_a_retryable_stall() {
     assert!(matches!(err, RewriteError::Stalled { .. }), "{err}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn read_ahead_keeps_the_files_rows_in_order() {
+    let mut f = fixture(spec_org_day(), HashMap::new()).await;
+    // Ten small files in one partition: read eight ahead, written as one file.
+    let files = file_rows(0, 10, 300, 1, 0);
+    append_files(&mut f, &files).await;
+    let snap = snapshot_id(&f.table);
+    let candidates = collect_candidates(&f.table, snap, None).await.unwrap();
+    let tasks: Vec<FileScanTask> = candidates
+        .files
+        .iter()
+        .map(|c| candidates.tasks[&c.path].clone())
+        .collect();
+    assert_eq!(read_ahead_files(&tasks, 1), READ_AHEAD_MAX_FILES);
+
+    let opts = options(&[], &f.table);
+    let spec_id = f.table.metadata().default_partition_spec_id();
+    let p = plan(&candidates.files, &PlanSettings::new(&opts, spec_id));
+    assert_eq!(p.groups.len(), 1);
+    let written = rewrite_file_group(
+        &f.table,
+        &p.groups[0],
+        &candidates.tasks,
+        &RewriteSettings::from_options(&opts, spec_id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(written.len(), 1);
+    // The candidates come in scan order (the order the files were appended), and the output
+    // holds each file's rows together and in that order, as a one-file-at-a-time read would.
+    let ids: Vec<i64> = read_rows(written[0].file_path())
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let mut expected: Vec<i64> = candidates
+        .files
+        .iter()
+        .flat_map(|c| read_rows(&c.path).into_iter().map(|r| r.id))
+        .collect();
+    assert_eq!(ids, expected);
+    expected.sort_unstable();
+    assert_eq!(expected, (0..3000).collect::<Vec<i64>>());
+}
+
+#[test]
+fn read_ahead_is_bounded_by_bytes_and_files() {
+    let schema = Arc::new(schema());
+    let task = |size: u64, deletes: bool| FileScanTask {
+        file_size_in_bytes: size,
+        start: 0,
+        length: size,
+        record_count: Some(1000),
+        data_file_path: "file:/t/data/x.parquet".to_string(),
+        data_file_format: DataFileFormat::Parquet,
+        schema: schema.clone(),
+        project_field_ids: vec![1],
+        predicate: None,
+        deletes: if deletes {
+            vec![FileScanTaskDeleteFile {
+                file_path: "file:/t/data/d.parquet".to_string(),
+                file_size_in_bytes: 100,
+                file_type: DataContentType::PositionDeletes,
+                partition_spec_id: 0,
+                equality_ids: None,
+            }]
+        } else {
+            Vec::new()
+        },
+        partition: None,
+        partition_spec: None,
+        name_mapping: None,
+        case_sensitive: true,
+    };
+    let small: Vec<FileScanTask> = (0..40).map(|_| task(200_000, false)).collect();
+    assert_eq!(read_ahead_files(&small, 1), READ_AHEAD_MAX_FILES);
+    assert_eq!(read_ahead_files(&small[..3], 1), 3);
+    assert_eq!(read_ahead_files(&small[..1], 1), 1);
+    // iceberg's own concurrency already overlaps the reads.
+    assert_eq!(read_ahead_files(&small, 4), 1);
+    let mid: Vec<FileScanTask> = (0..40).map(|_| task(2 << 20, false)).collect();
+    assert_eq!(read_ahead_files(&mid, 1), 4);
+    let large: Vec<FileScanTask> = (0..4).map(|_| task(64 << 20, false)).collect();
+    assert_eq!(read_ahead_files(&large, 1), 1);
+    let mut with_deletes = small.clone();
+    with_deletes[7] = task(200_000, true);
+    assert_eq!(read_ahead_files(&with_deletes, 1), 1);
+}
