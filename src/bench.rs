@@ -12,12 +12,14 @@
 //!   commits, then times [`crate::compaction::prepare`] (table load, manifest scan, plan) in a
 //!   fresh child process, so its peak RSS (`VmHWM`) covers planning and nothing else.
 //!
-//! - [`orphans::orphans`] (`bench remove-orphans`) and [`manifests::manifests`]
-//!   (`bench rewrite-manifests`): orphan removal and the manifest rewrite on synthetic tables of
-//!   the same kind, timed in a child process likewise.
+//! - [`orphans::orphans`] (`bench remove-orphans`), [`manifests::manifests`]
+//!   (`bench rewrite-manifests`) and [`expire::expire`] (`bench expire`): orphan removal, the
+//!   manifest rewrite and snapshot expiry on synthetic tables of the same kind, timed in a child
+//!   process likewise.
 //!
 //! Each prints one JSON object on stdout. MB are 10^6 bytes.
 
+pub mod expire;
 pub mod manifests;
 pub mod orphans;
 

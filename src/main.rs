@@ -257,6 +257,21 @@ enum BenchCommand {
         #[arg(long, hide = true)]
         run_only: bool,
     },
+    /// Time snapshot expiry (older than now, retain the last 1) of a synthetic long history.
+    Expire {
+        /// Snapshots after the base commit, each with its own data file and manifest.
+        #[arg(long, default_value_t = 10_000)]
+        snapshots: usize,
+        /// Catalog directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory (a table already in --dir is reused).
+        #[arg(long)]
+        keep: bool,
+        /// Internal: only time the expiry of the table in --dir.
+        #[arg(long, hide = true)]
+        run_only: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -460,6 +475,20 @@ async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 run_only,
             };
             cli::bench::manifests(opts).await
+        }
+        BenchCommand::Expire {
+            snapshots,
+            dir,
+            keep,
+            run_only,
+        } => {
+            let opts = icemaint::bench::expire::ExpireBenchOptions {
+                snapshots,
+                dir,
+                keep,
+                run_only,
+            };
+            cli::bench::expire(opts).await
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `icemaint bench limit|plan|remove-orphans|rewrite-manifests` (hidden, for `bench/run.sh`): runs one benchmark of
+//! `icemaint bench limit|plan|remove-orphans|rewrite-manifests|expire` (hidden, for `bench/run.sh`): runs one benchmark of
 //! [`crate::bench`] and prints its report as one JSON object.
 
 use std::path::PathBuf;
@@ -49,6 +49,13 @@ pub async fn orphans(opts: bench::orphans::OrphansOptions) -> anyhow::Result<()>
 /// The manifest rewrite of a synthetic table.
 pub async fn manifests(opts: bench::manifests::ManifestsOptions) -> anyhow::Result<()> {
     let report = bench::manifests::manifests(&opts).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Snapshot expiry of a synthetic table with a long history.
+pub async fn expire(opts: bench::expire::ExpireBenchOptions) -> anyhow::Result<()> {
+    let report = bench::expire::expire(&opts).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -12,25 +12,36 @@
 //! a group, partitions are laid out in value order ([`compare_partitions`], nulls first) and cut
 //! into manifests of about the target size.
 //!
-//! Memory is bounded by design, not by the number of entries. iceberg-rust's `ManifestWriter`
-//! holds its entries until it is written, so a writer per output manifest would hold every entry.
-//! Instead the chosen manifests are read more than once, a few at a time:
-//! - pass 1 counts live entries per partition, which fixes where each partition's entries start
-//!   in the value-ordered layout and so which output manifest each entry goes to;
-//! - then each batch of at most [`WRITERS_PER_PASS`] output manifests takes one more read, which
-//!   routes the entries that belong to the batch to its writers, and writes them.
+//! Memory is bounded by design, not by the number of entries, and the inputs are read twice
+//! whatever their size. iceberg-rust's `ManifestWriter` holds its entries until it is written, so
+//! a writer per output manifest would hold every entry. Instead:
+//! - pass 1 reads the chosen manifests and counts live entries per partition, which fixes where
+//!   each partition's entries start in the value-ordered layout and so which output manifest each
+//!   entry goes to;
+//! - pass 2 reads them again and routes each entry to its output ([`spill`]): per-output buffers,
+//!   spilled as small temporary manifests (chunks) to a local temporary directory when they grow
+//!   past [`spill::SPILL_CHUNK_ENTRIES`] or hold more than [`spill::SPILL_HELD_ENTRIES`] together;
+//!   an output whose entries have all arrived is written from its chunks and buffer as soon as
+//!   the input being routed is dropped, its entries sorted by partition value.
 //!
 //! Held at once: a count per partition, loaded input manifests of at most
-//! [`MANIFEST_ENTRY_BUDGET`] entries (or one larger manifest), and the entries of at most [`WRITERS_PER_PASS`] output manifests (each about the
-//! target size). More output manifests cost more reads of the inputs, not more memory.
+//! [`MANIFEST_ENTRY_BUDGET`] entries (or one larger manifest) and the buffered entries, then
+//! (the input dropped) the buffered entries and one output manifest's entries (about the target
+//! size). The chunks hold at most a copy of the chosen entries on local disk; they are deleted
+//! as their output is written, and their directory is removed when the rewrite ends, fails or is
+//! cancelled. Nothing temporary is written to the table location.
+
+mod spill;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use iceberg::io::FileIO;
 use iceberg::spec::{
-    Literal, Manifest, ManifestContentType, ManifestFile, ManifestWriter, Operation, PartitionSpec,
-    SchemaRef, Struct,
+    Literal, Manifest, ManifestContentType, ManifestEntryRef, ManifestFile, Operation,
+    PartitionSpec, SchemaRef, Struct,
 };
 use iceberg::table::Table;
 use serde::Serialize;
@@ -41,6 +52,7 @@ use crate::commit::{
     BuiltSnapshot, ReplaceError, RetryPolicy, SnapshotChange, SnapshotProducer, commit_change,
 };
 use crate::fence::Fence;
+use spill::{Routed, Spill, SpillOptions};
 
 /// Java's default for `commit.manifest.target-size-bytes`.
 pub const DEFAULT_TARGET_SIZE_BYTES: u64 = 8 * 1024 * 1024;
@@ -50,9 +62,6 @@ pub const MANIFEST_READ_CONCURRENCY: usize = 4;
 /// a decoded entry with column metrics weighs ~1-2 KiB, and four 100 000-entry manifests loaded
 /// together made most of a million-entry rewrite's 1.5 GiB peak.
 pub const MANIFEST_ENTRY_BUDGET: u64 = 32_768;
-/// Output manifests filled by one read of the inputs: bounds the entries held in memory to about
-/// this many target-size manifests.
-pub const WRITERS_PER_PASS: u64 = 4;
 
 /// Settings of one manifest rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,6 +222,23 @@ struct GroupPlan {
 struct RewriteManifestsOp {
     settings: ManifestSettings,
     summary_properties: HashMap<String, String>,
+    /// Where pass 2 spills and how much it holds.
+    spill: SpillOptions,
+    /// Loads the input manifests; the table's `FileIO` when `None` (tests count loads here).
+    loader: Option<Arc<dyn LoadManifest>>,
+}
+
+/// Loads an input manifest: the seam through which every read of the inputs goes.
+#[async_trait::async_trait]
+trait LoadManifest: Send + Sync + std::fmt::Debug {
+    async fn load(&self, m: &ManifestFile) -> Result<Manifest, iceberg::Error>;
+}
+
+#[async_trait::async_trait]
+impl LoadManifest for FileIO {
+    async fn load(&self, m: &ManifestFile) -> Result<Manifest, iceberg::Error> {
+        m.load_manifest(self).await
+    }
 }
 
 fn live_data(m: &ManifestFile) -> bool {
@@ -247,13 +273,18 @@ impl SnapshotChange for RewriteManifestsOp {
             return Err(ReplaceError::EmptyChange);
         }
         let (chosen, kept) = split_manifests(list.entries(), &specs);
-        let plans = plan_groups(table, &chosen, self.settings.target_size_bytes).await?;
+        let loader: Arc<dyn LoadManifest> = match &self.loader {
+            Some(loader) => Arc::clone(loader),
+            None => Arc::new(table.file_io().clone()),
+        };
+        let target = self.settings.target_size_bytes;
+        let plans = plan_groups(table, &loader, &chosen, target).await?;
 
         let mut manifests = kept.clone();
         let mut created = 0usize;
         let mut entries_total = 0u64;
         for plan in &plans {
-            let written = write_group(producer, plan).await?;
+            let written = write_group(producer, &loader, plan, &self.spill).await?;
             entries_total += plan.entries;
             created += written.len();
             manifests.extend(written);
@@ -280,6 +311,7 @@ impl SnapshotChange for RewriteManifestsOp {
 /// entries of each partition. Holds counts, not entries.
 async fn plan_groups(
     table: &Table,
+    loader: &Arc<dyn LoadManifest>,
     chosen: &[ManifestFile],
     target: u64,
 ) -> Result<Vec<GroupPlan>, ReplaceError> {
@@ -289,7 +321,7 @@ async fn plan_groups(
     }
     let md = table.metadata();
     let mut groups: BTreeMap<(i32, i32), Acc> = BTreeMap::new();
-    let mut reads = std::pin::pin!(read_manifests(table, chosen.to_vec()));
+    let mut reads = std::pin::pin!(read_manifests(loader, chosen.to_vec()));
     while let Some(read) = reads.next().await {
         let (m, manifest) = read?;
         let meta = manifest.metadata();
@@ -330,76 +362,105 @@ async fn plan_groups(
         .collect())
 }
 
-/// Pass 2: writes the group's output manifests, [`WRITERS_PER_PASS`] at a time, each batch from
-/// one more read of the group's manifests. Reads go in the same order every time, so the k-th
-/// entry of a partition is the same entry in every read and lands in exactly one output.
+/// Pass 2: reads the group's manifests once more and routes each live entry to its output
+/// manifest through the [`Spill`]; each output is written as soon as its last entry arrives.
+/// Reads go in the same order as in pass 1, so the k-th entry of a partition has the position the
+/// counts gave it and lands in exactly one output. Returns the outputs in layout order.
 async fn write_group(
     producer: &mut SnapshotProducer<'_>,
+    loader: &Arc<dyn LoadManifest>,
     plan: &GroupPlan,
+    options: &SpillOptions,
 ) -> Result<Vec<ManifestFile>, ReplaceError> {
-    let outputs = plan.entries.div_ceil(plan.per);
-    let mut written = Vec::new();
-    let mut lo = 0;
-    while lo < outputs {
-        let hi = (lo + WRITERS_PER_PASS).min(outputs);
-        let mut writers: Vec<Option<ManifestWriter>> = (lo..hi).map(|_| None).collect();
-        let mut seen: BTreeMap<PartitionKey, u64> = BTreeMap::new();
-        let mut reads = std::pin::pin!(read_manifests(producer.table(), plan.manifests.clone()));
-        while let Some(read) = reads.next().await {
-            let (m, manifest) = read?;
-            for e in manifest.entries().iter().filter(|e| e.is_alive()) {
-                let key = PartitionKey(e.data_file().partition().clone());
-                let start = *plan.starts.get(&key).ok_or_else(|| {
-                    ReplaceError::InvalidChange(format!(
-                        "manifest {} changed while it was rewritten",
-                        m.manifest_path
-                    ))
-                })?;
-                let k = seen.entry(key).or_default();
-                let index = (start + *k) / plan.per;
-                *k += 1;
-                if !(lo..hi).contains(&index) {
-                    continue;
-                }
-                let slot = &mut writers[(index - lo) as usize];
-                if slot.is_none() {
-                    *slot = Some(producer.new_manifest_writer(
-                        ManifestContentType::Data,
-                        plan.schema.clone(),
-                        plan.spec.clone(),
-                    )?);
-                }
-                let writer = slot.as_mut().expect("writer was just created");
-                let seq = e.sequence_number.ok_or_else(|| {
-                    ReplaceError::InvalidChange(format!(
-                        "an entry for {} has no data sequence number",
-                        e.file_path()
-                    ))
-                })?;
-                let file_seq = e.file_sequence_number.or(Some(seq));
-                let snapshot_id = e.snapshot_id.unwrap_or(m.added_snapshot_id);
-                writer.add_existing_file(e.data_file().clone(), snapshot_id, seq, file_seq)?;
+    let (schema, spec) = (plan.schema.clone(), plan.spec.clone());
+    let mut spill = Spill::new(options.clone(), schema, spec, plan.entries, plan.per);
+    let mut written: Vec<(u64, ManifestFile)> = Vec::new();
+    let mut next = plan.starts.clone();
+    let mut reads = std::pin::pin!(read_manifests(loader, plan.manifests.clone()));
+    let mut ready = Vec::new();
+    while let Some(read) = reads.next().await {
+        let (m, manifest) = read?;
+        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+            let index = output_index(plan, &mut next, e, &m)?;
+            let routed = Routed::new(Arc::clone(e), m.added_snapshot_id)?;
+            if spill.push(index, routed).await? {
+                ready.push(index);
             }
         }
-        for writer in writers.into_iter().flatten() {
-            written.push(writer.write_manifest_file().await?);
+        // The decoded input goes before the outputs it completed are loaded and written.
+        drop(manifest);
+        for index in ready.drain(..) {
+            let entries = spill.take(index).await?;
+            written.push((index, write_output(producer, plan, entries).await?));
         }
-        lo = hi;
     }
-    Ok(written)
+    spill.finish()?;
+    written.sort_by_key(|(index, _)| *index);
+    Ok(written.into_iter().map(|(_, m)| m).collect())
+}
+
+/// The output manifest of entry `e` of manifest `m`: `next` holds, per partition, the layout
+/// position of its next entry (starting from [`GroupPlan::starts`]).
+fn output_index(
+    plan: &GroupPlan,
+    next: &mut BTreeMap<PartitionKey, u64>,
+    e: &ManifestEntryRef,
+    m: &ManifestFile,
+) -> Result<u64, ReplaceError> {
+    let position = next
+        .get_mut(&PartitionKey(e.data_file().partition().clone()))
+        .ok_or_else(|| {
+            ReplaceError::InvalidChange(format!(
+                "manifest {} changed while it was rewritten",
+                m.manifest_path
+            ))
+        })?;
+    let index = *position / plan.per;
+    *position += 1;
+    Ok(index)
+}
+
+/// Sorts an output's entries by partition value. The sort is stable, so within a partition the
+/// entries keep the order they were read in.
+fn sort_by_partition(entries: &mut [Routed]) {
+    entries.sort_by(|a, b| {
+        compare_partitions(
+            a.entry.data_file().partition(),
+            b.entry.data_file().partition(),
+        )
+    });
+}
+
+/// Writes one output manifest of `plan` holding `entries` (EXISTING, ids kept), in partition value
+/// order.
+async fn write_output(
+    producer: &mut SnapshotProducer<'_>,
+    plan: &GroupPlan,
+    mut entries: Vec<Routed>,
+) -> Result<ManifestFile, ReplaceError> {
+    sort_by_partition(&mut entries);
+    let mut writer = producer.new_manifest_writer(
+        ManifestContentType::Data,
+        plan.schema.clone(),
+        plan.spec.clone(),
+    )?;
+    for entry in entries {
+        entry.add_to(&mut writer)?;
+    }
+    Ok(writer.write_manifest_file().await?)
 }
 
 /// Reads `manifests` in order, as many at once as [`read_concurrency`] allows.
 fn read_manifests(
-    table: &Table,
+    loader: &Arc<dyn LoadManifest>,
     manifests: Vec<ManifestFile>,
 ) -> impl Stream<Item = Result<(ManifestFile, Manifest), iceberg::Error>> + use<> {
     let concurrency = read_concurrency(&manifests);
-    let io = table.file_io().clone();
+    let loader = Arc::clone(loader);
     futures::stream::iter(manifests.into_iter().map(move |m| {
-        let io = io.clone();
+        let loader = Arc::clone(&loader);
         async move {
-            let manifest = m.load_manifest(&io).await?;
+            let manifest = loader.load(&m).await?;
             Ok::<_, iceberg::Error>((m, manifest))
         }
     }))
@@ -472,6 +533,8 @@ pub async fn rewrite_manifests(
     let op = RewriteManifestsOp {
         settings,
         summary_properties: HashMap::from([("icemaint.job-id".to_string(), job_id.to_string())]),
+        spill: SpillOptions::default(),
+        loader: None,
     };
     let retry = RetryPolicy::from_table_properties(table.metadata().properties());
     let outcome = match commit_change(
@@ -667,7 +730,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rewrite_in_several_batches_keeps_every_entry_in_value_order() {
+    async fn rewrite_with_one_entry_per_output_keeps_every_entry_in_value_order() {
         use crate::commit::tests::{Env, add_deletes, fast_retry, rows, write_equality_delete};
         let env = Env::new().await;
         // One manifest per append; partitions whose text order is not their value order.
@@ -686,13 +749,15 @@ mod tests {
         let rows_before = rows(&before).await;
         assert_eq!(rows_before.len(), parts.len() - 1);
 
-        // One entry per output manifest: ten outputs, three batches of writers.
+        // One entry per output manifest: ten outputs, each complete as soon as it is routed.
         let op = RewriteManifestsOp {
             settings: ManifestSettings {
                 min_manifests: 0,
                 target_size_bytes: 1,
             },
             summary_properties: HashMap::new(),
+            spill: SpillOptions::default(),
+            loader: None,
         };
         let outcome = commit_change(
             &*env.catalog,
@@ -757,6 +822,8 @@ mod tests {
                 target_size_bytes: DEFAULT_TARGET_SIZE_BYTES,
             },
             summary_properties: HashMap::new(),
+            spill: SpillOptions::default(),
+            loader: None,
         };
         let outcome = commit_change(
             &*env.catalog,
@@ -792,6 +859,329 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, vec![(0, 3), (1, 2)]);
+    }
+
+    /// Loads input manifests through the table's `FileIO`, recording each load; fails or never
+    /// finishes the n-th load (1-based) when told to.
+    #[derive(Debug)]
+    struct RecordingLoader {
+        io: FileIO,
+        loads: std::sync::Mutex<Vec<String>>,
+        fail_at: Option<usize>,
+        hang_at: Option<usize>,
+    }
+
+    impl RecordingLoader {
+        fn new(table: &Table) -> Self {
+            Self {
+                io: table.file_io().clone(),
+                loads: Default::default(),
+                fail_at: None,
+                hang_at: None,
+            }
+        }
+
+        fn loads_per_path(&self) -> BTreeMap<String, usize> {
+            let mut per = BTreeMap::new();
+            for path in self.loads.lock().unwrap().iter() {
+                *per.entry(path.clone()).or_default() += 1;
+            }
+            per
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl LoadManifest for RecordingLoader {
+        async fn load(&self, m: &ManifestFile) -> Result<Manifest, iceberg::Error> {
+            let n = {
+                let mut loads = self.loads.lock().unwrap();
+                loads.push(m.manifest_path.clone());
+                loads.len()
+            };
+            if Some(n) == self.fail_at {
+                let kind = iceberg::ErrorKind::DataInvalid;
+                return Err(iceberg::Error::new(kind, "injected read failure"));
+            }
+            if Some(n) == self.hang_at {
+                std::future::pending::<()>().await;
+            }
+            m.load_manifest(&self.io).await
+        }
+    }
+
+    /// (partition, path, snapshot id, data and file sequence numbers) of a live entry.
+    type EntryIds = (i32, String, Option<i64>, Option<i64>, Option<i64>);
+
+    /// The live entries of each data manifest of the current snapshot.
+    async fn entry_ids(table: &Table) -> Vec<Vec<EntryIds>> {
+        let snap = table.metadata().current_snapshot().unwrap();
+        let list = table.manifest_list_reader(snap).load().await.unwrap();
+        let mut out = Vec::new();
+        for m in list.entries() {
+            if m.content != ManifestContentType::Data {
+                continue;
+            }
+            let manifest = m.load_manifest(table.file_io()).await.unwrap();
+            let ids = manifest.entries().iter().filter(|e| e.is_alive()).map(|e| {
+                let part = match &e.data_file().partition()[0] {
+                    Some(Literal::Primitive(iceberg::spec::PrimitiveLiteral::Int(p))) => *p,
+                    other => panic!("unexpected partition {other:?}"),
+                };
+                let path = e.file_path().to_string();
+                (
+                    part,
+                    path,
+                    e.snapshot_id,
+                    e.sequence_number,
+                    e.file_sequence_number,
+                )
+            });
+            out.push(ids.collect());
+        }
+        out
+    }
+
+    /// Eight appends (eight manifests) of three files each, partitions spread over all of them;
+    /// returns the rewrite settings that make outputs of three entries each (eight outputs).
+    async fn spread_table(env: &crate::commit::tests::Env) -> ManifestSettings {
+        use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat};
+        let location = env.table().await.metadata().location().to_string();
+        for i in 0..8 {
+            let files = (0..3)
+                .map(|j| {
+                    let part = (i * 7 + j * 3) % 10;
+                    DataFileBuilder::default()
+                        .content(DataContentType::Data)
+                        .file_path(format!("{location}/data/f{i}-{j}.parquet"))
+                        .file_format(DataFileFormat::Parquet)
+                        .partition(part_of(part))
+                        .partition_spec_id(0)
+                        .record_count(1)
+                        .file_size_in_bytes(10)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            env.append(files).await;
+        }
+        let facts = data_manifest_facts(&env.table().await).await.unwrap();
+        let length: u64 = facts.iter().map(|f| f.length).sum();
+        ManifestSettings {
+            min_manifests: 0,
+            target_size_bytes: length / 24 * 3,
+        }
+    }
+
+    fn part_of(p: i32) -> Struct {
+        Struct::from_iter([Some(Literal::int(p))])
+    }
+
+    /// Files under `dir`, recursively.
+    fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.insert(path);
+                }
+            }
+        }
+        out
+    }
+
+    fn table_dir(table: &Table) -> std::path::PathBuf {
+        let location = table.metadata().location();
+        location.strip_prefix("file://").unwrap_or(location).into()
+    }
+
+    #[tokio::test]
+    async fn many_outputs_read_each_input_twice_spill_and_keep_every_entry() {
+        use crate::commit::tests::{Env, fast_retry};
+        let env = Env::new().await;
+        let settings = spread_table(&env).await;
+        let before = env.table().await;
+        let ids_before = entry_ids(&before).await;
+        assert_eq!(ids_before.len(), 8);
+        let loader = Arc::new(RecordingLoader::new(&before));
+        let spill_parent = tempfile::tempdir().unwrap();
+        // Buffers of at most two entries, three held in all: nearly every entry is spilled.
+        let op = RewriteManifestsOp {
+            settings,
+            summary_properties: HashMap::new(),
+            spill: SpillOptions {
+                held: 3,
+                chunk: 2,
+                parent: Some(spill_parent.path().to_path_buf()),
+            },
+            loader: Some(loader.clone()),
+        };
+        let outcome = commit_change(
+            &*env.catalog,
+            &env.backend,
+            &env.ident,
+            &op,
+            &fast_retry(),
+            &Fence::none(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.summary["manifests-replaced"], "8");
+        assert_eq!(outcome.summary["manifests-created"], "8");
+        assert_eq!(outcome.summary["entries-processed"], "24");
+
+        // Each input is read twice (counts, then routing), however many outputs there are.
+        let per_path = loader.loads_per_path();
+        assert_eq!(per_path.len(), 8);
+        assert!(per_path.values().all(|n| *n == 2), "{per_path:?}");
+
+        let after = entry_ids(&env.table().await).await;
+        assert_eq!(after.len(), 8);
+        assert!(after.iter().all(|m| m.len() == 3), "{after:?}");
+        // Value order within and across the outputs.
+        let flat: Vec<EntryIds> = after.into_iter().flatten().collect();
+        assert!(flat.windows(2).all(|w| w[0].0 <= w[1].0), "{flat:?}");
+        // Every entry kept, with its snapshot id and sequence numbers.
+        let mut kept = flat.clone();
+        kept.sort();
+        let mut expected: Vec<EntryIds> = ids_before.into_iter().flatten().collect();
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert!(files_under(spill_parent.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn spill_writes_chunks_and_returns_complete_outputs() {
+        use iceberg::spec::{
+            DataContentType, DataFileBuilder, DataFileFormat, ManifestEntry, ManifestStatus,
+            NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
+        };
+        let schema = Arc::new(
+            Schema::builder()
+                .with_fields(vec![
+                    NestedField::required(1, "part", Type::Primitive(PrimitiveType::Int)).into(),
+                ])
+                .build()
+                .unwrap(),
+        );
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(1, "part", Transform::Identity)
+            .unwrap()
+            .build()
+            .bind(schema.clone())
+            .unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let options = SpillOptions {
+            held: 4,
+            chunk: 3,
+            parent: Some(parent.path().to_path_buf()),
+        };
+        // Twelve entries, outputs of five: 5, 5, 2. Output 0 gets partitions 3, 1, 2 interleaved.
+        let routes = [0, 1, 0, 2, 1, 0, 1, 2, 0, 1, 0, 1];
+        let mut spill = Spill::new(options, schema, spec, 12, 5);
+        let mut done = Vec::new();
+        for (i, index) in routes.into_iter().enumerate() {
+            let file = DataFileBuilder::default()
+                .content(DataContentType::Data)
+                .file_path(format!("f{i}"))
+                .file_format(DataFileFormat::Parquet)
+                .partition(part_of(3 - (i % 3) as i32))
+                .partition_spec_id(0)
+                .record_count(1)
+                .file_size_in_bytes(10)
+                .build()
+                .unwrap();
+            let entry = ManifestEntry::builder()
+                .status(ManifestStatus::Added)
+                .snapshot_id(100 + i as i64)
+                .sequence_number(i as i64)
+                .data_file(file)
+                .build();
+            let routed = Routed::new(Arc::new(entry), 7).unwrap();
+            if spill.push(index, routed).await.unwrap() {
+                done.push((index, spill.take(index).await.unwrap()));
+            }
+        }
+        spill.finish().unwrap();
+        assert!(spill.chunks_written() >= 2, "{}", spill.chunks_written());
+        // Outputs complete in the order their last entry arrives.
+        assert_eq!(done.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2, 0, 1]);
+        let (_, out0) = &mut done[1];
+        sort_by_partition(out0);
+        let paths: Vec<(i32, &str, i64, i64, i64)> = out0
+            .iter()
+            .map(|r| {
+                let p = match &r.entry.data_file().partition()[0] {
+                    Some(Literal::Primitive(iceberg::spec::PrimitiveLiteral::Int(p))) => *p,
+                    other => panic!("unexpected partition {other:?}"),
+                };
+                (p, r.entry.file_path(), r.snapshot_id, r.seq, r.file_seq)
+            })
+            .collect();
+        // Entries 0, 2, 5, 8, 10 (partitions 3, 1, 1, 1, 2): by value, read order kept within.
+        assert_eq!(
+            paths,
+            [
+                (1, "f2", 102, 2, 2),
+                (1, "f5", 105, 5, 5),
+                (1, "f8", 108, 8, 8),
+                (2, "f10", 110, 10, 10),
+                (3, "f0", 100, 0, 0),
+            ]
+        );
+        // Chunks are deleted as their output is written; the directory when the spill is dropped.
+        drop(spill);
+        assert!(files_under(parent.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn spill_and_outputs_are_removed_on_error_and_cancellation() {
+        use crate::commit::tests::{Env, fast_retry};
+        let env = Env::new().await;
+        let settings = spread_table(&env).await;
+        let table = env.table().await;
+        let table_files = files_under(&table_dir(&table));
+        let spill_parent = tempfile::tempdir().unwrap();
+        let spill = SpillOptions {
+            held: 3,
+            chunk: 2,
+            parent: Some(spill_parent.path().to_path_buf()),
+        };
+        // Load 15 is in the routing pass (loads 9-16, four in flight): at least three manifests
+        // (nine entries, over the three held) were routed, so chunks were written.
+        for (fail_at, hang_at) in [(Some(15), None), (None, Some(15))] {
+            let mut loader = RecordingLoader::new(&table);
+            (loader.fail_at, loader.hang_at) = (fail_at, hang_at);
+            let op = RewriteManifestsOp {
+                settings,
+                summary_properties: HashMap::new(),
+                spill: spill.clone(),
+                loader: Some(Arc::new(loader)),
+            };
+            let (retry, fence) = (fast_retry(), Fence::none());
+            let run = commit_change(&*env.catalog, &env.backend, &env.ident, &op, &retry, &fence);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), run).await {
+                Ok(result) => {
+                    let err = result.unwrap_err().to_string();
+                    assert!(err.contains("injected read failure"), "{err}");
+                    assert!(fail_at.is_some());
+                    // The outputs already written were deleted with the failed attempt.
+                    assert_eq!(files_under(&table_dir(&table)), table_files);
+                }
+                // Cancelled: the future was dropped in the middle of the routing. (Outputs
+                // already written stay as orphans, as for any cancelled commit attempt.)
+                Err(_) => assert!(hang_at.is_some()),
+            }
+            assert!(files_under(spill_parent.path()).is_empty());
+        }
+        let now = env.table().await;
+        assert_eq!(
+            now.metadata().current_snapshot_id(),
+            table.metadata().current_snapshot_id()
+        );
     }
 
     #[test]

@@ -191,3 +191,18 @@ fn bench_rewrite_manifests_smoke() {
     assert_eq!(r["manifests_created"], 1, "{r}");
     assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
 }
+
+/// `bench expire` at a tiny size: every snapshot but the last expires and exactly the files only
+/// they reached are deleted (the child process checks the files on disk too).
+#[test]
+fn bench_expire_smoke() {
+    let r = bench_json(&["expire", "--snapshots", "25"], &[]);
+    assert_eq!(r["snapshots"], 25, "{r}");
+    assert_eq!(r["snapshots_expired"], 25, "{r}");
+    assert_eq!(r["snapshots_after"], 1, "{r}");
+    assert_eq!(r["data_files_deleted"], 24, "{r}");
+    assert_eq!(r["manifests_deleted"], 24, "{r}");
+    assert_eq!(r["manifest_lists_deleted"], 25, "{r}");
+    assert!(r["files_deleted"].as_u64().unwrap() >= 73, "{r}");
+    assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+}
