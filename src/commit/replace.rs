@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
-    DataContentType, DataFile, ManifestContentType, ManifestFile, Operation, PartitionSpecRef,
-    PrimitiveLiteral, SnapshotRef, Struct, TableMetadata,
+    DataContentType, DataFile, Manifest, ManifestContentType, ManifestFile, Operation,
+    PartitionSpecRef, PrimitiveLiteral, SnapshotRef, Struct, TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
@@ -170,8 +170,15 @@ pub(crate) fn check_change(
 #[derive(Debug)]
 enum Plan {
     Carry(ManifestFile),
-    Rewrite(ManifestFile),
+    /// With the manifest as the validation decoded it, when it fit [`KEPT_ENTRY_BUDGET`], so
+    /// the rewrite does not fetch and decode it a second time.
+    Rewrite(ManifestFile, Option<Manifest>),
 }
+
+/// Entries of decoded manifests the validation keeps for their rewrite, at most (a decoded entry
+/// with column metrics weighs ~1-2 KiB). Compactions rewrite a few manifests of a few thousand
+/// entries; a larger rewrite reads the rest again rather than holding them all.
+const KEPT_ENTRY_BUDGET: usize = 32_768;
 
 /// The live data files the new snapshot will have: the smallest data sequence number per
 /// (partition spec, partition) and over all of them, and the paths of those that existed before
@@ -269,7 +276,7 @@ impl SnapshotChange for ReplaceOp<'_> {
         tracing::debug!(
             table = %table.identifier(),
             snapshots_since_start = start.history.len(),
-            manifests_rewritten = plans.iter().filter(|p| matches!(p, Plan::Rewrite(_))).count(),
+            manifests_rewritten = plans.iter().filter(|p| matches!(p, Plan::Rewrite(..))).count(),
             manifests_carried = plans.iter().filter(|p| matches!(p, Plan::Carry(_))).count(),
             "replace validated"
         );
@@ -459,8 +466,9 @@ impl ReplaceOp<'_> {
     }
 
     /// Reads the parent's data manifests and decides, per manifest, whether it is carried as is,
-    /// rewritten (it holds a replaced file) or dropped (no live files). Only the decision is kept,
-    /// not the manifests' contents, so memory stays bounded by the read concurrency.
+    /// rewritten (it holds a replaced file) or dropped (no live files). Carried manifests' contents
+    /// are dropped at once; those to rewrite are kept decoded up to [`KEPT_ENTRY_BUDGET`] entries
+    /// in all, so memory stays bounded by the read concurrency plus that budget.
     async fn scan_data_manifests(
         &self,
         table: &Table,
@@ -471,6 +479,7 @@ impl ReplaceOp<'_> {
         let mut plans = Vec::new();
         let mut found: HashMap<String, ReplacedFile> = HashMap::new();
         let mut live = LiveSequences::default();
+        let mut kept_entries = 0usize;
         while let Some((m, manifest)) = scans.try_next().await? {
             let mut hit = false;
             for e in manifest.entries().iter().filter(|e| e.is_alive()) {
@@ -496,7 +505,10 @@ impl ReplaceOp<'_> {
                 }
             }
             plans.push(if hit {
-                Plan::Rewrite(m)
+                let entries = manifest.entries().len();
+                let keep = kept_entries + entries <= KEPT_ENTRY_BUDGET;
+                kept_entries += if keep { entries } else { 0 };
+                Plan::Rewrite(m, keep.then_some(manifest))
             } else {
                 Plan::Carry(m)
             });
@@ -539,7 +551,7 @@ impl ReplaceOp<'_> {
                 }
             }
             plans.push(if hit {
-                Plan::Rewrite(m)
+                Plan::Rewrite(m, None)
             } else {
                 Plan::Carry(m)
             });
@@ -560,8 +572,8 @@ async fn apply_plans(
     for plan in plans {
         match plan {
             Plan::Carry(m) => manifests.push(m),
-            Plan::Rewrite(m) => {
-                manifests.push(rewrite_manifest(producer, &m, removed, delta).await?)
+            Plan::Rewrite(m, decoded) => {
+                manifests.push(rewrite_manifest(producer, &m, decoded, removed, delta).await?)
             }
         }
     }
@@ -575,10 +587,14 @@ async fn apply_plans(
 async fn rewrite_manifest(
     producer: &mut SnapshotProducer<'_>,
     m: &ManifestFile,
+    decoded: Option<Manifest>,
     removed: &(dyn Fn(&str) -> bool + Sync),
     delta: &mut SummaryDelta,
 ) -> Result<ManifestFile, ReplaceError> {
-    let manifest = m.load_manifest(producer.table().file_io()).await?;
+    let manifest = match decoded {
+        Some(manifest) => manifest,
+        None => m.load_manifest(producer.table().file_io()).await?,
+    };
     let (entries, meta) = manifest.into_parts();
     let mut writer = producer.new_manifest_writer(
         m.content,

@@ -36,6 +36,9 @@
 //!   writer and partition splitter reject; they are expanded before writing.
 //! - `DataFile` has no public getter for its partition spec id: the written files are in
 //!   [`RewriteSettings::output_spec_id`] (or the default spec), which the committer must use.
+//! - iceberg's Parquet writer buffers each row group in a fresh `Vec` before handing it to
+//!   storage; on a local warehouse output files are written by [`writer`] instead (same bytes,
+//!   same metrics, streamed through a buffered file and `fsync`ed at close).
 //! - The rolling writer's size check counts the in-progress row group's estimated encoded size;
 //!   rolling by rows is the primary mechanism and the byte cap only a safety net.
 
@@ -58,7 +61,6 @@ use iceberg::spec::{
 };
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
-use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
 };
@@ -69,6 +71,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use self::writer::ParquetFileWriterBuilder;
 use super::plan::{CandidateFile, FileGroup, SharedStr, output_file_byte_cap};
 
 /// Table property naming the key of an encrypted table.
@@ -1074,9 +1077,9 @@ impl Drop for CleanupGuard {
 }
 
 type Writer =
-    DataFileWriter<ParquetWriterBuilder, RecordingLocationGenerator, DefaultFileNameGenerator>;
+    DataFileWriter<ParquetFileWriterBuilder, RecordingLocationGenerator, DefaultFileNameGenerator>;
 type WriterBuilder = DataFileWriterBuilder<
-    ParquetWriterBuilder,
+    ParquetFileWriterBuilder,
     RecordingLocationGenerator,
     DefaultFileNameGenerator,
 >;
@@ -1404,7 +1407,7 @@ fn writer_builder(
 ) -> Result<WriterBuilder, RewriteError> {
     let metadata = table.metadata();
     let props = without_dictionary_for(writer_properties(metadata.properties())?, plain_columns);
-    let parquet = ParquetWriterBuilder::new(props, schema.clone());
+    let parquet = ParquetFileWriterBuilder::new(props, schema.clone())?;
     let locations = RecordingLocationGenerator {
         inner: DefaultLocationGenerator::new(metadata)?,
         generated,
@@ -1632,3 +1635,4 @@ fn to_writer_batch(
 mod committed;
 #[cfg(test)]
 mod tests;
+mod writer;
