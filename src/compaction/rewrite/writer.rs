@@ -106,7 +106,7 @@ pub enum ParquetFileWriter {
 impl FileWriter for ParquetFileWriter {
     async fn write(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
         match self {
-            ParquetFileWriter::Local(w) => w.write(batch),
+            ParquetFileWriter::Local(w) => w.write(batch).await,
             ParquetFileWriter::Remote(w) => w.write(batch).await,
         }
     }
@@ -163,21 +163,28 @@ fn io_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Er
 }
 
 impl LocalParquetWriter {
-    /// Encodes `batch`. A row group that fills up is written to the page cache here, on the
-    /// calling task's thread, as the bare loop does (a few milliseconds per tens of MB).
-    fn write(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
+    /// Encodes `batch`. The file is created on the blocking pool (a stalled disk must not stall
+    /// the runtime's workers, which also renew the job's lease); encoding runs here. Only a row
+    /// group that fills up (`write.parquet.row-group-size-bytes`, 128 MiB by default: larger
+    /// files than compaction's 512 MiB target usually makes have one row group, written at
+    /// [`Self::close`]) is written to the page cache on this thread, as the bare loop does.
+    async fn write(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.rows += batch.num_rows();
         count_nans(&self.schema, batch, &mut self.nan_value_counts)?;
         if self.writer.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| io_error("cannot create a data file's directory", e))?;
-            }
-            let file =
-                File::create(&self.path).map_err(|e| io_error("cannot create a data file", e))?;
+            let path = self.path.clone();
+            let file = tokio::task::spawn_blocking(move || {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| io_error("cannot create a data file's directory", e))?;
+                }
+                File::create(&path).map_err(|e| io_error("cannot create a data file", e))
+            })
+            .await
+            .map_err(|e| io_error("parquet writer task failed", e))??;
             let out = BufWriter::with_capacity(LOCAL_WRITE_BUFFER, file);
             let writer =
                 ArrowWriter::try_new(out, self.arrow_schema.clone(), Some(self.props.clone()))
