@@ -16,7 +16,7 @@ use iceberg::spec::{
     PrimitiveType, Snapshot, Summary, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
+use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder};
 use iceberg::{
     Catalog, CatalogBuilder, MetadataLocation, NamespaceIdent, TableCreation, TableIdent,
 };
@@ -1304,11 +1304,11 @@ async fn read_ahead_keeps_the_files_rows_in_order() {
     append_files(&mut f, &files).await;
     let snap = snapshot_id(&f.table);
     let candidates = collect_candidates(&f.table, snap, None).await.unwrap();
-    let all_tasks = candidates.tasks();
+    let by_path = candidates.tasks();
     let tasks: Vec<FileScanTask> = candidates
         .files
         .iter()
-        .map(|c| all_tasks[c.path.as_ref()].clone())
+        .map(|c| by_path[c.path.as_ref()].clone())
         .collect();
     assert_eq!(read_ahead_files(&tasks, 1), READ_AHEAD_MAX_FILES);
 
@@ -1319,7 +1319,7 @@ async fn read_ahead_keeps_the_files_rows_in_order() {
     let written = rewrite_file_group(
         &f.table,
         &p.groups[0],
-        &all_tasks,
+        &by_path,
         &RewriteSettings::from_options(&opts, spec_id),
     )
     .await
