@@ -1308,9 +1308,14 @@ async fn read_ahead_keeps_the_files_rows_in_order() {
     let tasks: Vec<FileScanTask> = candidates
         .files
         .iter()
-        .map(|c| by_path[c.path.as_ref()].clone())
+        .map(|c| by_path[&*c.path].clone())
         .collect();
-    assert_eq!(read_ahead_files(&tasks, 1), READ_AHEAD_MAX_FILES);
+    // A local table: read ahead only when asked to.
+    assert_eq!(read_ahead_files(&tasks, 1, ReadAhead::Remote), 1);
+    assert_eq!(
+        read_ahead_files(&tasks, 1, ReadAhead::Always),
+        READ_AHEAD_MAX_FILES
+    );
 
     let opts = options(&[], &f.table);
     let spec_id = f.table.metadata().default_partition_spec_id();
@@ -1320,7 +1325,10 @@ async fn read_ahead_keeps_the_files_rows_in_order() {
         &f.table,
         &p.groups[0],
         &by_path,
-        &RewriteSettings::from_options(&opts, spec_id),
+        &RewriteSettings {
+            read_ahead: ReadAhead::Always,
+            ..RewriteSettings::from_options(&opts, spec_id)
+        },
     )
     .await
     .unwrap();
@@ -1349,7 +1357,7 @@ fn read_ahead_is_bounded_by_bytes_and_files() {
         start: 0,
         length: size,
         record_count: Some(1000),
-        data_file_path: "file:/t/data/x.parquet".to_string(),
+        data_file_path: "s3://bucket/t/data/x.parquet".to_string(),
         data_file_format: DataFileFormat::Parquet,
         schema: schema.clone(),
         project_field_ids: vec![1],
@@ -1371,16 +1379,57 @@ fn read_ahead_is_bounded_by_bytes_and_files() {
         case_sensitive: true,
     };
     let small: Vec<FileScanTask> = (0..40).map(|_| task(200_000, false)).collect();
-    assert_eq!(read_ahead_files(&small, 1), READ_AHEAD_MAX_FILES);
-    assert_eq!(read_ahead_files(&small[..3], 1), 3);
-    assert_eq!(read_ahead_files(&small[..1], 1), 1);
+    assert_eq!(
+        read_ahead_files(&small, 1, ReadAhead::Always),
+        READ_AHEAD_MAX_FILES
+    );
+    assert_eq!(read_ahead_files(&small[..3], 1, ReadAhead::Always), 3);
+    assert_eq!(read_ahead_files(&small[..1], 1, ReadAhead::Always), 1);
     // iceberg's own concurrency already overlaps the reads.
-    assert_eq!(read_ahead_files(&small, 4), 1);
+    assert_eq!(read_ahead_files(&small, 4, ReadAhead::Always), 1);
     let mid: Vec<FileScanTask> = (0..40).map(|_| task(2 << 20, false)).collect();
-    assert_eq!(read_ahead_files(&mid, 1), 4);
+    assert_eq!(read_ahead_files(&mid, 1, ReadAhead::Always), 4);
     let large: Vec<FileScanTask> = (0..4).map(|_| task(64 << 20, false)).collect();
-    assert_eq!(read_ahead_files(&large, 1), 1);
+    assert_eq!(read_ahead_files(&large, 1, ReadAhead::Always), 1);
     let mut with_deletes = small.clone();
     with_deletes[7] = task(200_000, true);
-    assert_eq!(read_ahead_files(&with_deletes, 1), 1);
+    assert_eq!(read_ahead_files(&with_deletes, 1, ReadAhead::Always), 1);
+    // Object-store paths are read ahead by default, local ones are not.
+    assert_eq!(
+        read_ahead_files(&small, 1, ReadAhead::Remote),
+        READ_AHEAD_MAX_FILES
+    );
+    assert_eq!(read_ahead_files(&small, 1, ReadAhead::Never), 1);
+    let mut local = small.clone();
+    for t in &mut local {
+        t.data_file_path = "file:/t/data/x.parquet".to_string();
+    }
+    assert_eq!(read_ahead_files(&local, 1, ReadAhead::Remote), 1);
+    assert_eq!(
+        read_ahead_files(&local, 1, ReadAhead::Always),
+        READ_AHEAD_MAX_FILES
+    );
+}
+
+#[test]
+fn local_paths_are_told_from_object_store_paths() {
+    for local in [
+        "file:/tmp/wh/data/a.parquet",
+        "file:///tmp/wh/data/a.parquet",
+        "FILE:/x",
+        "/tmp/wh/data/a.parquet",
+        "relative/a.parquet",
+        "/tmp/odd:name.parquet",
+    ] {
+        assert!(is_local_path(local), "{local}");
+    }
+    for remote in [
+        "s3://lake/wh/a.parquet",
+        "s3a://lake/a",
+        "gs://b/a",
+        "abfss://c@acct.dfs.core.windows.net/a",
+        "memory:/a",
+    ] {
+        assert!(!is_local_path(remote), "{remote}");
+    }
 }
