@@ -16,7 +16,7 @@ use iceberg::spec::{
     PrimitiveType, Snapshot, Summary, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder};
+use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
 use iceberg::{
     Catalog, CatalogBuilder, MetadataLocation, NamespaceIdent, TableCreation, TableIdent,
 };
