@@ -1304,10 +1304,11 @@ async fn read_ahead_keeps_the_files_rows_in_order() {
     append_files(&mut f, &files).await;
     let snap = snapshot_id(&f.table);
     let candidates = collect_candidates(&f.table, snap, None).await.unwrap();
+    let all = candidates.tasks();
     let tasks: Vec<FileScanTask> = candidates
         .files
         .iter()
-        .map(|c| candidates.tasks[&c.path].clone())
+        .map(|c| all[&*c.path].clone())
         .collect();
     assert_eq!(read_ahead_files(&tasks, 1), READ_AHEAD_MAX_FILES);
 
@@ -1318,7 +1319,7 @@ async fn read_ahead_keeps_the_files_rows_in_order() {
     let written = rewrite_file_group(
         &f.table,
         &p.groups[0],
-        &candidates.tasks,
+        &all,
         &RewriteSettings::from_options(&opts, spec_id),
     )
     .await
