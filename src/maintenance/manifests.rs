@@ -12,8 +12,11 @@
 //! a group, partitions are laid out in value order ([`compare_partitions`], nulls first) and cut
 //! into manifests of about the target size.
 //!
-//! Memory is bounded by design, not by the number of entries, and the inputs are read twice
-//! whatever their size. iceberg-rust's `ManifestWriter` holds its entries until it is written, so
+//! Inputs are decoded a slice of Avro blocks at a time ([`read`]), never a whole manifest. When
+//! the chosen manifests hold at most [`spill::IN_MEMORY_ENTRIES`] live entries, they are read
+//! once and held, sorted by partition value and cut into outputs (the layout below, no spill).
+//! Above that, memory is bounded by design, not by the number of entries, and the inputs are
+//! read twice whatever their size. iceberg-rust's `ManifestWriter` holds its entries until it is written, so
 //! a writer per output manifest would hold every entry. Instead:
 //! - pass 1 reads the chosen manifests and counts live entries per partition, which fixes where
 //!   each partition's entries start in the value-ordered layout and so which output manifest each
