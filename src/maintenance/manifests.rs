@@ -12,8 +12,11 @@
 //! a group, partitions are laid out in value order ([`compare_partitions`], nulls first) and cut
 //! into manifests of about the target size.
 //!
-//! Memory is bounded by design, not by the number of entries, and the inputs are read twice
-//! whatever their size. iceberg-rust's `ManifestWriter` holds its entries until it is written, so
+//! Inputs are decoded a slice of Avro blocks at a time ([`read`]), never a whole manifest. When
+//! the chosen manifests hold at most [`spill::IN_MEMORY_ENTRIES`] live entries, they are read
+//! once and held, sorted by partition value and cut into outputs (the layout below, no spill).
+//! Above that, memory is bounded by design, not by the number of entries, and the inputs are
+//! read twice whatever their size. iceberg-rust's `ManifestWriter` holds its entries until it is written, so
 //! a writer per output manifest would hold every entry. Instead:
 //! - pass 1 reads the chosen manifests and counts live entries per partition, which fixes where
 //!   each partition's entries start in the value-ordered layout and so which output manifest each
@@ -31,6 +34,7 @@
 //! as their output is written, and their directory is removed when the rewrite ends, fails or is
 //! cancelled. Nothing temporary is written to the table location.
 
+pub mod read;
 mod spill;
 
 use std::cmp::Ordering;
@@ -40,8 +44,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    Literal, Manifest, ManifestContentType, ManifestEntryRef, ManifestFile, Operation,
-    PartitionSpec, SchemaRef, Struct,
+    Literal, ManifestContentType, ManifestEntryRef, ManifestFile, Operation, PartitionSpec,
+    SchemaRef, Struct,
 };
 use iceberg::table::Table;
 use serde::Serialize;
@@ -52,6 +56,7 @@ use crate::commit::{
     BuiltSnapshot, ReplaceError, RetryPolicy, SnapshotChange, SnapshotProducer, commit_change,
 };
 use crate::fence::Fence;
+use read::{EntrySlices, RawManifest, SLICE_ENTRIES};
 use spill::{Routed, Spill, SpillOptions};
 
 /// Java's default for `commit.manifest.target-size-bytes`.
@@ -231,13 +236,22 @@ struct RewriteManifestsOp {
 /// Loads an input manifest: the seam through which every read of the inputs goes.
 #[async_trait::async_trait]
 trait LoadManifest: Send + Sync + std::fmt::Debug {
-    async fn load(&self, m: &ManifestFile) -> Result<Manifest, iceberg::Error>;
+    /// The manifest's entries, decoded a slice at a time as they are asked for.
+    async fn load(&self, m: &ManifestFile) -> Result<EntrySlices, iceberg::Error>;
 }
 
 #[async_trait::async_trait]
 impl LoadManifest for FileIO {
-    async fn load(&self, m: &ManifestFile) -> Result<Manifest, iceberg::Error> {
-        m.load_manifest(self).await
+    async fn load(&self, m: &ManifestFile) -> Result<EntrySlices, iceberg::Error> {
+        if m.key_metadata.is_some() {
+            // Encrypted: iceberg decrypts and decodes it whole.
+            return Ok(EntrySlices::decoded(
+                m.clone(),
+                m.load_manifest(self).await?,
+            ));
+        }
+        let bytes: RawManifest = Box::new(self.new_input(&m.manifest_path)?.read().await?);
+        Ok(EntrySlices::new(m.clone(), bytes, SLICE_ENTRIES)?)
     }
 }
 
@@ -278,16 +292,25 @@ impl SnapshotChange for RewriteManifestsOp {
             None => Arc::new(table.file_io().clone()),
         };
         let target = self.settings.target_size_bytes;
-        let plans = plan_groups(table, &loader, &chosen, target).await?;
-
         let mut manifests = kept.clone();
         let mut created = 0usize;
         let mut entries_total = 0u64;
-        for plan in &plans {
-            let written = write_group(producer, &loader, plan, &self.spill).await?;
-            entries_total += plan.entries;
-            created += written.len();
-            manifests.extend(written);
+        if fits_in_memory(&chosen, self.spill.in_memory) {
+            let groups = read_groups(table, &loader, &chosen).await?;
+            for group in groups {
+                entries_total += group.entries.len() as u64;
+                let written = write_held_group(producer, group, target).await?;
+                created += written.len();
+                manifests.extend(written);
+            }
+        } else {
+            let plans = plan_groups(table, &loader, &chosen, target).await?;
+            for plan in &plans {
+                let written = write_group(producer, &loader, plan, &self.spill).await?;
+                entries_total += plan.entries;
+                created += written.len();
+                manifests.extend(written);
+            }
         }
         let mut user = self.summary_properties.clone();
         user.insert("manifests-created".into(), created.to_string());
@@ -307,6 +330,88 @@ impl SnapshotChange for RewriteManifestsOp {
     }
 }
 
+/// Whether the live entries of `chosen` are at most `budget` (all counts known): then they are
+/// read once and held, and no pass counts them and nothing is spilled.
+fn fits_in_memory(chosen: &[ManifestFile], budget: u64) -> bool {
+    let mut total = 0u64;
+    for m in chosen {
+        match (m.added_files_count, m.existing_files_count) {
+            (Some(a), Some(e)) => total += u64::from(a) + u64::from(e),
+            _ => return false,
+        }
+    }
+    total <= budget
+}
+
+/// The entries of one (spec id, schema id), held in memory.
+struct HeldGroup {
+    spec: PartitionSpec,
+    schema: SchemaRef,
+    /// Bytes of the group's input manifests (for the entries per output).
+    length: u64,
+    entries: Vec<Routed>,
+}
+
+/// The table's schema of a manifest's id; the manifest's own copy if the table lost it.
+fn group_schema(table: &Table, meta: &iceberg::spec::ManifestMetadata) -> SchemaRef {
+    table
+        .metadata()
+        .schema_by_id(meta.schema_id())
+        .cloned()
+        .unwrap_or_else(|| meta.schema().clone())
+}
+
+/// Reads `chosen` once and holds their live entries, grouped by (spec id, schema id) in the order
+/// read.
+async fn read_groups(
+    table: &Table,
+    loader: &Arc<dyn LoadManifest>,
+    chosen: &[ManifestFile],
+) -> Result<Vec<HeldGroup>, ReplaceError> {
+    let mut groups: BTreeMap<(i32, i32), HeldGroup> = BTreeMap::new();
+    let mut reads = std::pin::pin!(read_manifests(loader, chosen.to_vec()));
+    while let Some(read) = reads.next().await {
+        let (m, mut slices) = read?;
+        let meta = slices.metadata();
+        let group = groups
+            .entry((m.partition_spec_id, meta.schema_id()))
+            .or_insert_with(|| HeldGroup {
+                spec: meta.partition_spec().clone(),
+                schema: group_schema(table, meta),
+                length: 0,
+                entries: Vec::new(),
+            });
+        group.length += m.manifest_length.max(0) as u64;
+        while let Some(slice) = slices.next_slice().map_err(iceberg::Error::from)? {
+            for e in slice.into_iter().filter(|e| e.is_alive()) {
+                group.entries.push(Routed::new(e, m.added_snapshot_id)?);
+            }
+        }
+    }
+    Ok(groups.into_values().collect())
+}
+
+/// Writes a held group: its entries in partition value order (read order within a partition),
+/// cut into outputs of the size [`entries_per_manifest`] gives: the layout the two passes make.
+async fn write_held_group(
+    producer: &mut SnapshotProducer<'_>,
+    mut group: HeldGroup,
+    target: u64,
+) -> Result<Vec<ManifestFile>, ReplaceError> {
+    let count = group.entries.len() as u64;
+    let per = entries_per_manifest(group.length, count, target);
+    sort_by_partition(&mut group.entries);
+    let mut entries = group.entries.into_iter();
+    let mut written = Vec::new();
+    loop {
+        let output: Vec<Routed> = entries.by_ref().take(per).collect();
+        if output.is_empty() {
+            return Ok(written);
+        }
+        written.push(write_output(producer, &group.schema, &group.spec, output).await?);
+    }
+}
+
 /// Pass 1: reads `chosen`, groups the manifests by (spec id, schema id) and counts the live
 /// entries of each partition. Holds counts, not entries.
 async fn plan_groups(
@@ -319,23 +424,18 @@ async fn plan_groups(
         plan: GroupPlan,
         length: u64,
     }
-    let md = table.metadata();
     let mut groups: BTreeMap<(i32, i32), Acc> = BTreeMap::new();
     let mut reads = std::pin::pin!(read_manifests(loader, chosen.to_vec()));
     while let Some(read) = reads.next().await {
-        let (m, manifest) = read?;
-        let meta = manifest.metadata();
+        let (m, mut slices) = read?;
+        let meta = slices.metadata().clone();
         let schema_id = meta.schema_id();
         let acc = groups
             .entry((m.partition_spec_id, schema_id))
             .or_insert_with(|| Acc {
                 plan: GroupPlan {
                     spec: meta.partition_spec().clone(),
-                    // The table's schema of that id; the manifest's own copy if the table lost it.
-                    schema: md
-                        .schema_by_id(schema_id)
-                        .cloned()
-                        .unwrap_or_else(|| meta.schema().clone()),
+                    schema: group_schema(table, &meta),
                     manifests: Vec::new(),
                     starts: BTreeMap::new(),
                     entries: 0,
@@ -344,11 +444,13 @@ async fn plan_groups(
                 length: 0,
             });
         acc.length += m.manifest_length.max(0) as u64;
-        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
-            *acc.plan
-                .starts
-                .entry(PartitionKey(e.data_file().partition().clone()))
-                .or_default() += 1;
+        while let Some(entries) = slices.next_slice().map_err(iceberg::Error::from)? {
+            for e in entries.iter().filter(|e| e.is_alive()) {
+                *acc.plan
+                    .starts
+                    .entry(PartitionKey(e.data_file().partition().clone()))
+                    .or_default() += 1;
+            }
         }
         acc.plan.manifests.push(m);
     }
@@ -379,19 +481,23 @@ async fn write_group(
     let mut reads = std::pin::pin!(read_manifests(loader, plan.manifests.clone()));
     let mut ready = Vec::new();
     while let Some(read) = reads.next().await {
-        let (m, manifest) = read?;
-        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
-            let index = output_index(plan, &mut next, e, &m)?;
-            let routed = Routed::new(Arc::clone(e), m.added_snapshot_id)?;
-            if spill.push(index, routed).await? {
-                ready.push(index);
+        let (m, mut slices) = read?;
+        while let Some(slice) = slices.next_slice().map_err(iceberg::Error::from)? {
+            for e in slice.into_iter().filter(|e| e.is_alive()) {
+                let index = output_index(plan, &mut next, &e, &m)?;
+                if spill
+                    .push(index, Routed::new(e, m.added_snapshot_id)?)
+                    .await?
+                {
+                    ready.push(index);
+                }
             }
-        }
-        // The decoded input goes before the outputs it completed are loaded and written.
-        drop(manifest);
-        for index in ready.drain(..) {
-            let entries = spill.take(index).await?;
-            written.push((index, write_output(producer, plan, entries).await?));
+            // The decoded slice goes before the outputs it completed are loaded and written.
+            for index in ready.drain(..) {
+                let entries = spill.take(index).await?;
+                let output = write_output(producer, &plan.schema, &plan.spec, entries).await?;
+                written.push((index, output));
+            }
         }
     }
     spill.finish()?;
@@ -431,19 +537,17 @@ fn sort_by_partition(entries: &mut [Routed]) {
     });
 }
 
-/// Writes one output manifest of `plan` holding `entries` (EXISTING, ids kept), in partition value
-/// order.
+/// Writes one output manifest under `schema` and `spec` holding `entries` (EXISTING, ids kept), in
+/// partition value order.
 async fn write_output(
     producer: &mut SnapshotProducer<'_>,
-    plan: &GroupPlan,
+    schema: &SchemaRef,
+    spec: &PartitionSpec,
     mut entries: Vec<Routed>,
 ) -> Result<ManifestFile, ReplaceError> {
     sort_by_partition(&mut entries);
-    let mut writer = producer.new_manifest_writer(
-        ManifestContentType::Data,
-        plan.schema.clone(),
-        plan.spec.clone(),
-    )?;
+    let mut writer =
+        producer.new_manifest_writer(ManifestContentType::Data, schema.clone(), spec.clone())?;
     for entry in entries {
         entry.add_to(&mut writer)?;
     }
@@ -454,7 +558,7 @@ async fn write_output(
 fn read_manifests(
     loader: &Arc<dyn LoadManifest>,
     manifests: Vec<ManifestFile>,
-) -> impl Stream<Item = Result<(ManifestFile, Manifest), iceberg::Error>> + use<> {
+) -> impl Stream<Item = Result<(ManifestFile, EntrySlices), iceberg::Error>> + use<> {
     let concurrency = read_concurrency(&manifests);
     let loader = Arc::clone(loader);
     futures::stream::iter(manifests.into_iter().map(move |m| {
@@ -892,7 +996,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl LoadManifest for RecordingLoader {
-        async fn load(&self, m: &ManifestFile) -> Result<Manifest, iceberg::Error> {
+        async fn load(&self, m: &ManifestFile) -> Result<EntrySlices, iceberg::Error> {
             let n = {
                 let mut loads = self.loads.lock().unwrap();
                 loads.push(m.manifest_path.clone());
@@ -905,7 +1009,7 @@ mod tests {
             if Some(n) == self.hang_at {
                 std::future::pending::<()>().await;
             }
-            m.load_manifest(&self.io).await
+            LoadManifest::load(&self.io, m).await
         }
     }
 
@@ -1016,6 +1120,7 @@ mod tests {
                 held: 3,
                 chunk: 2,
                 parent: Some(spill_parent.path().to_path_buf()),
+                in_memory: 0,
             },
             loader: Some(loader.clone()),
         };
@@ -1078,6 +1183,7 @@ mod tests {
             held: 4,
             chunk: 3,
             parent: Some(parent.path().to_path_buf()),
+            in_memory: 0,
         };
         // Twelve entries, outputs of five: 5, 5, 2. Output 0 gets partitions 3, 1, 2 interleaved.
         let routes = [0, 1, 0, 2, 1, 0, 1, 2, 0, 1, 0, 1];
@@ -1149,6 +1255,7 @@ mod tests {
             held: 3,
             chunk: 2,
             parent: Some(spill_parent.path().to_path_buf()),
+            in_memory: 0,
         };
         // Load 15 is in the routing pass (loads 9-16, four in flight): at least three manifests
         // (nine entries, over the three held) were routed, so chunks were written.

@@ -22,6 +22,9 @@ use iceberg::spec::{
 
 use crate::commit::ReplaceError;
 
+/// Live entries a rewrite holds in memory instead of counting and spilling them, at most: a
+/// decoded entry with column metrics like Spark's weighs ~1.5-2.5 KiB, so ~250 MiB at most.
+pub const IN_MEMORY_ENTRIES: u64 = 131_072;
 /// Entries held in the per-output buffers together, at most: past it the largest buffer is
 /// spilled. A decoded entry with column metrics weighs ~1-2 KiB.
 pub const SPILL_HELD_ENTRIES: usize = 16_384;
@@ -37,6 +40,8 @@ pub struct SpillOptions {
     pub chunk: usize,
     /// Parent of the temporary directory; the system's temporary directory when `None`.
     pub parent: Option<PathBuf>,
+    /// Live entries of the whole rewrite held in memory (read once, nothing spilled), at most.
+    pub in_memory: u64,
 }
 
 impl Default for SpillOptions {
@@ -45,6 +50,7 @@ impl Default for SpillOptions {
             held: SPILL_HELD_ENTRIES,
             chunk: SPILL_CHUNK_ENTRIES,
             parent: None,
+            in_memory: IN_MEMORY_ENTRIES,
         }
     }
 }
