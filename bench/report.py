@@ -2,7 +2,8 @@
 """Summarize a bench/run.sh work directory: the comparison table, targets, and the correctness checks.
 
 Reads the JSON files run.sh leaves in --work (input.json, verify-*.json, spark.json, icemaint.time,
-icemaint.json, limit.json, plan.json, loadavg.txt; with --with-peers also PEER.time, PEER.json and
+icemaint.json, limit.json, plan.json, loadavg.txt; with --s3 also icemaint-s3*.{time,json},
+icemaint-s3*-servers.json, proxy.json; with --with-peers also PEER.time, PEER.json and
 PEER-diff.json for zamboni and iceberg-compaction), prints a Markdown table and writes results.json
 there (and to --out). Exit status 1 when a check fails: an engine failed, did not rewrite every input
 file, or a row count / checksum differs from the input's.
@@ -109,7 +110,7 @@ def s3_section(w, ice, in_files, in_bytes, v_in, failures):
     local = runs["local disk"]
     print()
     print(f"icemaint with the warehouse on S3 (s3s-fs on 127.0.0.1; + {latency} ms per round trip "
-          "through bench/latency_proxy.py):")
+          "through `icemaint bench latency-proxy`):")
     print()
     print("| | " + " | ".join(runs) + " |")
     print("|---|" + "---:|" * len(runs))
@@ -121,8 +122,13 @@ def s3_section(w, ice, in_files, in_bytes, v_in, failures):
         f"{fmt(r.get('s3_server_cpu_s'), 1)} / {fmt(r.get('proxy_cpu_s'), 1)}" for r in list(runs.values())[1:]) + " |")
     print("| MB/s (wall) / local disk's | " + " | ".join(
         fmt(ratio(r.get("mb_per_s"), local.get("mb_per_s")), 2) for r in runs.values()) + " |")
+    proxy = load(w, "proxy.json")
+    if proxy:
+        print()
+        print(f"The proxy forwarded {proxy['requests']} requests over {proxy['connections']} connections "
+              f"({proxy['bytes_up'] / 1e6:.0f} MB up, {proxy['bytes_down'] / 1e6:.0f} MB down).")
     slow = runs[f"S3 + {latency} ms"]
-    return {"latency_ms": latency, "runs": runs,
+    return {"latency_ms": latency, "runs": runs, "proxy": proxy,
             "fraction_of_local_mb_per_s": ratio(slow.get("mb_per_s"), local.get("mb_per_s"))}
 
 

@@ -1,5 +1,5 @@
 # Sourced by bench/run.sh --s3-latency-ms N: icemaint with the warehouse on the local S3 server
-# (s3s-fs, tests/peers/s3), directly and behind bench/latency_proxy.py adding N ms per round trip,
+# (s3s-fs, tests/peers/s3), directly and behind `icemaint bench latency-proxy` adding N ms per round trip,
 # next to the local-disk run on the same input. Uses run.sh's variables (py, bin, repo, scripts,
 # work, cat_flags, s0, target, min_input_files) and its `step`, `json` and `proc_cpu_s`.
 # The S3 table is the local S0 table copied byte for byte (bench/s3_copy_table.py): same snapshots,
@@ -83,8 +83,8 @@ s3_compact() {
 s3_runs() {
   local ms=$1 ppid pport
   s3_compact icemaint-s3 "$s3_port"
-  "$py" "$repo/bench/latency_proxy.py" --upstream-port "$s3_port" --latency-ms "$ms" \
-    >"$work/proxy.port" 2>"$work/logs/proxy.log" &
+  "$bin" bench latency-proxy --upstream "127.0.0.1:$s3_port" --latency-ms "$ms" \
+    --log "$work/proxy.json" >"$work/proxy.port" 2>"$work/logs/proxy.log" &
   ppid=$!
   s3_pids+=("$ppid")
   s3_proxy_pid=$ppid
@@ -94,5 +94,6 @@ s3_runs() {
   s3_compact icemaint-s3-latency "$pport"
   echo "{\"latency_ms\": $ms}" >"$work/s3-latency.json"
   kill "$ppid" 2>/dev/null || true
+  wait "$ppid" 2>/dev/null || true  # its counts (proxy.json) are written as it stops
   s3_proxy_pid=""
 }

@@ -16,10 +16,13 @@
 //!   (`bench rewrite-manifests`) and [`expire::expire`] (`bench expire`): orphan removal, the
 //!   manifest rewrite and snapshot expiry on synthetic tables of the same kind, timed in a child
 //!   process likewise.
+//! - [`latency_proxy`] (`bench latency-proxy`): a delaying TCP proxy in front of the local S3
+//!   server, for `bench/run.sh --s3-latency-ms`.
 //!
 //! Each prints one JSON object on stdout. MB are 10^6 bytes.
 
 pub mod expire;
+pub mod latency_proxy;
 pub mod manifests;
 pub mod orphans;
 
@@ -324,20 +327,18 @@ pub fn limit(opts: &LimitOptions) -> anyhow::Result<LimitReport> {
 // ------------------------------------------------------------------------------------------------
 // plan
 
-/// Options of `icemaint bench plan`.
-#[derive(Debug, Clone)]
+/// Options of `icemaint bench plan` (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct PlanOptions {
+    #[arg(long, default_value_t = 100_000)]
     pub files: usize,
+    #[arg(long, default_value_t = 1_000)]
     pub partitions: usize,
-    /// Fast-append commits the files are spread over.
+    /// Fast-append commits holding the files.
+    #[arg(long, default_value_t = 10)]
     pub commits: usize,
-    /// Directory for the catalog and warehouse; `None`: a new directory under the system temp
-    /// directory, removed afterwards.
-    pub dir: Option<PathBuf>,
-    /// Keep the directory (and reuse a table already in it).
-    pub keep: bool,
-    /// Only time planning of the table already in `dir` (the child process).
-    pub plan_only: bool,
+    #[command(flatten)]
+    pub dir: BenchDir,
 }
 
 /// What `icemaint bench plan` measured.
@@ -377,41 +378,26 @@ pub async fn plan(opts: &PlanOptions) -> anyhow::Result<PlanReport> {
     if opts.files == 0 || opts.partitions == 0 || opts.commits == 0 {
         bail!("--files, --partitions and --commits must be positive");
     }
-    if opts.plan_only {
-        let dir = opts.dir.as_deref().context("--plan-only needs --dir")?;
-        return time_prepare(dir, opts).await;
+    let work = opts.dir.open("plan")?;
+    if opts.dir.run_only {
+        time_prepare(work.path(), opts).await
+    } else {
+        plan_in(work.path(), opts).await
     }
-    let (dir, temporary) = bench_dir(opts.dir.as_deref(), "plan")?;
-    let result = plan_in(&dir, opts).await;
-    if temporary && !opts.keep {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    result
 }
 
 async fn plan_in(dir: &Path, opts: &PlanOptions) -> anyhow::Result<PlanReport> {
     let setup_s = create_plan_table(dir, opts).await?;
     // Plan in a fresh process so that its peak RSS is planning's alone.
-    let exe = std::env::current_exe().context("locating the icemaint binary")?;
-    let output = std::process::Command::new(exe)
-        .args(["bench", "plan", "--plan-only", "--dir"])
-        .arg(dir)
-        .args([
-            "--files",
-            &opts.files.to_string(),
-            "--partitions",
-            &opts.partitions.to_string(),
-            "--commits",
-            &opts.commits.to_string(),
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running the planning child process")?;
-    if !output.status.success() {
-        bail!("the planning child process failed ({})", output.status);
-    }
-    let mut report: PlanReport =
-        serde_json::from_slice(&output.stdout).context("parsing the planning child's report")?;
+    let args: Vec<String> = [
+        ("--files", opts.files),
+        ("--partitions", opts.partitions),
+        ("--commits", opts.commits),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    let mut report: PlanReport = run_child("plan", dir, &args, &[]).await?;
     report.setup_s = setup_s;
     Ok(report)
 }
@@ -546,19 +532,65 @@ pub(crate) struct Synthetic<'a> {
     pub metrics: bool,
 }
 
-/// A directory for a benchmark's catalog and warehouse: `dir` (created), or a new temporary one
-/// (`true`: the caller removes it).
-fn bench_dir(dir: Option<&Path>, label: &str) -> anyhow::Result<(PathBuf, bool)> {
-    let (dir, temporary) = match dir {
-        Some(d) => (d.to_path_buf(), false),
-        None => (
-            std::env::temp_dir().join(format!("icemaint-bench-{label}-{}", uuid::Uuid::now_v7())),
-            true,
-        ),
-    };
-    std::fs::create_dir_all(dir.join("warehouse"))
-        .with_context(|| format!("creating {}", dir.display()))?;
-    Ok((dir.canonicalize()?, temporary))
+/// Where a synthetic-table benchmark keeps its catalog and warehouse: the command-line
+/// arguments `bench plan`, `remove-orphans`, `rewrite-manifests` and `expire` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BenchDir {
+    /// Catalog (and local warehouse) directory (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the directory (a table already in --dir is reused).
+    #[arg(long)]
+    pub keep: bool,
+    /// Internal: only time the measured step on the table already in --dir (the child process
+    /// the parent starts, so that its peak RSS is that step's alone).
+    #[arg(long, hide = true)]
+    pub run_only: bool,
+}
+
+impl BenchDir {
+    /// The directory (created, with its `warehouse/`): `--dir`, or a new temporary one named
+    /// after `label`, removed when the returned guard drops unless `--keep`.
+    pub fn open(&self, label: &str) -> anyhow::Result<WorkDir> {
+        if self.run_only && self.dir.is_none() {
+            bail!("--run-only needs --dir");
+        }
+        let (dir, temporary) = match &self.dir {
+            Some(d) => (d.clone(), false),
+            None => (
+                std::env::temp_dir()
+                    .join(format!("icemaint-bench-{label}-{}", uuid::Uuid::now_v7())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(dir.join("warehouse"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir {
+            path: dir.canonicalize()?,
+            remove: temporary && !self.keep,
+        })
+    }
+}
+
+/// A benchmark's directory ([`BenchDir::open`]); a temporary one is removed on drop, so on
+/// error too.
+pub struct WorkDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// The SQL catalog (SQLite) of a benchmark directory; the warehouse is `dir/warehouse`, or the
@@ -743,9 +775,11 @@ mod tests {
             files: 60,
             partitions: 20,
             commits: 3,
-            dir: Some(dir.path().to_path_buf()),
-            keep: true,
-            plan_only: true,
+            dir: BenchDir {
+                dir: Some(dir.path().to_path_buf()),
+                keep: true,
+                run_only: true,
+            },
         };
         assert!(
             create_plan_table(dir.path(), &opts)

@@ -188,24 +188,7 @@ enum BenchCommand {
         dictionary: icemaint::bench::Dictionary,
     },
     /// Time compaction planning (load, manifest scan, plan) of a synthetic table.
-    Plan {
-        #[arg(long, default_value_t = 100_000)]
-        files: usize,
-        #[arg(long, default_value_t = 1_000)]
-        partitions: usize,
-        /// Fast-append commits holding the files.
-        #[arg(long, default_value_t = 10)]
-        commits: usize,
-        /// Catalog directory (default: a temporary one, removed afterwards).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the directory (a table already in --dir is reused).
-        #[arg(long)]
-        keep: bool,
-        /// Internal: only time planning of the table in --dir.
-        #[arg(long, hide = true)]
-        plan_only: bool,
-    },
+    Plan(icemaint::bench::PlanOptions),
     /// Time orphan-file removal over a synthetic table location of many objects.
     RemoveOrphans {
         /// Objects under the table's data directory, orphans included.
@@ -219,12 +202,8 @@ enum BenchCommand {
         /// Fast-append commits referencing the other objects.
         #[arg(long, default_value_t = 10)]
         commits: usize,
-        /// Catalog (and local warehouse) directory (default: a temporary one, removed afterwards).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the directory (a table already in --dir is reused).
-        #[arg(long)]
-        keep: bool,
+        #[command(flatten)]
+        dir: icemaint::bench::BenchDir,
         /// S3 endpoint serving --s3-data-dir (s3s-fs); credentials in
         /// ICEMAINT_BENCH_S3_ACCESS_KEY / ICEMAINT_BENCH_S3_SECRET_KEY.
         #[arg(long, requires = "s3_data_dir")]
@@ -234,43 +213,26 @@ enum BenchCommand {
         s3_data_dir: Option<PathBuf>,
         #[arg(long, default_value = "bench")]
         s3_bucket: String,
-        /// Internal: only time the removal of the table in --dir.
-        #[arg(long, hide = true)]
-        run_only: bool,
     },
     /// Time the manifest rewrite of a synthetic table of many entries.
-    RewriteManifests {
-        #[arg(long, default_value_t = 1_000_000)]
-        entries: usize,
-        #[arg(long, default_value_t = 1_000)]
-        partitions: usize,
-        /// Fast-append commits (one manifest each) holding the entries.
-        #[arg(long, default_value_t = 100)]
-        commits: usize,
-        /// Catalog directory (default: a temporary one, removed afterwards).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the directory (a table already in --dir is reused).
-        #[arg(long)]
-        keep: bool,
-        /// Internal: only time the rewrite of the table in --dir.
-        #[arg(long, hide = true)]
-        run_only: bool,
-    },
+    RewriteManifests(icemaint::bench::manifests::ManifestsOptions),
     /// Time snapshot expiry (older than now, retain the last 1) of a synthetic long history.
-    Expire {
-        /// Snapshots after the base commit, each with its own data file and manifest.
-        #[arg(long, default_value_t = 10_000)]
-        snapshots: usize,
-        /// Catalog directory (default: a temporary one, removed afterwards).
+    Expire(icemaint::bench::expire::ExpireBenchOptions),
+    /// A TCP proxy adding latency in front of a local server (bench/run.sh --s3-latency-ms):
+    /// prints its port, forwards until SIGTERM, then prints its counts as JSON on stderr.
+    LatencyProxy {
+        /// The server to forward to (a loopback address).
         #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the directory (a table already in --dir is reused).
+        upstream: std::net::SocketAddr,
+        /// Added round-trip time: each direction is delayed by half of it.
         #[arg(long)]
-        keep: bool,
-        /// Internal: only time the expiry of the table in --dir.
-        #[arg(long, hide = true)]
-        run_only: bool,
+        latency_ms: f64,
+        /// Address to listen on (a loopback address; port 0: a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Also write the counts (JSON) into this file when stopped.
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
 }
 
@@ -405,35 +367,16 @@ async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             properties,
             dictionary,
         } => cli::bench::limit(input, output, threads, batch_size, &properties, dictionary).await,
-        BenchCommand::Plan {
-            files,
-            partitions,
-            commits,
-            dir,
-            keep,
-            plan_only,
-        } => {
-            let opts = icemaint::bench::PlanOptions {
-                files,
-                partitions,
-                commits,
-                dir,
-                keep,
-                plan_only,
-            };
-            cli::bench::plan(opts).await
-        }
+        BenchCommand::Plan(opts) => cli::bench::plan(opts).await,
         BenchCommand::RemoveOrphans {
             objects,
             orphans,
             partitions,
             commits,
             dir,
-            keep,
             s3_endpoint,
             s3_data_dir,
             s3_bucket,
-            run_only,
         } => {
             let s3 = s3_endpoint.zip(s3_data_dir).map(|(endpoint, data_dir)| {
                 icemaint::bench::orphans::S3Dir {
@@ -452,43 +395,17 @@ async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 partitions,
                 commits,
                 dir,
-                keep,
                 s3,
-                run_only,
             };
             cli::bench::orphans(opts).await
         }
-        BenchCommand::RewriteManifests {
-            entries,
-            partitions,
-            commits,
-            dir,
-            keep,
-            run_only,
-        } => {
-            let opts = icemaint::bench::manifests::ManifestsOptions {
-                entries,
-                partitions,
-                commits,
-                dir,
-                keep,
-                run_only,
-            };
-            cli::bench::manifests(opts).await
-        }
-        BenchCommand::Expire {
-            snapshots,
-            dir,
-            keep,
-            run_only,
-        } => {
-            let opts = icemaint::bench::expire::ExpireBenchOptions {
-                snapshots,
-                dir,
-                keep,
-                run_only,
-            };
-            cli::bench::expire(opts).await
-        }
+        BenchCommand::RewriteManifests(opts) => cli::bench::manifests(opts).await,
+        BenchCommand::Expire(opts) => cli::bench::expire(opts).await,
+        BenchCommand::LatencyProxy {
+            upstream,
+            latency_ms,
+            listen,
+            log,
+        } => cli::bench::latency_proxy(listen, upstream, latency_ms, log).await,
     }
 }

@@ -43,15 +43,15 @@ pub const SNAPSHOTS_PER_COMMIT: usize = 1_000;
 /// Snapshot ids of the synthetic history: this plus the snapshot's number (from 1).
 const FIRST_ID: i64 = 1 << 40;
 
-/// Options of `icemaint bench expire`.
-#[derive(Debug, Clone)]
+/// Options of `icemaint bench expire` (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ExpireBenchOptions {
-    /// Snapshots added after the base commit (the base snapshot expires too).
+    /// Snapshots after the base commit, each with its own data file and manifest (the base
+    /// snapshot expires too).
+    #[arg(long, default_value_t = 10_000)]
     pub snapshots: usize,
-    pub dir: Option<PathBuf>,
-    pub keep: bool,
-    /// Internal: only time the expiry of the table already in `dir` (the child process).
-    pub run_only: bool,
+    #[command(flatten)]
+    pub dir: super::BenchDir,
 }
 
 /// What `icemaint bench expire` measured.
@@ -75,19 +75,12 @@ pub async fn expire(opts: &ExpireBenchOptions) -> anyhow::Result<ExpireBenchRepo
     if opts.snapshots == 0 {
         bail!("--snapshots must be positive");
     }
-    if opts.run_only && opts.dir.is_none() {
-        bail!("--run-only needs --dir");
-    }
-    let (dir, temporary) = super::bench_dir(opts.dir.as_deref(), "expire")?;
-    let result = if opts.run_only {
-        time_expire(&dir, opts).await
+    let work = opts.dir.open("expire")?;
+    if opts.dir.run_only {
+        time_expire(work.path(), opts).await
     } else {
-        expire_in(&dir, opts).await
-    };
-    if temporary && !opts.keep {
-        let _ = std::fs::remove_dir_all(&dir);
+        expire_in(work.path(), opts).await
     }
-    result
 }
 
 async fn expire_in(dir: &Path, opts: &ExpireBenchOptions) -> anyhow::Result<ExpireBenchReport> {

@@ -4,7 +4,7 @@
 //! [`crate::maintenance::manifests::rewrite_manifests`] into 8 MiB manifests, timed in a fresh
 //! child process so its peak RSS (`VmHWM`) is the rewrite's alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -16,16 +16,18 @@ use crate::maintenance::manifests::{ManifestSettings, rewrite_manifests};
 
 const TABLE: &str = "bench.manifests";
 
-/// Options of `icemaint bench rewrite-manifests`.
-#[derive(Debug, Clone)]
+/// Options of `icemaint bench rewrite-manifests` (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ManifestsOptions {
+    #[arg(long, default_value_t = 1_000_000)]
     pub entries: usize,
+    #[arg(long, default_value_t = 1_000)]
     pub partitions: usize,
+    /// Fast-append commits (one manifest each) holding the entries.
+    #[arg(long, default_value_t = 100)]
     pub commits: usize,
-    pub dir: Option<PathBuf>,
-    pub keep: bool,
-    /// Internal: only time the rewrite of the table already in `dir` (the child process).
-    pub run_only: bool,
+    #[command(flatten)]
+    pub dir: super::BenchDir,
 }
 
 /// What `icemaint bench rewrite-manifests` measured.
@@ -47,19 +49,12 @@ pub async fn manifests(opts: &ManifestsOptions) -> anyhow::Result<ManifestsRepor
     if opts.entries == 0 || opts.partitions == 0 || opts.commits < 2 {
         bail!("--entries and --partitions must be positive and --commits at least 2");
     }
-    if opts.run_only && opts.dir.is_none() {
-        bail!("--run-only needs --dir");
-    }
-    let (dir, temporary) = super::bench_dir(opts.dir.as_deref(), "manifests")?;
-    let result = if opts.run_only {
-        time_rewrite(&dir, opts).await
+    let work = opts.dir.open("manifests")?;
+    if opts.dir.run_only {
+        time_rewrite(work.path(), opts).await
     } else {
-        manifests_in(&dir, opts).await
-    };
-    if temporary && !opts.keep {
-        let _ = std::fs::remove_dir_all(&dir);
+        manifests_in(work.path(), opts).await
     }
-    result
 }
 
 fn synthetic(opts: &ManifestsOptions) -> Synthetic<'static> {

@@ -46,12 +46,8 @@ pub struct OrphansOptions {
     pub orphans: usize,
     pub partitions: usize,
     pub commits: usize,
-    /// Directory for the catalog (and the local warehouse); `None`: a temporary one.
-    pub dir: Option<PathBuf>,
-    pub keep: bool,
+    pub dir: super::BenchDir,
     pub s3: Option<S3Dir>,
-    /// Internal: only time the removal of the table already in `dir` (the child process).
-    pub run_only: bool,
 }
 
 /// What `icemaint bench remove-orphans` measured.
@@ -80,19 +76,12 @@ pub async fn orphans(opts: &OrphansOptions) -> anyhow::Result<OrphansReport> {
     if opts.orphans >= opts.objects {
         bail!("--orphans must be below --objects");
     }
-    if opts.run_only && opts.dir.is_none() {
-        bail!("--run-only needs --dir");
-    }
-    let (dir, temporary) = super::bench_dir(opts.dir.as_deref(), "orphans")?;
-    let result = if opts.run_only {
-        time_removal(&dir, opts).await
+    let work = opts.dir.open("orphans")?;
+    if opts.dir.run_only {
+        time_removal(work.path(), opts).await
     } else {
-        orphans_in(&dir, opts).await
-    };
-    if temporary && !opts.keep {
-        let _ = std::fs::remove_dir_all(&dir);
+        orphans_in(work.path(), opts).await
     }
-    result
 }
 
 async fn orphans_in(dir: &Path, opts: &OrphansOptions) -> anyhow::Result<OrphansReport> {

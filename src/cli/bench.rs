@@ -1,6 +1,9 @@
-//! `icemaint bench limit|plan|remove-orphans|rewrite-manifests|expire` (hidden, for `bench/run.sh`): runs one benchmark of
-//! [`crate::bench`] and prints its report as one JSON object.
+//! `icemaint bench limit|plan|remove-orphans|rewrite-manifests|expire|latency-proxy` (hidden,
+//! for `bench/run.sh`): runs one benchmark of [`crate::bench`] and prints its report as one JSON
+//! object (the proxy: its port, then its counts when it stops).
 
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::bench::{self, Dictionary, LimitOptions, PlanOptions};
@@ -57,5 +60,38 @@ pub async fn manifests(opts: bench::manifests::ManifestsOptions) -> anyhow::Resu
 pub async fn expire(opts: bench::expire::ExpireBenchOptions) -> anyhow::Result<()> {
     let report = bench::expire::expire(&opts).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The latency proxy: prints its port on stdout, serves until SIGTERM or SIGINT, then prints
+/// its counts as JSON on stderr (and into `log`).
+pub async fn latency_proxy(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    latency_ms: f64,
+    log: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let proxy = bench::latency_proxy::LatencyProxy::bind(listen, upstream, latency_ms).await?;
+    // Signal handlers first: run.sh may stop the proxy as soon as it read the port.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", proxy.local_addr()?.port())?;
+    out.flush()?;
+    drop(out);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(proxy.run(stop.clone()));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    stop.cancel();
+    let counts = serde_json::to_string(&serving.await?)?;
+    eprintln!("{counts}");
+    if let Some(log) = log {
+        std::fs::write(&log, format!("{counts}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", log.display()))?;
+    }
     Ok(())
 }

@@ -466,17 +466,12 @@ fn count_field(id: i32, ty: &Type, array: &ArrayRef, counts: &mut HashMap<i32, u
                 count_field(field.id, &field.field_type, child, counts);
             }
         }
-        (Type::List(l), DataType::List(_)) => {
-            let values = array.as_list::<i32>().values();
-            count_field(
-                l.element_field.id,
-                &l.element_field.field_type,
-                values,
-                counts,
-            );
-        }
-        (Type::List(l), DataType::LargeList(_)) => {
-            let values = array.as_list::<i64>().values();
+        (Type::List(l), DataType::List(_) | DataType::LargeList(_)) => {
+            // The offsets' width is all that differs; the element values are counted alike.
+            let values = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().values(),
+                _ => array.as_list::<i64>().values(),
+            };
             count_field(
                 l.element_field.id,
                 &l.element_field.field_type,
