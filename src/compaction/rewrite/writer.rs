@@ -1,20 +1,22 @@
-//! The Parquet writer of the rewrite's output files: on a local warehouse, arrow-rs's sync
-//! `ArrowWriter` streaming through a buffered `std::fs::File`; elsewhere (object stores)
-//! iceberg's own `ParquetWriter`.
+//! The Parquet writer of the rewrite's output files: arrow-rs's sync `ArrowWriter`, on a local
+//! warehouse streaming through a buffered `std::fs::File`, on object stores into an in-memory
+//! buffer uploaded through the table's `FileIO` (one PUT per file up to a part's size, a
+//! multipart upload above).
 //!
-//! Why not iceberg's writer everywhere: its `AsyncArrowWriter` encodes each row group into a
-//! fresh `Vec` (a ~40 MB output file at 10x is one row group: ~10 000 page faults to fill it)
-//! and hands it to opendal as one buffer, which copies it again on its way to the file. The
-//! bytes written are the same either way (same `ArrowWriter`, same properties, same Arrow schema
-//! with field ids); only where the encoded pages go differs. The file is `fsync`ed once when it
-//! is closed, before its `DataFile` is returned, so a commit never references a file that is not
-//! durable (iceberg's local writer does the same).
+//! Why not iceberg's `ParquetWriter`: its `AsyncArrowWriter` encodes each row group into a fresh
+//! `Vec` that grows by doubling (a ~40 MB output file at 10x is one row group: copied on every
+//! doubling and ~10 000 page faults to fill it) and hands it to opendal as one buffer, which on a
+//! local file system copies it again on its way to the file. The bytes written are the same
+//! either way (same `ArrowWriter`, same properties, same Arrow schema with field ids); only where
+//! the encoded pages go differs. A file is durable before its `DataFile` is returned, so a commit
+//! never references a file that is not: a local file is `fsync`ed when it is closed (iceberg's
+//! local writer does the same), an object's upload has completed.
 //!
 //! iceberg 0.10.1 keeps its metrics builder (`parquet_to_data_file_builder`), its statistics
 //! conversion and its NaN counter crate-private, so [`data_file_builder`] computes the same
 //! metrics from the footer: record count, file size, column sizes, value, null and NaN counts,
-//! lower and upper bounds, split offsets (a unit test compares both writers' `DataFile`s and
-//! bytes on the same batches).
+//! lower and upper bounds, split offsets (unit tests compare both writers' `DataFile`s and
+//! bytes on the same batches, on a local file system and on an object store).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -26,14 +28,13 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef as ArrowSchemaRef};
-use iceberg::io::OutputFile;
+use bytes::Bytes;
+use iceberg::io::{FileWrite, OutputFile};
 use iceberg::spec::{
     DataContentType, DataFileBuilder, DataFileFormat, Datum, PrimitiveType, SchemaRef, Struct, Type,
 };
 use iceberg::writer::CurrentFileStatus;
-use iceberg::writer::file_writer::{
-    FileWriter, FileWriterBuilder, ParquetWriter, ParquetWriterBuilder,
-};
+use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder};
 use iceberg::{Error, ErrorKind};
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaData;
@@ -44,13 +45,21 @@ use parquet::file::statistics::Statistics;
 /// (`write.parquet.page-size-bytes`), so this keeps write calls few without holding much.
 const LOCAL_WRITE_BUFFER: usize = 1024 * 1024;
 
+/// Smallest upload of an object-store output file but its last: S3's minimum part size is
+/// 5 MiB; a file smaller than this is uploaded in one PUT.
+const UPLOAD_PART: usize = 8 * 1024 * 1024;
+
+/// Room for the footer when an object-store file's buffer is reserved before it is finished.
+const FOOTER_RESERVE: usize = 64 * 1024;
+
 /// Builds a [`ParquetFileWriter`] per output file (see the module docs).
 #[derive(Clone)]
 pub struct ParquetFileWriterBuilder {
     props: WriterProperties,
     schema: SchemaRef,
     arrow_schema: ArrowSchemaRef,
-    remote: ParquetWriterBuilder,
+    /// [`UPLOAD_PART`]; smaller in tests, to upload in several parts.
+    upload_part: usize,
 }
 
 impl ParquetFileWriterBuilder {
@@ -58,7 +67,7 @@ impl ParquetFileWriterBuilder {
     pub fn new(props: WriterProperties, schema: SchemaRef) -> iceberg::Result<Self> {
         let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
         Ok(Self {
-            remote: ParquetWriterBuilder::new(props.clone(), schema.clone()),
+            upload_part: UPLOAD_PART,
             props,
             schema,
             arrow_schema,
@@ -81,7 +90,17 @@ impl FileWriterBuilder for ParquetFileWriterBuilder {
                 rows: 0,
                 nan_value_counts: HashMap::new(),
             }),
-            None => ParquetFileWriter::Remote(self.remote.build(output_file).await?),
+            None => ParquetFileWriter::Remote(RemoteParquetWriter {
+                output: output_file,
+                schema: self.schema.clone(),
+                arrow_schema: self.arrow_schema.clone(),
+                props: self.props.clone(),
+                writer: None,
+                upload: None,
+                upload_part: self.upload_part,
+                rows: 0,
+                nan_value_counts: HashMap::new(),
+            }),
         })
     }
 }
@@ -97,10 +116,10 @@ fn local_path(location: &str) -> Option<PathBuf> {
     Some(PathBuf::from(format!("/{path}")))
 }
 
-/// One output file: local ([`LocalParquetWriter`]) or iceberg's writer.
+/// One output file: on a local file system or an object store.
 pub enum ParquetFileWriter {
     Local(LocalParquetWriter),
-    Remote(ParquetWriter),
+    Remote(RemoteParquetWriter),
 }
 
 impl FileWriter for ParquetFileWriter {
@@ -123,14 +142,14 @@ impl CurrentFileStatus for ParquetFileWriter {
     fn current_file_path(&self) -> String {
         match self {
             ParquetFileWriter::Local(w) => w.location.clone(),
-            ParquetFileWriter::Remote(w) => w.current_file_path(),
+            ParquetFileWriter::Remote(w) => w.output.location().to_string(),
         }
     }
 
     fn current_row_num(&self) -> usize {
         match self {
             ParquetFileWriter::Local(w) => w.rows,
-            ParquetFileWriter::Remote(w) => w.current_row_num(),
+            ParquetFileWriter::Remote(w) => w.rows,
         }
     }
 
@@ -140,7 +159,10 @@ impl CurrentFileStatus for ParquetFileWriter {
                 .writer
                 .as_ref()
                 .map_or(0, |w| w.bytes_written() + w.in_progress_size()),
-            ParquetFileWriter::Remote(w) => w.current_written_size(),
+            ParquetFileWriter::Remote(w) => w
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.bytes_written() + w.in_progress_size()),
         }
     }
 }
@@ -222,6 +244,96 @@ impl LocalParquetWriter {
             &metadata,
             size,
             self.location,
+            self.nan_value_counts,
+        )?])
+    }
+}
+
+/// Writes one Parquet file to an object store: the same sync `ArrowWriter` as
+/// [`LocalParquetWriter`] into an in-memory buffer, uploaded through the table's `FileIO` in parts
+/// of at least [`UPLOAD_PART`] bytes as row groups complete (opendal makes one PUT of a file
+/// written in one part, a multipart upload otherwise). The object exists when [`Self::close`]
+/// returns, before its `DataFile` does; a failed upload fails the write (the rewrite's cleanup
+/// guard removes what it wrote).
+pub struct RemoteParquetWriter {
+    output: OutputFile,
+    schema: SchemaRef,
+    arrow_schema: ArrowSchemaRef,
+    props: WriterProperties,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    upload: Option<Box<dyn FileWrite>>,
+    upload_part: usize,
+    rows: usize,
+    nan_value_counts: HashMap<i32, u64>,
+}
+
+impl RemoteParquetWriter {
+    /// Encodes `batch` on this thread (as iceberg's writer does); a row group it completes is
+    /// uploaded in whole parts now, so the buffer holds at most a part plus one row group.
+    async fn write(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows();
+        count_nans(&self.schema, batch, &mut self.nan_value_counts)?;
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => self.writer.insert(
+                ArrowWriter::try_new(
+                    Vec::new(),
+                    self.arrow_schema.clone(),
+                    Some(self.props.clone()),
+                )
+                .map_err(|e| io_error("cannot start a parquet writer", e))?,
+            ),
+        };
+        writer
+            .write(batch)
+            .map_err(|e| io_error("cannot write a parquet batch", e))?;
+        let part_size = self.upload_part;
+        if writer.inner().len() >= part_size {
+            let whole = writer.inner().len() / part_size * part_size;
+            // The whole parts go out without a copy; only the tail (under a part) is copied.
+            let tail = writer.inner_mut().split_off(whole);
+            let part = std::mem::replace(writer.inner_mut(), tail);
+            self.upload_part(Bytes::from(part)).await?;
+        }
+        Ok(())
+    }
+
+    async fn upload_part(&mut self, part: Bytes) -> iceberg::Result<()> {
+        let upload = match &mut self.upload {
+            Some(u) => u,
+            None => self.upload.insert(self.output.writer().await?),
+        };
+        upload.write(part).await
+    }
+
+    /// Writes the row group in progress and the footer into the buffer (its size known
+    /// beforehand, so it grows once), uploads the rest and completes the upload, then builds the
+    /// metrics.
+    async fn close(mut self) -> iceberg::Result<Vec<DataFileBuilder>> {
+        let Some(mut writer) = self.writer.take() else {
+            return Ok(Vec::new());
+        };
+        let expected = writer.in_progress_size() + FOOTER_RESERVE;
+        writer.inner_mut().reserve(expected);
+        let metadata = writer
+            .finish()
+            .map_err(|e| io_error("cannot finish a parquet file", e))?;
+        let size = writer.bytes_written();
+        let rest = Bytes::from(std::mem::take(writer.inner_mut()));
+        self.upload_part(rest).await?;
+        self.upload
+            .as_mut()
+            .expect("a part was just written")
+            .close()
+            .await?;
+        Ok(vec![data_file_builder(
+            &self.schema,
+            &metadata,
+            size,
+            self.output.location().to_string(),
             self.nan_value_counts,
         )?])
     }

@@ -192,10 +192,14 @@ async fn write_with<B: FileWriterBuilder>(
         .unwrap()
 }
 
-#[tokio::test]
-async fn local_writer_matches_icebergs_parquet_writer_in_bytes_and_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let file_io = FileIO::new_with_fs();
+/// Writes the same batches with iceberg's `ParquetWriter` to `theirs` and with ours to `mine`
+/// (both on `file_io`), and checks that the files' bytes and `DataFile`s are equal.
+async fn compare_with_icebergs_writer(
+    file_io: &FileIO,
+    theirs: &str,
+    mine: &str,
+    upload_part: usize,
+) -> DataFile {
     let schema = schema();
     // Small row groups and pages, so split offsets and per-row-group sums are exercised.
     let props = WriterProperties::builder()
@@ -211,27 +215,14 @@ async fn local_writer_matches_icebergs_parquet_writer_in_bytes_and_metrics() {
         .set_write_batch_size(props.write_batch_size())
         .set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from("value"), false)
         .build();
-    let mine = ParquetFileWriterBuilder::new(props.clone(), schema.clone()).unwrap();
-    let arrow = mine.arrow_schema.clone();
+    let mut ours = ParquetFileWriterBuilder::new(props.clone(), schema.clone()).unwrap();
+    ours.upload_part = upload_part;
+    let arrow = ours.arrow_schema.clone();
     let batches: Vec<_> = (0..4).map(|k| batch(&arrow, k * 500, 500)).collect();
 
-    let theirs_path = dir.path().join("theirs.parquet");
-    let mine_path = dir.path().join("sub/dir/mine.parquet");
-    let theirs = ParquetWriterBuilder::new(props, schema.clone());
-    let expected = write_with(
-        &theirs,
-        &file_io,
-        &format!("file://{}", theirs_path.display()),
-        &batches,
-    )
-    .await;
-    let got = write_with(
-        &mine,
-        &file_io,
-        &format!("file://{}", mine_path.display()),
-        &batches,
-    )
-    .await;
+    let iceberg = ParquetWriterBuilder::new(props, schema.clone());
+    let expected = write_with(&iceberg, file_io, theirs, &batches).await;
+    let got = write_with(&ours, file_io, mine, &batches).await;
 
     assert_eq!(got.record_count(), 2000);
     assert_eq!(got.split_offsets().map(<[i64]>::len), Some(3));
@@ -239,10 +230,40 @@ async fn local_writer_matches_icebergs_parquet_writer_in_bytes_and_metrics() {
     assert_eq!(got.nan_value_counts()[&4], 0);
     assert!(got.lower_bounds().contains_key(&8) && got.upper_bounds().contains_key(&13));
     assert_eq!(got, expected);
-    assert_eq!(
-        std::fs::read(&mine_path).unwrap(),
-        std::fs::read(&theirs_path).unwrap()
+    let read = |path: &str| {
+        let input = file_io.new_input(path).unwrap();
+        async move { input.read().await.unwrap() }
+    };
+    assert_eq!(read(mine).await, read(theirs).await);
+    got
+}
+
+#[tokio::test]
+async fn local_writer_matches_icebergs_parquet_writer_in_bytes_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = format!("file://{}", dir.path().join("theirs.parquet").display());
+    let mine = format!(
+        "file://{}",
+        dir.path().join("sub/dir/mine.parquet").display()
     );
+    compare_with_icebergs_writer(&FileIO::new_with_fs(), &theirs, &mine, UPLOAD_PART).await;
+}
+
+/// On an object store (iceberg's in-memory one): the same bytes and metrics, uploaded in one
+/// part or, with parts smaller than a row group, in several as row groups complete.
+#[tokio::test]
+async fn object_store_writer_matches_icebergs_parquet_writer_in_bytes_and_metrics() {
+    let file_io = FileIO::new_with_memory();
+    for (k, part) in [UPLOAD_PART, 4096].into_iter().enumerate() {
+        let got = compare_with_icebergs_writer(
+            &file_io,
+            &format!("memory:///theirs-{k}.parquet"),
+            &format!("memory:///sub/mine-{k}.parquet"),
+            part,
+        )
+        .await;
+        assert!(part == UPLOAD_PART || got.file_size_in_bytes() > 2 * part as u64);
+    }
 }
 
 #[tokio::test]
