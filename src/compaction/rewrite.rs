@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{ArrowFileReader, RecordBatchPartitionSplitter};
 use iceberg::expr::Predicate;
@@ -71,6 +72,8 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+pub use self::read::ReadAhead;
+use self::read::{FOOTER_PREFETCH_BYTES, READ_BATCH_ROWS, next_batch, to_writer_batch};
 use self::writer::ParquetFileWriterBuilder;
 use super::plan::{CandidateFile, FileGroup, SharedStr, output_file_byte_cap};
 
@@ -85,70 +88,6 @@ const MANIFEST_CONCURRENCY: usize = 8;
 /// memory however large the manifests are, while small manifests are still fetched
 /// [`MANIFEST_CONCURRENCY`] at a time to hide an object store's latency.
 const MANIFEST_ENTRY_BUDGET: u32 = 32_768;
-
-/// Rows per batch from the reader (parquet-rs defaults to 1024). Every batch pays fixed costs
-/// on both sides (iceberg's batch transformer, the cast in [`to_writer_batch`], NaN counting,
-/// the writer's per-call bookkeeping); at 8192 rows they are noise, and a batch of a wide table
-/// is still only a few MiB.
-const READ_BATCH_ROWS: usize = 8192;
-
-/// Bytes read from the end of a data file to find its footer. iceberg's reader prefetches
-/// 512 KiB, which for the small files compaction exists for is the whole file, read again when
-/// the column chunks are fetched. 64 KiB holds the footer and page indexes of tables up to a few
-/// hundred columns; a larger footer costs one more read.
-const FOOTER_PREFETCH_BYTES: usize = 64 * 1024;
-
-/// Input bytes a group may read ahead of the file it is writing ([`read_ahead`]). On an object
-/// store every file costs a few requests in sequence (footer, column chunks), each a round trip
-/// of tens of milliseconds; reading the next files meanwhile hides that. Bounded in bytes so the
-/// small files compaction is for get real concurrency while large ones are read one at a time.
-const READ_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Files a group reads ahead at most, whatever their size. Each costs its own reader task, a
-/// decoded batch or two and the allocator's slack besides its bytes: 16 added ~200 MiB of peak
-/// RSS on local disk at 1x (five groups), while 8 already keep ~40 files in flight, enough to
-/// hide 20 ms round trips at this machine's speed.
-const READ_AHEAD_MAX_FILES: usize = 8;
-
-/// Whether a group's files are read ahead ([`read_ahead_files`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadAhead {
-    /// Only files on an object store (any scheme but `file:`): on a local file system a read
-    /// is a page-cache copy with nothing to hide, and every file in flight fills its channel at
-    /// once, which took 1x peak RSS from ~120 to 213-264 MiB.
-    Remote,
-    /// Every file, wherever it is (tests of the read-ahead on a local table).
-    Always,
-    /// Never: iceberg's reader, one file after the other.
-    Never,
-}
-
-impl ReadAhead {
-    /// Whether files at `path` are read ahead.
-    fn applies_to(self, path: &str) -> bool {
-        match self {
-            ReadAhead::Always => true,
-            ReadAhead::Never => false,
-            ReadAhead::Remote => !is_local_path(path),
-        }
-    }
-}
-
-/// A path on the local file system: `file:` URLs (iceberg's and Spark's spellings) and bare
-/// absolute paths. Everything else (`s3://`, `gs://`, `abfss://`, `memory:` ...) goes through
-/// a request per read.
-fn is_local_path(path: &str) -> bool {
-    let scheme_end = path.find(':').filter(|&i| {
-        i > 1
-            && path[..i]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-')
-    });
-    match scheme_end {
-        None => true,
-        Some(i) => path[..i].eq_ignore_ascii_case("file"),
-    }
-}
 
 /// Errors collecting candidates or rewriting a group. Messages are lowercase; iceberg's own
 /// messages are quoted as they come.
@@ -219,6 +158,9 @@ pub struct RewriteSettings {
     pub stall_timeout: Duration,
     /// Which files a group reads ahead of the one it writes (default: on object stores only).
     pub read_ahead: ReadAhead,
+    /// Read files that need nothing from iceberg's reader directly with arrow-rs (default; see
+    /// [`read`]); `false` reads every file through iceberg's reader.
+    pub direct_read: bool,
 }
 
 /// iceberg-rust 0.10.1's delete loading can lose a wake-up: a task that finds a delete file still
@@ -245,6 +187,7 @@ impl RewriteSettings {
             max_open_partition_writers: 16,
             stall_timeout: READ_STALL_TIMEOUT,
             read_ahead: ReadAhead::Remote,
+            direct_read: true,
         }
     }
 
@@ -1330,17 +1273,26 @@ async fn rewrite(
         generated: generated.clone(),
         armed: true,
     };
-    let plain = plain_output_columns(table, &tasks[0], &schema).await;
+    let footer = first_footer(table, &tasks[0]).await;
+    let plain = footer
+        .as_ref()
+        .map(|m| plain_output_columns(m, &schema))
+        .unwrap_or_default();
     let builder = writer_builder(table, &schema, target.byte_cap, plain, generated)?;
     let rows_per_file = target
         .live_records
         .div_ceil(target.output_files as u64)
         .max(1);
+    let arrow_schema: ArrowSchemaRef = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
+    // A whole-object GET pays off when the group's files can be read directly, which the
+    // group's first file tells (the others are checked again once fetched).
+    let fetch_whole = footer
+        .is_some_and(|m| read::direct_metadata(Arc::new(m), &tasks[0], &arrow_schema).is_ok());
+    let batches = read::group_batches(table, tasks, arrow_schema.clone(), opts, fetch_whole)?;
 
     let result = write_all(
-        table,
-        tasks,
-        &schema,
+        batches,
+        &arrow_schema,
         &builder,
         single_key,
         splitter,
@@ -1392,15 +1344,10 @@ fn single_output_partition(
     }
 }
 
-/// The output columns to write without a dictionary: top-level primitive columns of `schema`
-/// that `sample` (the group's first input file) stores plain ([`plain_encoded_columns`], matched
-/// by field id). Costs one footer read; when it fails, every column keeps its dictionary (the
-/// read of the group reports the real problem).
-async fn plain_output_columns(
-    table: &Table,
-    sample: &FileScanTask,
-    schema: &Schema,
-) -> Vec<ColumnPath> {
+/// The footer of a group's first input file (the dictionary hints, and whether the group's
+/// files are worth a whole-object GET). Costs one read; `None` when it fails (the read of the
+/// group reports the real problem).
+async fn first_footer(table: &Table, sample: &FileScanTask) -> Option<ParquetMetaData> {
     let footer = async {
         let reader = table
             .file_io()
@@ -1418,14 +1365,20 @@ async fn plain_output_columns(
                     .with_source(e)
             })
     };
-    let metadata = match footer.await {
-        Ok(m) => m,
+    match footer.await {
+        Ok(m) => Some(m),
         Err(e) => {
-            tracing::debug!(path = %sample.data_file_path, error = %e, "no dictionary hints");
-            return Vec::new();
+            tracing::debug!(path = %sample.data_file_path, error = %e, "no footer of the group's first file");
+            None
         }
-    };
-    plain_encoded_columns(&metadata)
+    }
+}
+
+/// The output columns to write without a dictionary: top-level primitive columns of `schema`
+/// that `sample` (the footer of the group's first input file) stores plain
+/// ([`plain_encoded_columns`], matched by field id).
+fn plain_output_columns(sample: &ParquetMetaData, schema: &Schema) -> Vec<ColumnPath> {
+    plain_encoded_columns(sample)
         .into_iter()
         .filter_map(|(_, id)| {
             let field = schema
@@ -1471,27 +1424,10 @@ fn writer_builder(
     Ok(DataFileWriterBuilder::new(rolling))
 }
 
-/// The reader's next batch, or [`RewriteError::Stalled`] when none comes within `stall`.
-async fn next_batch<S>(
-    batches: &mut S,
-    stall: Duration,
-) -> Result<Option<RecordBatch>, RewriteError>
-where
-    S: futures::Stream<Item = iceberg::Result<RecordBatch>> + Unpin,
-{
-    match tokio::time::timeout(stall, batches.try_next()).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(RewriteError::Stalled {
-            seconds: stall.as_secs(),
-        }),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
-    table: &Table,
-    tasks: Vec<FileScanTask>,
-    builder_schema: &Schema,
+    mut batches: BoxStream<'static, iceberg::Result<RecordBatch>>,
+    arrow_schema: &ArrowSchemaRef,
     builder: &WriterBuilder,
     single_key: Option<PartitionKey>,
     splitter: Option<RecordBatchPartitionSplitter>,
@@ -1499,24 +1435,6 @@ async fn write_all(
     output_files: usize,
     opts: &RewriteSettings,
 ) -> Result<Vec<DataFile>, RewriteError> {
-    let mut reader = table
-        .reader_builder()
-        .with_data_file_concurrency_limit(opts.data_file_concurrency)
-        .with_row_group_filtering_enabled(false)
-        .with_row_selection_enabled(false);
-    if let Some(n) = opts.batch_size {
-        reader = reader.with_batch_size(n);
-    }
-    reader = reader.with_metadata_size_hint(FOOTER_PREFETCH_BYTES);
-    let arrow_schema: ArrowSchemaRef =
-        Arc::new(iceberg::arrow::schema_to_arrow_schema(builder_schema)?);
-    let ahead = read_ahead_files(&tasks, opts.data_file_concurrency, opts.read_ahead);
-    let mut batches = if ahead > 1 {
-        read_ahead(reader.build(), tasks, ahead)
-    } else {
-        let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        reader.build().read(task_stream)?.stream()
-    };
     let stall = opts.stall_timeout;
 
     let mut out = Vec::new();
@@ -1525,7 +1443,7 @@ async fn write_all(
         (Some(key), _) => {
             let mut sink = PartitionSink::new(key, Some(output_files));
             while let Some(batch) = next_batch(&mut batches, stall).await? {
-                let batch = to_writer_batch(batch, &arrow_schema)?;
+                let batch = to_writer_batch(batch, arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
                 sink.write(builder, &batch, rows_per_file, &mut out).await?;
             }
@@ -1535,7 +1453,7 @@ async fn write_all(
             let mut sinks: HashMap<Struct, PartitionSink> = HashMap::new();
             let mut tick = 0u64;
             while let Some(batch) = next_batch(&mut batches, stall).await? {
-                let batch = to_writer_batch(batch, &arrow_schema)?;
+                let batch = to_writer_batch(batch, arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
                 for (key, part) in splitter.split(&batch)? {
                     tick += 1;
@@ -1577,113 +1495,8 @@ async fn write_all(
     Ok(out)
 }
 
-/// How many files of a group [`read_ahead`] keeps in flight: as many as fit
-/// [`READ_AHEAD_BYTES`] at the group's average file size, within 2..=[`READ_AHEAD_MAX_FILES`];
-/// 1 (iceberg's reader as it is) for a single file, when files are read concurrently anyway,
-/// when `mode` excludes the group's files (by default local ones), or when the group has delete
-/// files (iceberg loads them once per reader, and `read_ahead` makes a reader per file).
-fn read_ahead_files(
-    tasks: &[FileScanTask],
-    data_file_concurrency: usize,
-    mode: ReadAhead,
-) -> usize {
-    if tasks.len() < 2
-        || data_file_concurrency > 1
-        || !tasks.iter().all(|t| mode.applies_to(&t.data_file_path))
-        || tasks.iter().any(|t| !t.deletes.is_empty())
-    {
-        return 1;
-    }
-    let total: u64 = tasks.iter().map(|t| t.file_size_in_bytes).sum();
-    let average = (total / tasks.len() as u64).max(1);
-    let fit = usize::try_from(READ_AHEAD_BYTES / average).unwrap_or(usize::MAX);
-    fit.clamp(1, READ_AHEAD_MAX_FILES).min(tasks.len())
-}
-
-/// Reads `tasks` in order, like iceberg's reader with one file at a time, while up to `ahead`
-/// files are already being read: each file is read by its own task into a one-batch channel, so
-/// its footer and column chunks are fetched while earlier files are written. Rows come out in
-/// the same order as without read-ahead; memory grows by at most `ahead` files' column chunks
-/// and two batches each. Dropping the stream aborts the reads in flight.
-fn read_ahead(
-    reader: iceberg::arrow::ArrowReader,
-    tasks: Vec<FileScanTask>,
-    ahead: usize,
-) -> futures::stream::BoxStream<'static, iceberg::Result<RecordBatch>> {
-    futures::stream::iter(tasks)
-        .map(move |task| {
-            let reader = reader.clone();
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let handle = tokio::spawn(async move {
-                let one = futures::stream::iter([Ok(task)]).boxed();
-                let mut batches = match reader.read(one) {
-                    Ok(r) => r.stream(),
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                while let Some(item) = batches.next().await {
-                    let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
-                        return;
-                    }
-                }
-            });
-            let abort = tokio_util::task::AbortOnDropHandle::new(handle);
-            futures::future::ready(futures::stream::unfold(
-                (rx, abort),
-                |(mut rx, abort)| async move { rx.recv().await.map(|item| (item, (rx, abort))) },
-            ))
-        })
-        .buffered(ahead)
-        .flatten()
-        .boxed()
-}
-
-/// Makes a reader batch writable: iceberg's reader returns identity-partition columns filled
-/// from partition metadata as run-end-encoded constants, which neither the Parquet writer nor the
-/// partition splitter accept. Such columns are expanded to plain arrays, and the batch takes the
-/// writer's Arrow schema.
-fn to_writer_batch(
-    batch: RecordBatch,
-    schema: &ArrowSchemaRef,
-) -> Result<RecordBatch, RewriteError> {
-    let to_iceberg = |e: arrow_schema::ArrowError| {
-        iceberg::Error::new(
-            iceberg::ErrorKind::Unexpected,
-            "cannot convert a read batch to the write schema",
-        )
-        .with_source(e)
-    };
-    if batch.num_columns() != schema.fields().len() {
-        return Err(iceberg::Error::new(
-            iceberg::ErrorKind::Unexpected,
-            format!(
-                "read batch has {} columns, the write schema {}",
-                batch.num_columns(),
-                schema.fields().len()
-            ),
-        )
-        .into());
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
-            } else {
-                arrow_cast::cast(column, field.data_type()).map_err(to_iceberg)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(to_iceberg)?)
-}
-
 mod committed;
+mod read;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -23,6 +23,7 @@ use iceberg::{
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tempfile::TempDir;
 
+use super::read::{READ_AHEAD_MAX_FILES, is_local_path, read_ahead_files};
 use super::*;
 use crate::compaction::filter::parse_where;
 use crate::compaction::options::{self, CompactionOptions};
