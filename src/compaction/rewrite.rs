@@ -1,13 +1,15 @@
 //! Reading file groups from the starting snapshot (deletes applied) and writing them as
 //! target-size Parquet files.
 //!
-//! [`collect_candidates`] turns a snapshot into [`CandidateFile`]s for the planner plus what the
-//! [`FileScanTask`] of each file is built from when its group is rewritten (a shared template,
-//! each partition's tuple, the deletes of files that have any: a million files cost a compact
-//! record each, not a task each); [`rewrite_group`] / [`rewrite_file_group`] read one planned group
-//! through iceberg's Arrow reader (which applies position and equality deletes) and write it back
-//! through iceberg's writer stack in the table's current schema and the output partition spec.
-//! Committing the result (the `replace` snapshot) is done elsewhere ([`crate::commit`]).
+//! [`collect_candidates`] (in [`candidates`]) turns a snapshot into candidate files for the
+//! planner plus what the [`FileScanTask`] of each file is built from when its group is
+//! rewritten (a shared template, each partition's tuple, the deletes of files that have any: a
+//! million files cost a compact record each, not a task each); [`rewrite_group`] /
+//! [`rewrite_file_group`] read one planned group ([`read`]: directly with arrow-rs where a file
+//! needs nothing from iceberg's Arrow reader, else through it, which applies position and
+//! equality deletes) and write it back through iceberg's writer stack in the table's current
+//! schema and the output partition spec. Committing the result (the `replace` snapshot) is done
+//! elsewhere ([`crate::commit`]).
 //!
 //! iceberg-rust 0.10.1 details this module works around:
 //! - `FileScanTask` carries neither the data file's partition spec (the field exists but the scan
@@ -42,22 +44,18 @@
 //! - The rolling writer's size check counts the in-progress row group's estimated encoded size;
 //!   rolling by rows is the primary mechanism and the byte cap only a safety net.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
 use iceberg::arrow::{ArrowFileReader, RecordBatchPartitionSplitter};
-use iceberg::expr::Predicate;
 use iceberg::io::{FileIO, FileMetadata};
-use iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH;
-use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
+use iceberg::scan::FileScanTask;
 use iceberg::spec::{
-    DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, DataFileFormat, Literal,
-    ManifestContentType, ManifestFile, NameMapping, PartitionKey, PartitionSpec, PartitionSpecRef,
-    PrimitiveLiteral, Schema, SchemaRef, Struct, TableMetadata,
+    DataFile, DataFileFormat, Literal, PartitionKey, PartitionSpecRef, Schema, SchemaRef, Struct,
 };
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
@@ -71,84 +69,17 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use self::candidates::tasks_for;
+pub use self::candidates::{
+    Candidates, TaskSource, collect_candidates, current_null_partition, render_partition,
+};
+pub use self::read::ReadAhead;
+use self::read::{FOOTER_PREFETCH_BYTES, READ_BATCH_ROWS, next_batch, to_writer_batch};
 use self::writer::ParquetFileWriterBuilder;
-use super::plan::{CandidateFile, FileGroup, SharedStr, output_file_byte_cap};
+use super::plan::{FileGroup, output_file_byte_cap};
 
 /// Table property naming the key of an encrypted table.
 const ENCRYPTION_KEY_ID: &str = "encryption.key-id";
-
-/// How many manifests are read at once when walking a snapshot.
-const MANIFEST_CONCURRENCY: usize = 8;
-
-/// Manifest entries being decoded or processed at once, at most (a larger manifest is read
-/// alone). A decoded entry with column metrics weighs ~1-2 KiB, so this bounds the walk's
-/// memory however large the manifests are, while small manifests are still fetched
-/// [`MANIFEST_CONCURRENCY`] at a time to hide an object store's latency.
-const MANIFEST_ENTRY_BUDGET: u32 = 32_768;
-
-/// Rows per batch from the reader (parquet-rs defaults to 1024). Every batch pays fixed costs
-/// on both sides (iceberg's batch transformer, the cast in [`to_writer_batch`], NaN counting,
-/// the writer's per-call bookkeeping); at 8192 rows they are noise, and a batch of a wide table
-/// is still only a few MiB.
-const READ_BATCH_ROWS: usize = 8192;
-
-/// Bytes read from the end of a data file to find its footer. iceberg's reader prefetches
-/// 512 KiB, which for the small files compaction exists for is the whole file, read again when
-/// the column chunks are fetched. 64 KiB holds the footer and page indexes of tables up to a few
-/// hundred columns; a larger footer costs one more read.
-const FOOTER_PREFETCH_BYTES: usize = 64 * 1024;
-
-/// Input bytes a group may read ahead of the file it is writing ([`read_ahead`]). On an object
-/// store every file costs a few requests in sequence (footer, column chunks), each a round trip
-/// of tens of milliseconds; reading the next files meanwhile hides that. Bounded in bytes so the
-/// small files compaction is for get real concurrency while large ones are read one at a time.
-const READ_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Files a group reads ahead at most, whatever their size. Each costs its own reader task, a
-/// decoded batch or two and the allocator's slack besides its bytes: 16 added ~200 MiB of peak
-/// RSS on local disk at 1x (five groups), while 8 already keep ~40 files in flight, enough to
-/// hide 20 ms round trips at this machine's speed.
-const READ_AHEAD_MAX_FILES: usize = 8;
-
-/// Whether a group's files are read ahead ([`read_ahead_files`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadAhead {
-    /// Only files on an object store (any scheme but `file:`): on a local file system a read
-    /// is a page-cache copy with nothing to hide, and every file in flight fills its channel at
-    /// once, which took 1x peak RSS from ~120 to 213-264 MiB.
-    Remote,
-    /// Every file, wherever it is (tests of the read-ahead on a local table).
-    Always,
-    /// Never: iceberg's reader, one file after the other.
-    Never,
-}
-
-impl ReadAhead {
-    /// Whether files at `path` are read ahead.
-    fn applies_to(self, path: &str) -> bool {
-        match self {
-            ReadAhead::Always => true,
-            ReadAhead::Never => false,
-            ReadAhead::Remote => !is_local_path(path),
-        }
-    }
-}
-
-/// A path on the local file system: `file:` URLs (iceberg's and Spark's spellings) and bare
-/// absolute paths. Everything else (`s3://`, `gs://`, `abfss://`, `memory:` ...) goes through
-/// a request per read.
-fn is_local_path(path: &str) -> bool {
-    let scheme_end = path.find(':').filter(|&i| {
-        i > 1
-            && path[..i]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-')
-    });
-    match scheme_end {
-        None => true,
-        Some(i) => path[..i].eq_ignore_ascii_case("file"),
-    }
-}
 
 /// Errors collecting candidates or rewriting a group. Messages are lowercase; iceberg's own
 /// messages are quoted as they come.
@@ -219,6 +150,9 @@ pub struct RewriteSettings {
     pub stall_timeout: Duration,
     /// Which files a group reads ahead of the one it writes (default: on object stores only).
     pub read_ahead: ReadAhead,
+    /// Read files that need nothing from iceberg's reader directly with arrow-rs (default; see
+    /// [`read`]); `false` reads every file through iceberg's reader.
+    pub direct_read: bool,
 }
 
 /// iceberg-rust 0.10.1's delete loading can lose a wake-up: a task that finds a delete file still
@@ -245,6 +179,7 @@ impl RewriteSettings {
             max_open_partition_writers: 16,
             stall_timeout: READ_STALL_TIMEOUT,
             read_ahead: ReadAhead::Remote,
+            direct_read: true,
         }
     }
 
@@ -272,648 +207,6 @@ impl RewriteSettings {
         }
         Ok(())
     }
-}
-
-/// The live data files of a snapshot selected by the filter, ready for [`super::plan::plan`].
-///
-/// Per file only the [`CandidateFile`] is kept (~100 bytes and the path); its unfiltered scan
-/// task is built when its group is rewritten ([`Candidates::tasks_for`]) from what the files
-/// share: the snapshot's [`TaskTemplate`], the partition tuple of each distinct partition, and
-/// the delete files of the few files that have any.
-#[derive(Debug, Clone)]
-pub struct Candidates {
-    pub snapshot_id: i64,
-    /// Selected files in scan order: the snapshot's manifest-list order, then entry order within
-    /// each manifest (Java's order when it plans the manifests one after the other).
-    pub files: Vec<CandidateFile>,
-    /// Builds the selected files' scan tasks; shared, so a group's tasks can be built in the
-    /// group's own rewrite task.
-    source: Arc<TaskSource>,
-    /// Live data files in the snapshot, selected or not.
-    pub total_data_files: usize,
-    /// Selected files that are not Parquet (Avro/ORC data files cannot be read by iceberg-rust):
-    /// left out of `files`.
-    pub skipped_non_parquet: Vec<String>,
-}
-
-impl Candidates {
-    /// The scan tasks of a planned group, in the group's file order.
-    pub fn tasks_for(&self, group: &FileGroup) -> Result<Vec<FileScanTask>, RewriteError> {
-        self.source.tasks_for(group)
-    }
-
-    /// What [`Self::tasks_for`] builds the tasks from, to build them later without borrowing the
-    /// candidates.
-    pub fn task_source(&self) -> Arc<TaskSource> {
-        Arc::clone(&self.source)
-    }
-
-    /// The unfiltered scan task of every selected file, by path. Builds them all at once: for
-    /// tests and small tables; a rewrite takes one group's with [`Self::tasks_for`].
-    pub fn tasks(&self) -> HashMap<String, FileScanTask> {
-        self.files
-            .iter()
-            .map(|f| {
-                let task = self
-                    .source
-                    .task(f)
-                    .expect("every candidate has a partition");
-                (task.data_file_path.clone(), task)
-            })
-            .collect()
-    }
-}
-
-/// What the scan tasks of a snapshot's candidates are built from (see [`Candidates`]).
-pub struct TaskSource {
-    template: TaskTemplate,
-    /// Each distinct `(spec, tuple)` among the candidates, by the address of its rendering:
-    /// [`collect_candidates`] renders each tuple into its own allocation, shared by its files'
-    /// [`CandidateFile::partition`] (two tuples that render alike still get two), so a file's
-    /// tuple is found without a per-file index. The entry holds a clone of the rendering, which
-    /// keeps the address from being reused.
-    partitions: HashMap<usize, TaskPartition>,
-    /// The delete files applying to a data file, for data files that have any.
-    deletes: HashMap<SharedStr, Vec<FileScanTaskDeleteFile>>,
-}
-
-struct TaskPartition {
-    rendered: SharedStr,
-    spec: PartitionSpecRef,
-    tuple: Struct,
-}
-
-impl std::fmt::Debug for TaskSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskSource")
-            .field("partitions", &self.partitions.len())
-            .field("files_with_deletes", &self.deletes.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl TaskSource {
-    fn key(rendered: &SharedStr) -> usize {
-        rendered.as_ptr() as usize
-    }
-
-    /// The scan tasks of a planned group, in the group's file order.
-    pub fn tasks_for(&self, group: &FileGroup) -> Result<Vec<FileScanTask>, RewriteError> {
-        group.files.iter().map(|f| self.task(f)).collect()
-    }
-
-    /// The task reading the whole of `file`, one of the candidates.
-    fn task(&self, file: &CandidateFile) -> Result<FileScanTask, RewriteError> {
-        let partition = self
-            .partitions
-            .get(&Self::key(&file.partition))
-            .filter(|p| {
-                SharedStr::same_allocation(&p.rendered, &file.partition)
-                    && p.spec.spec_id() == file.spec_id
-            })
-            .ok_or_else(|| RewriteError::MissingTask(file.path.to_string()))?;
-        let deletes = self.deletes.get(&file.path).cloned().unwrap_or_default();
-        Ok(self.template.task(file, partition, deletes))
-    }
-}
-
-fn tasks_for(
-    group: &FileGroup,
-    tasks: &HashMap<String, FileScanTask>,
-) -> Result<Vec<FileScanTask>, RewriteError> {
-    group
-        .paths()
-        .map(|p| {
-            tasks
-                .get(p)
-                .cloned()
-                .ok_or_else(|| RewriteError::MissingTask(p.to_string()))
-        })
-        .collect()
-}
-
-/// What the manifests say about one live data file.
-struct DataMeta {
-    path: SharedStr,
-    spec_id: i32,
-    /// Index into [`ManifestWalk::partitions`].
-    partition: u32,
-    record_count: u64,
-    size_bytes: u64,
-    format: DataFileFormat,
-    /// The entry's data sequence number (for [`committed::WriterCommits`]).
-    sequence_number: Option<i64>,
-}
-
-/// The live files of a snapshot, as its manifests list them.
-struct ManifestWalk {
-    /// Live data files in scan order: manifest-list order, then entry order within the manifest.
-    data: Vec<DataMeta>,
-    /// The distinct partition tuples of `data`, each once.
-    partitions: Vec<Struct>,
-    /// Live delete files by path.
-    deletes: HashMap<String, DeleteMeta>,
-}
-
-/// What the manifests say about one live delete file.
-struct DeleteMeta {
-    content: DataContentType,
-    record_count: u64,
-    /// The single data file this delete file applies to, when it is file-scoped.
-    referenced_data_file: Option<String>,
-}
-
-/// Java's `ContentFileUtil.referencedDataFile`: the explicit field, or for position deletes whose
-/// `file_path` bounds are equal, that path.
-fn referenced_data_file(df: &DataFile) -> Option<String> {
-    if let Some(r) = df.referenced_data_file() {
-        return Some(r);
-    }
-    if df.content_type() != DataContentType::PositionDeletes {
-        return None;
-    }
-    let lower = df.lower_bounds().get(&RESERVED_FIELD_ID_DELETE_FILE_PATH)?;
-    let upper = df.upper_bounds().get(&RESERVED_FIELD_ID_DELETE_FILE_PATH)?;
-    if lower != upper {
-        return None;
-    }
-    match lower.literal() {
-        PrimitiveLiteral::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// Refuses what icemaint cannot rewrite safely, before any file is read.
-fn check_table_supported(metadata: &TableMetadata, snapshot_id: i64) -> Result<(), RewriteError> {
-    if metadata.properties().contains_key(ENCRYPTION_KEY_ID) {
-        return Err(RewriteError::Encrypted(format!(
-            "table property {ENCRYPTION_KEY_ID} is set"
-        )));
-    }
-    if metadata.encryption_keys_iter().len() > 0 {
-        return Err(RewriteError::Encrypted(
-            "table metadata holds encryption keys".to_string(),
-        ));
-    }
-    let snapshot = metadata
-        .snapshot_by_id(snapshot_id)
-        .ok_or(RewriteError::SnapshotNotFound(snapshot_id))?;
-    if snapshot.encryption_key_id().is_some() {
-        return Err(RewriteError::Encrypted(format!(
-            "snapshot {snapshot_id} has an encrypted manifest list"
-        )));
-    }
-    Ok(())
-}
-
-/// The current spec's all-null partition, rendered: where the planner groups files of older specs
-/// (Java's `emptyStruct`).
-pub fn current_null_partition(metadata: &TableMetadata) -> String {
-    let spec = metadata.default_partition_spec();
-    let nulls = Struct::from_iter(spec.fields().iter().map(|_| None::<Literal>));
-    render_partition(spec, metadata.current_schema(), &nulls)
-}
-
-/// Renders a partition tuple canonically: `name=value` pairs joined by `/`, values in the
-/// transform's human form (`ts_day=2025-01-02`), `null` for nulls, and `%`, `/`, `=` escaped so
-/// distinct tuples render differently. Empty for an unpartitioned spec.
-pub fn render_partition(spec: &PartitionSpec, schema: &Schema, data: &Struct) -> String {
-    fn escape(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            match c {
-                '%' => out.push_str("%25"),
-                '/' => out.push_str("%2F"),
-                '=' => out.push_str("%3D"),
-                c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out
-    }
-    // The partition type needs the source columns; a spec over a since-dropped column cannot be
-    // typed with the current schema, so fall back to the raw literal.
-    let types = spec.partition_type(schema).ok();
-    spec.fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| {
-            let value = data.fields().get(i).and_then(|v| v.as_ref());
-            let text = match (&types, value) {
-                (_, None) => "null".to_string(),
-                (Some(t), Some(v)) if i < t.fields().len() => field
-                    .transform
-                    .to_human_string(&t.fields()[i].field_type, Some(v)),
-                (_, Some(v)) => raw_literal(v),
-            };
-            format!("{}={}", escape(&field.name), escape(&text))
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn raw_literal(v: &Literal) -> String {
-    match v {
-        Literal::Primitive(PrimitiveLiteral::String(s)) => s.clone(),
-        Literal::Primitive(PrimitiveLiteral::Int(i)) => i.to_string(),
-        Literal::Primitive(PrimitiveLiteral::Long(i)) => i.to_string(),
-        Literal::Primitive(PrimitiveLiteral::Boolean(b)) => b.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// A manifest's share of [`MANIFEST_ENTRY_BUDGET`]: its entry count from the manifest list (the
-/// whole budget when the list does not say, so such a manifest is read alone).
-fn manifest_weight(m: &ManifestFile) -> u32 {
-    match (
-        m.added_files_count,
-        m.existing_files_count,
-        m.deleted_files_count,
-    ) {
-        (Some(a), Some(e), Some(d)) => a.saturating_add(e).saturating_add(d),
-        _ => MANIFEST_ENTRY_BUDGET,
-    }
-    .clamp(1, MANIFEST_ENTRY_BUDGET)
-}
-
-/// Walks the snapshot's manifests: live data files with their spec, live delete files with their
-/// scope. Refuses deletion vectors and encrypted files.
-async fn read_manifests(table: &Table, snapshot_id: i64) -> Result<ManifestWalk, RewriteError> {
-    let metadata = table.metadata();
-    let snapshot = metadata
-        .snapshot_by_id(snapshot_id)
-        .ok_or(RewriteError::SnapshotNotFound(snapshot_id))?;
-    let list = table.manifest_list_reader(snapshot).load().await?;
-    let file_io = table.file_io().clone();
-    if list.entries().iter().any(|m| m.key_metadata.is_some()) {
-        return Err(RewriteError::Encrypted(
-            "a manifest is encrypted".to_string(),
-        ));
-    }
-    // A few manifests are read at once and processed in manifest-list order, so only a few are in
-    // memory and the data files keep their scan order. The entry budget bounds how many decoded
-    // entries are held at once; its semaphore is fair, so manifests get their permits in list
-    // order and the one processed next is never starved by those after it.
-    let budget = Arc::new(tokio::sync::Semaphore::new(MANIFEST_ENTRY_BUDGET as usize));
-    let mut manifests = futures::stream::iter(list.entries().iter().cloned())
-        .map(|m| {
-            let file_io = file_io.clone();
-            let budget = Arc::clone(&budget);
-            async move {
-                let permit = budget
-                    .acquire_many_owned(manifest_weight(&m))
-                    .await
-                    .expect("the budget is never closed");
-                let manifest = m.load_manifest(&file_io).await?;
-                Ok::<_, iceberg::Error>((m, manifest, permit))
-            }
-        })
-        .buffered(MANIFEST_CONCURRENCY);
-
-    let mut data = Vec::new();
-    let mut tuples = Tuples::default();
-    let mut deletes = HashMap::new();
-    let mut deletion_vectors = 0;
-    while let Some((manifest_file, manifest, _permit)) = manifests.try_next().await? {
-        // Entries are taken apart as they come and the decoded manifest dropped right after, so
-        // only the few manifests in flight are held, never the whole snapshot's entries.
-        for entry in manifest.entries() {
-            if !entry.is_alive() {
-                continue;
-            }
-            let df = entry.data_file();
-            if df.key_metadata().is_some() {
-                return Err(RewriteError::Encrypted(format!(
-                    "file {} is encrypted",
-                    df.file_path()
-                )));
-            }
-            match manifest_file.content {
-                ManifestContentType::Data => data.push(DataMeta {
-                    path: SharedStr::from(df.file_path()),
-                    spec_id: manifest_file.partition_spec_id,
-                    partition: tuples.index(manifest_file.partition_spec_id, df.partition()),
-                    record_count: df.record_count(),
-                    size_bytes: df.file_size_in_bytes(),
-                    format: df.file_format(),
-                    sequence_number: entry.sequence_number(),
-                }),
-                ManifestContentType::Deletes => {
-                    if df.file_format() == DataFileFormat::Puffin {
-                        deletion_vectors += 1;
-                    }
-                    deletes.insert(
-                        df.file_path().to_string(),
-                        DeleteMeta {
-                            content: df.content_type(),
-                            record_count: df.record_count(),
-                            referenced_data_file: referenced_data_file(df),
-                        },
-                    );
-                }
-            }
-        }
-    }
-    if deletion_vectors > 0 {
-        return Err(RewriteError::DeletionVectors {
-            count: deletion_vectors,
-        });
-    }
-    Ok(ManifestWalk {
-        data,
-        partitions: tuples.all,
-        deletes,
-    })
-}
-
-/// Partition tuples interned as the walk meets them: a table of a million files has a few
-/// thousand distinct tuples, each held once.
-#[derive(Default)]
-struct Tuples {
-    all: Vec<Struct>,
-    /// Per spec id, each tuple's index in `all`.
-    index: HashMap<i32, HashMap<Struct, u32>>,
-}
-
-impl Tuples {
-    fn index(&mut self, spec_id: i32, tuple: &Struct) -> u32 {
-        let by_tuple = self.index.entry(spec_id).or_default();
-        if let Some(&i) = by_tuple.get(tuple) {
-            return i;
-        }
-        let i = u32::try_from(self.all.len()).expect("fewer than 2^32 partitions");
-        self.all.push(tuple.clone());
-        by_tuple.insert(tuple.clone(), i);
-        i
-    }
-}
-
-/// `table` without iceberg's manifest cache, for planning scans. The cache is bounded at 32 MiB
-/// by a weigher that counts a `Manifest`'s header but not its entries, so it keeps every decoded
-/// manifest a scan touched for as long as the table lives (through the whole rewrite): hundreds
-/// of MiB on a table of 100 000 files. A scan reads each manifest once; only a `where` filter's
-/// second scan reads them again.
-fn without_manifest_cache(table: &Table) -> Result<Table, RewriteError> {
-    let mut builder = Table::builder()
-        .identifier(table.identifier().clone())
-        .file_io(table.file_io().clone())
-        .metadata(table.metadata_ref())
-        .readonly(true)
-        .disable_cache()
-        .runtime(iceberg::Runtime::try_current()?);
-    if let Some(location) = table.metadata_location() {
-        builder = builder.metadata_location(location);
-    }
-    Ok(builder.build()?)
-}
-
-/// Plans a scan of `snapshot_id` and returns one task per data file path.
-async fn scan_tasks(
-    table: &Table,
-    snapshot_id: i64,
-    filter: Option<Predicate>,
-) -> Result<HashMap<String, FileScanTask>, RewriteError> {
-    let table = without_manifest_cache(table)?;
-    let mut builder = table.scan().snapshot_id(snapshot_id);
-    if let Some(filter) = filter {
-        builder = builder.with_filter(filter);
-    }
-    let scan = builder.build()?;
-    let mut tasks: HashMap<String, FileScanTask> = HashMap::new();
-    let mut stream = scan.plan_files().await?;
-    while let Some(task) = stream.try_next().await? {
-        match tasks.get_mut(&task.data_file_path) {
-            // A split file: keep one task covering the whole file.
-            Some(existing) => {
-                existing.start = 0;
-                existing.length = existing.file_size_in_bytes;
-                existing.record_count = None;
-            }
-            None => {
-                tasks.insert(task.data_file_path.clone(), task);
-            }
-        }
-    }
-    Ok(tasks)
-}
-
-/// What every unfiltered scan task of a snapshot shares, built once as iceberg 0.10.1's scan
-/// builds it (`TableScanBuilder::build`: the snapshot's schema, all its top-level columns, the
-/// table's name mapping, case-sensitive binding).
-struct TaskTemplate {
-    schema: SchemaRef,
-    field_ids: Vec<i32>,
-    name_mapping: Option<Arc<NameMapping>>,
-}
-
-impl TaskTemplate {
-    fn new(metadata: &TableMetadata, snapshot_id: i64) -> Result<Self, RewriteError> {
-        let snapshot = metadata
-            .snapshot_by_id(snapshot_id)
-            .ok_or(RewriteError::SnapshotNotFound(snapshot_id))?;
-        let schema = snapshot.schema(metadata)?;
-        let field_ids = schema.as_struct().fields().iter().map(|f| f.id).collect();
-        let name_mapping = match metadata.properties().get(DEFAULT_SCHEMA_NAME_MAPPING) {
-            None => None,
-            Some(raw) => Some(Arc::new(serde_json::from_str::<NameMapping>(raw).map_err(
-                |e| property_error(DEFAULT_SCHEMA_NAME_MAPPING, raw, e.to_string()),
-            )?)),
-        };
-        Ok(TaskTemplate {
-            schema,
-            field_ids,
-            name_mapping,
-        })
-    }
-
-    /// The task reading the whole of one (Parquet) candidate file. The spec is set (0.10.1's
-    /// scan leaves it unset), so identity-partition columns missing from imported files are
-    /// filled from the partition tuple.
-    fn task(
-        &self,
-        file: &CandidateFile,
-        partition: &TaskPartition,
-        deletes: Vec<FileScanTaskDeleteFile>,
-    ) -> FileScanTask {
-        FileScanTask {
-            file_size_in_bytes: file.size_bytes,
-            start: 0,
-            length: file.size_bytes,
-            record_count: Some(file.record_count),
-            data_file_path: file.path.to_string(),
-            data_file_format: DataFileFormat::Parquet,
-            schema: self.schema.clone(),
-            project_field_ids: self.field_ids.clone(),
-            predicate: None,
-            deletes,
-            partition: Some(partition.tuple.clone()),
-            partition_spec: Some(partition.spec.clone()),
-            name_mapping: self.name_mapping.clone(),
-            case_sensitive: true,
-        }
-    }
-}
-
-/// The delete files iceberg's scan attaches to each data file, by data file path (an empty list
-/// for a data file without any). Which delete applies to which data file (sequence numbers,
-/// partitions, global equality deletes) is the scan's delete index's decision; only snapshots
-/// with live delete files need it.
-async fn scan_deletes(
-    table: &Table,
-    snapshot_id: i64,
-) -> Result<HashMap<String, Vec<FileScanTaskDeleteFile>>, RewriteError> {
-    Ok(scan_tasks(table, snapshot_id, None)
-        .await?
-        .into_iter()
-        .map(|(path, task)| (path, task.deletes))
-        .collect())
-}
-
-/// iceberg 0.10.1 attaches every position delete file of the partition to every data file in
-/// it; drops those scoped to another data file than `path` (Java's delete index does the same),
-/// so delete counts match Java and the reader does not load deletes that cannot apply. Returns
-/// the rows the remaining file-scoped position deletes remove, at most `record_count`.
-fn scope_deletes(
-    path: &str,
-    attached: &mut Vec<FileScanTaskDeleteFile>,
-    deletes: &HashMap<String, DeleteMeta>,
-    record_count: u64,
-) -> u64 {
-    attached.retain(|d| {
-        deletes.get(&d.file_path).is_none_or(|dm| {
-            dm.content != DataContentType::PositionDeletes
-                || dm.referenced_data_file.as_deref().is_none_or(|r| r == path)
-        })
-    });
-    let mut deleted_records = 0u64;
-    for d in attached.iter() {
-        if let Some(dm) = deletes.get(&d.file_path)
-            && dm.content == DataContentType::PositionDeletes
-            && dm.referenced_data_file.as_deref() == Some(path)
-        {
-            deleted_records = deleted_records.saturating_add(dm.record_count);
-        }
-    }
-    deleted_records.min(record_count)
-}
-
-/// Collects the data files of `snapshot_id` that `filter` selects (files that may contain
-/// matching rows, by partition values and column metrics), with their unfiltered scan tasks.
-///
-/// The tasks are built from icemaint's own manifest walk; iceberg's scan decodes every manifest
-/// again (and clones each entry with its metrics), so it only runs for what the walk cannot
-/// decide: the `where` filter's selection and, when the snapshot has live delete files, which
-/// of them apply to which data file.
-pub async fn collect_candidates(
-    table: &Table,
-    snapshot_id: i64,
-    filter: Option<Predicate>,
-) -> Result<Candidates, RewriteError> {
-    let metadata = table.metadata();
-    check_table_supported(metadata, snapshot_id)?;
-    let ManifestWalk {
-        data,
-        partitions: tuples,
-        deletes,
-    } = read_manifests(table, snapshot_id).await?;
-    let selected: Option<HashSet<String>> = match filter {
-        Some(f) => Some(
-            scan_tasks(table, snapshot_id, Some(f))
-                .await?
-                .into_keys()
-                .collect(),
-        ),
-        None => None,
-    };
-    let mut attached = match deletes.is_empty() {
-        true => None,
-        false => Some(scan_deletes(table, snapshot_id).await?),
-    };
-    let template = TaskTemplate::new(metadata, snapshot_id)?;
-    let schema = metadata.current_schema();
-    let writer_commits = committed::WriterCommits::new(metadata);
-    let total_data_files = data.len();
-    let mut files = Vec::with_capacity(data.len());
-    let mut seen: HashSet<SharedStr> = HashSet::with_capacity(data.len());
-    let mut skipped_non_parquet = Vec::new();
-    let mut with_deletes = HashMap::new();
-    // Each tuple rendered once, into the allocation its files share (see `TaskSource`).
-    let mut rendered: Vec<Option<SharedStr>> = vec![None; tuples.len()];
-    let mut partitions: HashMap<usize, TaskPartition> = HashMap::new();
-    // Scan order, as Java's planner sees the files when it plans the manifests sequentially: the
-    // planner packs in this order (`super::plan`).
-    for meta in data {
-        if seen.contains(&meta.path) || selected.as_ref().is_some_and(|s| !s.contains(&*meta.path))
-        {
-            continue;
-        }
-        if meta.format != DataFileFormat::Parquet {
-            skipped_non_parquet.push(meta.path.to_string());
-            continue;
-        }
-        let spec = metadata
-            .partition_spec_by_id(meta.spec_id)
-            .ok_or(RewriteError::SpecNotFound(meta.spec_id))?;
-        let tuple = &tuples[meta.partition as usize];
-        let partition = rendered[meta.partition as usize]
-            .get_or_insert_with(|| {
-                let r = SharedStr::from(render_partition(spec, schema, tuple));
-                partitions.insert(
-                    TaskSource::key(&r),
-                    TaskPartition {
-                        rendered: r.clone(),
-                        spec: spec.clone(),
-                        tuple: tuple.clone(),
-                    },
-                );
-                r
-            })
-            .clone();
-        let mut attached_deletes = Vec::new();
-        if let Some(attached) = &mut attached {
-            attached_deletes = attached.remove(&*meta.path).ok_or_else(|| {
-                iceberg::Error::new(
-                    iceberg::ErrorKind::DataInvalid,
-                    format!(
-                        "a live manifest entry lists {}, which the scan does not return",
-                        meta.path
-                    ),
-                )
-            })?;
-        }
-        let deleted_records = scope_deletes(
-            &meta.path,
-            &mut attached_deletes,
-            &deletes,
-            meta.record_count,
-        );
-        let delete_file_count = attached_deletes.len();
-        if !attached_deletes.is_empty() {
-            with_deletes.insert(meta.path.clone(), attached_deletes);
-        }
-        seen.insert(meta.path.clone());
-        files.push(CandidateFile {
-            path: meta.path,
-            size_bytes: meta.size_bytes,
-            record_count: meta.record_count,
-            spec_id: meta.spec_id,
-            partition,
-            delete_file_count,
-            deleted_records,
-            committed_ms: writer_commits.time_of(meta.sequence_number),
-        });
-    }
-    Ok(Candidates {
-        snapshot_id,
-        files,
-        source: Arc::new(TaskSource {
-            template,
-            partitions,
-            deletes: with_deletes,
-        }),
-        total_data_files,
-        skipped_non_parquet,
-    })
 }
 
 fn property_error(key: &str, value: &str, message: impl Into<String>) -> RewriteError {
@@ -1330,17 +623,26 @@ async fn rewrite(
         generated: generated.clone(),
         armed: true,
     };
-    let plain = plain_output_columns(table, &tasks[0], &schema).await;
+    let footer = first_footer(table, &tasks[0]).await;
+    let plain = footer
+        .as_ref()
+        .map(|m| plain_output_columns(m, &schema))
+        .unwrap_or_default();
     let builder = writer_builder(table, &schema, target.byte_cap, plain, generated)?;
     let rows_per_file = target
         .live_records
         .div_ceil(target.output_files as u64)
         .max(1);
+    let arrow_schema: ArrowSchemaRef = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
+    // A whole-object GET pays off when the group's files can be read directly, which the
+    // group's first file tells (the others are checked again once fetched).
+    let fetch_whole = footer
+        .is_some_and(|m| read::direct_metadata(Arc::new(m), &tasks[0], &arrow_schema).is_ok());
+    let batches = read::group_batches(table, tasks, arrow_schema.clone(), opts, fetch_whole)?;
 
     let result = write_all(
-        table,
-        tasks,
-        &schema,
+        batches,
+        &arrow_schema,
         &builder,
         single_key,
         splitter,
@@ -1392,15 +694,10 @@ fn single_output_partition(
     }
 }
 
-/// The output columns to write without a dictionary: top-level primitive columns of `schema`
-/// that `sample` (the group's first input file) stores plain ([`plain_encoded_columns`], matched
-/// by field id). Costs one footer read; when it fails, every column keeps its dictionary (the
-/// read of the group reports the real problem).
-async fn plain_output_columns(
-    table: &Table,
-    sample: &FileScanTask,
-    schema: &Schema,
-) -> Vec<ColumnPath> {
+/// The footer of a group's first input file (the dictionary hints, and whether the group's
+/// files are worth a whole-object GET). Costs one read; `None` when it fails (the read of the
+/// group reports the real problem).
+async fn first_footer(table: &Table, sample: &FileScanTask) -> Option<ParquetMetaData> {
     let footer = async {
         let reader = table
             .file_io()
@@ -1418,14 +715,20 @@ async fn plain_output_columns(
                     .with_source(e)
             })
     };
-    let metadata = match footer.await {
-        Ok(m) => m,
+    match footer.await {
+        Ok(m) => Some(m),
         Err(e) => {
-            tracing::debug!(path = %sample.data_file_path, error = %e, "no dictionary hints");
-            return Vec::new();
+            tracing::debug!(path = %sample.data_file_path, error = %e, "no footer of the group's first file");
+            None
         }
-    };
-    plain_encoded_columns(&metadata)
+    }
+}
+
+/// The output columns to write without a dictionary: top-level primitive columns of `schema`
+/// that `sample` (the footer of the group's first input file) stores plain
+/// ([`plain_encoded_columns`], matched by field id).
+fn plain_output_columns(sample: &ParquetMetaData, schema: &Schema) -> Vec<ColumnPath> {
+    plain_encoded_columns(sample)
         .into_iter()
         .filter_map(|(_, id)| {
             let field = schema
@@ -1471,27 +774,10 @@ fn writer_builder(
     Ok(DataFileWriterBuilder::new(rolling))
 }
 
-/// The reader's next batch, or [`RewriteError::Stalled`] when none comes within `stall`.
-async fn next_batch<S>(
-    batches: &mut S,
-    stall: Duration,
-) -> Result<Option<RecordBatch>, RewriteError>
-where
-    S: futures::Stream<Item = iceberg::Result<RecordBatch>> + Unpin,
-{
-    match tokio::time::timeout(stall, batches.try_next()).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(RewriteError::Stalled {
-            seconds: stall.as_secs(),
-        }),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
-    table: &Table,
-    tasks: Vec<FileScanTask>,
-    builder_schema: &Schema,
+    mut batches: BoxStream<'static, iceberg::Result<RecordBatch>>,
+    arrow_schema: &ArrowSchemaRef,
     builder: &WriterBuilder,
     single_key: Option<PartitionKey>,
     splitter: Option<RecordBatchPartitionSplitter>,
@@ -1499,24 +785,6 @@ async fn write_all(
     output_files: usize,
     opts: &RewriteSettings,
 ) -> Result<Vec<DataFile>, RewriteError> {
-    let mut reader = table
-        .reader_builder()
-        .with_data_file_concurrency_limit(opts.data_file_concurrency)
-        .with_row_group_filtering_enabled(false)
-        .with_row_selection_enabled(false);
-    if let Some(n) = opts.batch_size {
-        reader = reader.with_batch_size(n);
-    }
-    reader = reader.with_metadata_size_hint(FOOTER_PREFETCH_BYTES);
-    let arrow_schema: ArrowSchemaRef =
-        Arc::new(iceberg::arrow::schema_to_arrow_schema(builder_schema)?);
-    let ahead = read_ahead_files(&tasks, opts.data_file_concurrency, opts.read_ahead);
-    let mut batches = if ahead > 1 {
-        read_ahead(reader.build(), tasks, ahead)
-    } else {
-        let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        reader.build().read(task_stream)?.stream()
-    };
     let stall = opts.stall_timeout;
 
     let mut out = Vec::new();
@@ -1525,7 +793,7 @@ async fn write_all(
         (Some(key), _) => {
             let mut sink = PartitionSink::new(key, Some(output_files));
             while let Some(batch) = next_batch(&mut batches, stall).await? {
-                let batch = to_writer_batch(batch, &arrow_schema)?;
+                let batch = to_writer_batch(batch, arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
                 sink.write(builder, &batch, rows_per_file, &mut out).await?;
             }
@@ -1535,7 +803,7 @@ async fn write_all(
             let mut sinks: HashMap<Struct, PartitionSink> = HashMap::new();
             let mut tick = 0u64;
             while let Some(batch) = next_batch(&mut batches, stall).await? {
-                let batch = to_writer_batch(batch, &arrow_schema)?;
+                let batch = to_writer_batch(batch, arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
                 for (key, part) in splitter.split(&batch)? {
                     tick += 1;
@@ -1577,113 +845,9 @@ async fn write_all(
     Ok(out)
 }
 
-/// How many files of a group [`read_ahead`] keeps in flight: as many as fit
-/// [`READ_AHEAD_BYTES`] at the group's average file size, within 2..=[`READ_AHEAD_MAX_FILES`];
-/// 1 (iceberg's reader as it is) for a single file, when files are read concurrently anyway,
-/// when `mode` excludes the group's files (by default local ones), or when the group has delete
-/// files (iceberg loads them once per reader, and `read_ahead` makes a reader per file).
-fn read_ahead_files(
-    tasks: &[FileScanTask],
-    data_file_concurrency: usize,
-    mode: ReadAhead,
-) -> usize {
-    if tasks.len() < 2
-        || data_file_concurrency > 1
-        || !tasks.iter().all(|t| mode.applies_to(&t.data_file_path))
-        || tasks.iter().any(|t| !t.deletes.is_empty())
-    {
-        return 1;
-    }
-    let total: u64 = tasks.iter().map(|t| t.file_size_in_bytes).sum();
-    let average = (total / tasks.len() as u64).max(1);
-    let fit = usize::try_from(READ_AHEAD_BYTES / average).unwrap_or(usize::MAX);
-    fit.clamp(1, READ_AHEAD_MAX_FILES).min(tasks.len())
-}
-
-/// Reads `tasks` in order, like iceberg's reader with one file at a time, while up to `ahead`
-/// files are already being read: each file is read by its own task into a one-batch channel, so
-/// its footer and column chunks are fetched while earlier files are written. Rows come out in
-/// the same order as without read-ahead; memory grows by at most `ahead` files' column chunks
-/// and two batches each. Dropping the stream aborts the reads in flight.
-fn read_ahead(
-    reader: iceberg::arrow::ArrowReader,
-    tasks: Vec<FileScanTask>,
-    ahead: usize,
-) -> futures::stream::BoxStream<'static, iceberg::Result<RecordBatch>> {
-    futures::stream::iter(tasks)
-        .map(move |task| {
-            let reader = reader.clone();
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let handle = tokio::spawn(async move {
-                let one = futures::stream::iter([Ok(task)]).boxed();
-                let mut batches = match reader.read(one) {
-                    Ok(r) => r.stream(),
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                while let Some(item) = batches.next().await {
-                    let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
-                        return;
-                    }
-                }
-            });
-            let abort = tokio_util::task::AbortOnDropHandle::new(handle);
-            futures::future::ready(futures::stream::unfold(
-                (rx, abort),
-                |(mut rx, abort)| async move { rx.recv().await.map(|item| (item, (rx, abort))) },
-            ))
-        })
-        .buffered(ahead)
-        .flatten()
-        .boxed()
-}
-
-/// Makes a reader batch writable: iceberg's reader returns identity-partition columns filled
-/// from partition metadata as run-end-encoded constants, which neither the Parquet writer nor the
-/// partition splitter accept. Such columns are expanded to plain arrays, and the batch takes the
-/// writer's Arrow schema.
-fn to_writer_batch(
-    batch: RecordBatch,
-    schema: &ArrowSchemaRef,
-) -> Result<RecordBatch, RewriteError> {
-    let to_iceberg = |e: arrow_schema::ArrowError| {
-        iceberg::Error::new(
-            iceberg::ErrorKind::Unexpected,
-            "cannot convert a read batch to the write schema",
-        )
-        .with_source(e)
-    };
-    if batch.num_columns() != schema.fields().len() {
-        return Err(iceberg::Error::new(
-            iceberg::ErrorKind::Unexpected,
-            format!(
-                "read batch has {} columns, the write schema {}",
-                batch.num_columns(),
-                schema.fields().len()
-            ),
-        )
-        .into());
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
-            } else {
-                arrow_cast::cast(column, field.data_type()).map_err(to_iceberg)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(to_iceberg)?)
-}
-
+mod candidates;
 mod committed;
+mod read;
 #[cfg(test)]
 mod tests;
 mod writer;

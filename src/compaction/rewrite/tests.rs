@@ -23,10 +23,19 @@ use iceberg::{
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tempfile::TempDir;
 
+use futures::StreamExt;
+use iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH;
+use iceberg::scan::FileScanTaskDeleteFile;
+use iceberg::spec::{
+    DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, PartitionSpec, PrimitiveLiteral,
+};
+
+use super::candidates::{check_table_supported, read_manifests, referenced_data_file, scan_tasks};
+use super::read::{READ_AHEAD_MAX_FILES, is_local_path, read_ahead_files};
 use super::*;
 use crate::compaction::filter::parse_where;
 use crate::compaction::options::{self, CompactionOptions};
-use crate::compaction::plan::{GroupReason, PlanSettings, plan};
+use crate::compaction::plan::{CandidateFile, GroupReason, PlanSettings, plan};
 
 /// 2025-01-01 in days since the epoch.
 const DAY0: i64 = 20_089;

@@ -106,7 +106,7 @@ impl FileWriterBuilder for ParquetFileWriterBuilder {
 }
 
 /// The local file a `file:` location (or an absolute path) names; `None` for anything else.
-fn local_path(location: &str) -> Option<PathBuf> {
+pub(super) fn local_path(location: &str) -> Option<PathBuf> {
     let path = match location.strip_prefix("file:") {
         // `file:///a/b` and `file:/a/b` both name `/a/b`.
         Some(rest) => rest.trim_start_matches('/'),
@@ -623,4 +623,4 @@ fn count_field(id: i32, ty: &Type, array: &ArrayRef, counts: &mut HashMap<i32, u
 
 #[cfg(test)]
 #[path = "writer_tests.rs"]
-mod tests;
+pub(super) mod tests;

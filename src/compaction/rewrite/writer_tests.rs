@@ -16,7 +16,7 @@ use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterB
 use super::*;
 use crate::compaction::rewrite::writer_properties;
 
-fn schema() -> SchemaRef {
+pub(in crate::compaction::rewrite) fn schema() -> SchemaRef {
     let p = Type::Primitive;
     Arc::new(
         Schema::builder()
@@ -70,7 +70,11 @@ fn schema() -> SchemaRef {
 }
 
 /// `rows` rows starting at `start`, with nulls, NaNs and negative decimals in them.
-fn batch(arrow: &ArrowSchemaRef, start: i64, rows: usize) -> RecordBatch {
+pub(in crate::compaction::rewrite) fn batch(
+    arrow: &ArrowSchemaRef,
+    start: i64,
+    rows: usize,
+) -> RecordBatch {
     let ids: Vec<i64> = (start..start + rows as i64).collect();
     fn opt<T>(i: i64, v: T) -> Option<T> {
         (i % 7 != 3).then_some(v)
