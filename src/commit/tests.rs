@@ -138,6 +138,22 @@ impl Env {
         write_data_file(&self.table().await, part, rows).await
     }
 
+    /// Commits `change` with fast retries and no fence, as the operations' tests all do.
+    pub(crate) async fn commit(
+        &self,
+        change: &dyn SnapshotChange,
+    ) -> Result<CommitOutcome, ReplaceError> {
+        commit_change(
+            &*self.catalog,
+            &self.backend,
+            &self.ident,
+            change,
+            &fast_retry(),
+            &Fence::none(),
+        )
+        .await
+    }
+
     async fn replace(&self, change: &ReplaceDataFiles) -> Result<CommitOutcome, ReplaceError> {
         commit_replace(
             &*self.catalog,
@@ -314,16 +330,7 @@ impl SnapshotChange for AddDeletes {
 }
 
 pub(crate) async fn add_deletes(env: &Env, files: Vec<DataFile>) -> CommitOutcome {
-    commit_change(
-        &*env.catalog,
-        &env.backend,
-        &env.ident,
-        &AddDeletes(files),
-        &fast_retry(),
-        &Fence::none(),
-    )
-    .await
-    .unwrap()
+    env.commit(&AddDeletes(files)).await.unwrap()
 }
 
 /// All rows as (id, name), sorted, with deletes applied.

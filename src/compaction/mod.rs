@@ -13,6 +13,7 @@
 pub mod changed;
 pub mod filter;
 pub mod hot;
+pub mod memory;
 pub mod options;
 pub mod plan;
 pub mod rewrite;
@@ -464,29 +465,42 @@ struct Run<'r, 'e> {
 }
 
 impl Run<'_, '_> {
-    /// Starts one rewrite task per group, at most `max-concurrent-file-group-rewrites` at once;
-    /// a task that gets its turn after cancellation does nothing. A group's scan tasks are built
-    /// when it gets its turn, so only the running groups' are in memory.
+    /// Starts one rewrite task per group, at most `max-concurrent-file-group-rewrites` at once
+    /// and only as many as `max-rewrite-memory-bytes` holds ([`memory`]); a task that gets its
+    /// turn after cancellation does nothing. A group's scan tasks are built when it gets its
+    /// turn, so only the running groups' are in memory.
     fn spawn_rewrites(
         &self,
         groups: &[FileGroup],
         output_spec_id: i32,
     ) -> JoinSet<(FileGroup, GroupResult)> {
         let settings = Arc::new(RewriteSettings::from_options(self.options, output_spec_id));
-        let semaphore = Arc::new(Semaphore::new(
+        let slots = Arc::new(Semaphore::new(
             self.options.max_concurrent_file_group_rewrites.max(1),
         ));
+        let budget_bytes = self.options.max_rewrite_memory_bytes;
+        let budget = Arc::new(Semaphore::new(memory::budget_permits(budget_bytes) as usize));
+        let row_group_bytes = memory::row_group_bytes(self.table.metadata().properties());
         let mut tasks: JoinSet<(FileGroup, GroupResult)> = JoinSet::new();
         for group in groups.iter().cloned() {
-            let (source, table, settings, semaphore, cancel) = (
+            let (source, table, settings, slots, budget, cancel) = (
                 self.candidates.task_source(),
                 self.table.clone(),
                 Arc::clone(&settings),
-                Arc::clone(&semaphore),
+                Arc::clone(&slots),
+                Arc::clone(&budget),
                 self.env.cancel.clone(),
             );
+            let estimate = memory::group_estimate_bytes(group.input_bytes, row_group_bytes);
+            let permits = memory::group_permits(estimate, budget_bytes);
             tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await.expect("never closed");
+                // Slot first, then memory, in every task: memory is only ever held by a running
+                // group, which frees both when it ends, so a waiting group cannot deadlock.
+                let _slot = slots.acquire_owned().await.expect("never closed");
+                let _memory = budget
+                    .acquire_many_owned(permits)
+                    .await
+                    .expect("never closed");
                 if cancel.is_cancelled() {
                     return (group, None);
                 }

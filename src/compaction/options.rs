@@ -4,8 +4,8 @@
 //! Spark's `CALL system.rewrite_data_files(options => map(...))` runs), so a user moving from Spark
 //! gets the same behaviour from the same map. [`resolve`] validates the whole map at once and
 //! reports every problem, not only the first one, because options usually come from a policy file
-//! that a human fixes in one go. One option is icemaint's own, with a name Spark does not use:
-//! [`REWRITE_OLDER_SPECS`].
+//! that a human fixes in one go. Three options are icemaint's own, with names Spark does not use:
+//! [`REWRITE_OLDER_SPECS`], [`HOT_PARTITION_AGE`] and [`MAX_REWRITE_MEMORY_BYTES`].
 //!
 //! Validation follows Java (`SizeBasedFileRewritePlanner`, `BinPackRewriteFilePlanner`,
 //! `RewriteDataFilesSparkAction`): `min-file-size-bytes < target-file-size-bytes <
@@ -64,6 +64,11 @@ pub const REWRITE_OLDER_SPECS: &str = "rewrite-older-specs";
 /// tiers (see [`super::hot`]); once cold it is planned with Spark's rules. Unset (the default):
 /// every partition is planned with Spark's rules, exactly as `rewrite_data_files` would.
 pub const HOT_PARTITION_AGE: &str = "hot-partition-age";
+/// `max-rewrite-memory-bytes`: icemaint's own option, not Spark's. The output row groups the
+/// concurrent group rewrites of one run may hold in memory together, as estimated by
+/// [`super::memory`]; groups wait for room before they start (a group larger than the whole
+/// budget runs alone). Spark has executors' memory for this instead.
+pub const MAX_REWRITE_MEMORY_BYTES: &str = "max-rewrite-memory-bytes";
 /// `where`: in Spark a procedure argument rather than an option; icemaint accepts it in the same
 /// map so that a policy is one flat set of keys.
 pub const WHERE: &str = "where";
@@ -114,6 +119,7 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     REMOVE_DANGLING_DELETES,
     REWRITE_OLDER_SPECS,
     HOT_PARTITION_AGE,
+    MAX_REWRITE_MEMORY_BYTES,
     WHERE,
 ];
 
@@ -207,6 +213,9 @@ pub struct CompactionOptions {
     /// icemaint's `hot-partition-age` in whole seconds (see [`HOT_PARTITION_AGE`]); `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_partition_age_secs: Option<u64>,
+    /// icemaint's `max-rewrite-memory-bytes` (see [`MAX_REWRITE_MEMORY_BYTES`]).
+    #[serde(default = "default_max_rewrite_memory_bytes")]
+    pub max_rewrite_memory_bytes: u64,
     /// The `where` partition filter as written; syntax-checked by [`resolve`], bound to the table
     /// schema with [`filter::parse_where`] when the table is known.
     #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
@@ -235,9 +244,14 @@ impl Default for CompactionOptions {
             remove_dangling_deletes: false,
             rewrite_older_specs: false,
             hot_partition_age_secs: None,
+            max_rewrite_memory_bytes: default_max_rewrite_memory_bytes(),
             where_filter: None,
         }
     }
+}
+
+fn default_max_rewrite_memory_bytes() -> u64 {
+    super::memory::DEFAULT_MAX_REWRITE_MEMORY_BYTES
 }
 
 impl CompactionOptions {
@@ -585,6 +599,11 @@ impl Parser<'_> {
         if let Ok(Some(v)) = self.bool(REWRITE_OLDER_SPECS) {
             out.rewrite_older_specs = v;
         }
+        match self.u64(MAX_REWRITE_MEMORY_BYTES) {
+            Ok(Some(0)) => self.error(MAX_REWRITE_MEMORY_BYTES, "must be > 0"),
+            Ok(Some(v)) => out.max_rewrite_memory_bytes = v,
+            _ => {}
+        }
     }
 
     /// `hot-partition-age`: a positive duration (`30s`, `15m`, `2h`, `1d`).
@@ -734,6 +753,13 @@ mod tests {
             (&[(REWRITE_OLDER_SPECS, "false")], &[], |o| {
                 !o.rewrite_older_specs
             }),
+            (&[(MAX_REWRITE_MEMORY_BYTES, "1073741824")], &[], |o| {
+                o.max_rewrite_memory_bytes == 1 << 30
+            }),
+            (&[], &[], |o| {
+                o.max_rewrite_memory_bytes
+                    == crate::compaction::memory::DEFAULT_MAX_REWRITE_MEMORY_BYTES
+            }),
             (&[(HOT_PARTITION_AGE, "15m")], &[], |o| {
                 o.hot_partition_age_secs == Some(900)
             }),
@@ -815,6 +841,11 @@ mod tests {
                 &[(MIN_INPUT_FILES, "0")],
                 &[],
                 &[(MIN_INPUT_FILES, "must be > 0")],
+            ),
+            (
+                &[(MAX_REWRITE_MEMORY_BYTES, "0")],
+                &[],
+                &[(MAX_REWRITE_MEMORY_BYTES, "must be > 0")],
             ),
             (
                 &[(HOT_PARTITION_AGE, "15")],

@@ -835,7 +835,7 @@ mod tests {
 
     #[tokio::test]
     async fn rewrite_with_one_entry_per_output_keeps_every_entry_in_value_order() {
-        use crate::commit::tests::{Env, add_deletes, fast_retry, rows, write_equality_delete};
+        use crate::commit::tests::{Env, add_deletes, rows, write_equality_delete};
         let env = Env::new().await;
         // One manifest per append; partitions whose text order is not their value order.
         let parts = [10, 9, 100, 2, 10, 9, 30, 2, 1, 10];
@@ -863,16 +863,7 @@ mod tests {
             spill: SpillOptions::default(),
             loader: None,
         };
-        let outcome = commit_change(
-            &*env.catalog,
-            &env.backend,
-            &env.ident,
-            &op,
-            &fast_retry(),
-            &Fence::none(),
-        )
-        .await
-        .unwrap();
+        let outcome = env.commit(&op).await.unwrap();
         assert_eq!(outcome.summary["manifests-replaced"], "10");
         assert_eq!(outcome.summary["manifests-created"], "10");
         let after = env.table().await;
@@ -886,7 +877,7 @@ mod tests {
 
     #[tokio::test]
     async fn manifests_of_each_spec_are_rewritten_under_their_own_spec() {
-        use crate::commit::tests::{Env, fast_retry};
+        use crate::commit::tests::Env;
         use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat};
         let env = Env::new().await;
         for part in [3, 1, 2] {
@@ -929,16 +920,7 @@ mod tests {
             spill: SpillOptions::default(),
             loader: None,
         };
-        let outcome = commit_change(
-            &*env.catalog,
-            &env.backend,
-            &env.ident,
-            &op,
-            &fast_retry(),
-            &Fence::none(),
-        )
-        .await
-        .unwrap();
+        let outcome = env.commit(&op).await.unwrap();
         assert_eq!(outcome.summary["manifests-replaced"], "5");
         let table = env.table().await;
         let snap = table.metadata().current_snapshot().unwrap();
@@ -1104,7 +1086,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_outputs_read_each_input_twice_spill_and_keep_every_entry() {
-        use crate::commit::tests::{Env, fast_retry};
+        use crate::commit::tests::Env;
         let env = Env::new().await;
         let settings = spread_table(&env).await;
         let before = env.table().await;
@@ -1124,16 +1106,7 @@ mod tests {
             },
             loader: Some(loader.clone()),
         };
-        let outcome = commit_change(
-            &*env.catalog,
-            &env.backend,
-            &env.ident,
-            &op,
-            &fast_retry(),
-            &Fence::none(),
-        )
-        .await
-        .unwrap();
+        let outcome = env.commit(&op).await.unwrap();
         assert_eq!(outcome.summary["manifests-replaced"], "8");
         assert_eq!(outcome.summary["manifests-created"], "8");
         assert_eq!(outcome.summary["entries-processed"], "24");
@@ -1245,7 +1218,7 @@ mod tests {
 
     #[tokio::test]
     async fn spill_and_outputs_are_removed_on_error_and_cancellation() {
-        use crate::commit::tests::{Env, fast_retry};
+        use crate::commit::tests::Env;
         let env = Env::new().await;
         let settings = spread_table(&env).await;
         let table = env.table().await;
@@ -1268,8 +1241,7 @@ mod tests {
                 spill: spill.clone(),
                 loader: Some(Arc::new(loader)),
             };
-            let (retry, fence) = (fast_retry(), Fence::none());
-            let run = commit_change(&*env.catalog, &env.backend, &env.ident, &op, &retry, &fence);
+            let run = env.commit(&op);
             match tokio::time::timeout(std::time::Duration::from_secs(5), run).await {
                 Ok(result) => {
                     let err = result.unwrap_err().to_string();

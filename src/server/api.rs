@@ -438,6 +438,10 @@ pub struct CompactionOverrides {
     /// this duration (`30s`, `15m`, `2h`, `1d`) are hot and only their small fragments are merged.
     #[schema(nullable = false)]
     pub hot_partition_age: Option<String>,
+    /// icemaint's own option, not Spark's: the output row groups the concurrent group rewrites
+    /// of one run may hold in memory together (default 128 MiB); groups wait for room.
+    #[schema(schema_with = positive_integer)]
+    pub max_rewrite_memory_bytes: Option<u64>,
     #[schema(exclusive_minimum = 0, maximum = 1, nullable = false)]
     pub delete_ratio_threshold: Option<f64>,
     #[schema(inline, nullable = false)]

@@ -255,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn slices_decode_what_load_manifest_decodes() {
-        use crate::commit::tests::{Env, fast_retry};
+        use crate::commit::tests::Env;
         use iceberg::spec::{
             DataContentType, DataFileBuilder, DataFileFormat, Datum, Literal, Struct,
         };
@@ -300,13 +300,8 @@ mod tests {
             spill: Default::default(),
             loader: None,
         };
-        let (catalog, backend) = (&*env.catalog, &env.backend);
-        let retry = fast_retry();
-        let fence = crate::fence::Fence::none();
         for table in [env.table().await, {
-            crate::commit::commit_change(catalog, backend, &env.ident, &op, &retry, &fence)
-                .await
-                .unwrap();
+            env.commit(&op).await.unwrap();
             env.table().await
         }] {
             let snap = table.metadata().current_snapshot().unwrap();
