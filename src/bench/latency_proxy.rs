@@ -263,7 +263,7 @@ mod tests {
     /// transfer arrives intact, in order, streaming (not a delay per chunk).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn delays_each_round_trip_and_forwards_bytes_intact() {
-        let (addr, stop, task) = start(100.0).await;
+        let (addr, stop, task) = start(200.0).await;
         let start = std::time::Instant::now();
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"ping").await.unwrap();
@@ -271,12 +271,13 @@ mod tests {
         s.read_exact(&mut got).await.unwrap();
         let first = start.elapsed();
         assert_eq!(&got, b"ping");
-        // Handshake (100 ms) + request and response (50 ms each way).
-        assert!(first >= Duration::from_millis(200), "{first:?}");
-        assert!(first < Duration::from_millis(1500), "{first:?}");
+        // Handshake (200 ms) + request and response (100 ms each way). The upper bounds are
+        // loose on purpose: a loaded CI machine must not fail a test about delays.
+        assert!(first >= Duration::from_millis(400), "{first:?}");
+        assert!(first < Duration::from_millis(3000), "{first:?}");
 
-        // 8 MiB of a pattern: 32 chunks of 256 KiB, each delayed 50 ms each way; as a delay line
-        // that is ~100 ms in all, not 32 x 100 ms.
+        // 8 MiB of a pattern: 32 chunks of 256 KiB, each delayed 100 ms each way; as a delay line
+        // that is ~200 ms in all, not 32 x 200 ms.
         let payload: Vec<u8> = (0..8 * 1024 * 1024u32)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
@@ -292,8 +293,8 @@ mod tests {
         writer.await.unwrap();
         let bulk = t.elapsed();
         assert!(back == payload, "bytes changed on the way");
-        assert!(bulk >= Duration::from_millis(100), "{bulk:?}");
-        assert!(bulk < Duration::from_millis(2000), "{bulk:?}");
+        assert!(bulk >= Duration::from_millis(200), "{bulk:?}");
+        assert!(bulk < Duration::from_millis(4000), "{bulk:?}");
 
         stop.cancel();
         let counts = task.await.unwrap();
