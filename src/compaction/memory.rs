@@ -17,11 +17,6 @@
 /// small, and then only to stop hundreds of tiny groups from running at once.
 pub const GROUP_OVERHEAD_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Default of `max-rewrite-memory-bytes`: 128 MiB, two groups of the benchmark's 10x size or one
-/// whose row groups reach the 128 MiB default; a pod with memory to spare raises it to run more
-/// large groups at once.
-pub const DEFAULT_MAX_REWRITE_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
-
 /// Java's `PARQUET_ROW_GROUP_SIZE_BYTES_DEFAULT`.
 pub const DEFAULT_ROW_GROUP_BYTES: u64 = 128 * 1024 * 1024;
 
@@ -64,6 +59,7 @@ pub fn row_group_bytes(properties: &std::collections::HashMap<String, String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compaction::options::DEFAULT_MAX_REWRITE_MEMORY_BYTES;
 
     const MIB: u64 = 1024 * 1024;
 

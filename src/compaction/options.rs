@@ -139,6 +139,10 @@ pub const DEFAULT_DELETE_RATIO_THRESHOLD: f64 = 0.3;
 pub const DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS: usize = 10;
 /// Java's `MAX_CONCURRENT_FILE_GROUP_REWRITES_DEFAULT`.
 pub const DEFAULT_MAX_CONCURRENT_FILE_GROUP_REWRITES: usize = 5;
+/// Default of icemaint's `max-rewrite-memory-bytes`: 128 MiB, two groups of the benchmark's 10x
+/// size (~41 MB outputs) or one whose row groups reach the 128 MiB default; a pod with memory to
+/// spare raises it to run more large groups at once (estimates: [`super::memory`]).
+pub const DEFAULT_MAX_REWRITE_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The order in which planned file groups are rewritten (Java's `RewriteJobOrder`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -251,7 +255,7 @@ impl Default for CompactionOptions {
 }
 
 fn default_max_rewrite_memory_bytes() -> u64 {
-    super::memory::DEFAULT_MAX_REWRITE_MEMORY_BYTES
+    DEFAULT_MAX_REWRITE_MEMORY_BYTES
 }
 
 impl CompactionOptions {
@@ -757,8 +761,7 @@ mod tests {
                 o.max_rewrite_memory_bytes == 1 << 30
             }),
             (&[], &[], |o| {
-                o.max_rewrite_memory_bytes
-                    == crate::compaction::memory::DEFAULT_MAX_REWRITE_MEMORY_BYTES
+                o.max_rewrite_memory_bytes == DEFAULT_MAX_REWRITE_MEMORY_BYTES
             }),
             (&[(HOT_PARTITION_AGE, "15m")], &[], |o| {
                 o.hot_partition_age_secs == Some(900)
