@@ -7,10 +7,12 @@
 #   bench/run.sh --smoke         40 files in 4 partitions; asserts, ~40 s (run by the test suite: tests/it/bench_smoke.rs)
 #   bench/run.sh --with-peers    also iceberg-zamboni and iceberg-compaction on the same input (own venvs)
 #   bench/run.sh --s3-latency-ms 20   also icemaint on the local S3 server, directly and with 20 ms added
+#   bench/run.sh --s3-latency-ms 20 --pin-s3-server   the S3 server and proxy on the last CPU, icemaint's
+#                                three runs (local disk, S3, S3 + latency) on the others (taskset)
 #
 # Options: --work DIR (keep everything there; default: a temp dir removed at exit), --keep,
 #          --out FILE (also write the results JSON there), --no-plan, --no-limit, --with-peers,
-#          --s3-latency-ms MS.
+#          --s3-latency-ms MS, --pin-s3-server.
 # Environment: ICEMAINT_BIN (use this binary instead of `cargo build --release`), CARGO_TARGET_DIR.
 # Installs what it needs when missing: the peers (tests/peers/setup.sh pyiceberg duckdb spark; with
 # --with-peers also zamboni, iceberg-compaction and rest; with --s3-latency-ms s3s) and GNU time
@@ -21,7 +23,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
 
-mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1 with_peers=0 s3_latency=""
+mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1 with_peers=0 s3_latency="" pin_s3=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) mode=smoke ;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --no-plan) run_plan=0 ;;
     --no-limit) run_limit=0 ;;
     --with-peers) with_peers=1 ;;
+    --pin-s3-server) pin_s3=1 ;;
     --s3-latency-ms) s3_latency=${2:?--s3-latency-ms needs milliseconds}; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -40,6 +43,17 @@ while [ $# -gt 0 ]; do
 done
 [[ "$scale" =~ ^[1-9][0-9]*$ ]] || die "--scale expects a positive integer"
 [ -z "$s3_latency" ] || [[ "$s3_latency" =~ ^[0-9]+$ ]] || die "--s3-latency-ms expects milliseconds (an integer)"
+# --pin-s3-server: on this shared machine the S3 server and the proxy would otherwise take their CPU
+# from icemaint's cores, which a real object store does not. icemaint's local-disk run is pinned
+# to the same CPUs as its S3 runs, so the three compare like for like.
+engine_pin=() server_pin=()
+if [ "$pin_s3" = 1 ]; then
+  [ -n "$s3_latency" ] || die "--pin-s3-server needs --s3-latency-ms"
+  ncpu=$(nproc)
+  [ "$ncpu" -ge 2 ] || die "--pin-s3-server needs at least 2 CPUs (this machine has $ncpu)"
+  command -v taskset >/dev/null || die "--pin-s3-server needs taskset (Debian package util-linux)"
+  engine_pin=(taskset -c "0-$((ncpu - 2))") server_pin=(taskset -c "$((ncpu - 1))")
+fi
 
 # Input shape. Spark writes one file per task, each in one (org, day) partition; the rows are
 # hashes of the row number, ~14 bytes per row compressed, so 15 000 rows make a ~200 kB file.
@@ -108,6 +122,9 @@ proc_cpu_s() {
 
 echo "work directory: $work" >&2
 { echo "mode=$mode scale=$scale"; nproc; uname -srm; } >"$work/machine.txt"
+if [ "$pin_s3" = 1 ]; then
+  echo "pinned: icemaint ${engine_pin[*]}, the S3 server and proxy ${server_pin[*]}" >>"$work/machine.txt"
+fi
 
 step "generate input with Spark ($appends appends x $files_per_append files x $rows rows)"
 "$py" "$scripts/spark_make_table.py" "${cat_flags[@]}" --appends "$appends" \
@@ -169,7 +186,7 @@ EOF
 
 step "icemaint compact"
 status=0
-/usr/bin/time -v -o "$work/icemaint.time" "$bin" compact db.metrics --config "$work/icemaint.toml" \
+"${engine_pin[@]}" /usr/bin/time -v -o "$work/icemaint.time" "$bin" compact db.metrics --config "$work/icemaint.toml" \
   --option "target-file-size-bytes=$target" --option "min-input-files=$min_input_files" --json \
   >"$work/icemaint.json" 2>"$work/logs/icemaint.log" || status=$?
 if [ "$status" != 0 ]; then

@@ -16,7 +16,7 @@ s3_stop_all() {
 s3_prepare() {
   local spid sport
   mkdir -p "$work/s3data/lake" "$work/s3"
-  read -r spid sport < <("$repo/tests/peers/s3/start-s3s.sh" "$work/s3data" 2>>"$work/logs/s3s.log") \
+  read -r spid sport < <("${server_pin[@]}" "$repo/tests/peers/s3/start-s3s.sh" "$work/s3data" 2>>"$work/logs/s3s.log") \
     || die "s3s-fs did not start (see $work/logs/s3s.log)"
   s3_pids+=("$spid")
   s3_pid=$spid s3_port=$sport
@@ -69,7 +69,7 @@ s3_compact() {
   s3_config "$work/$name.toml" "$port" "$name-state.db"
   step "icemaint compact on S3 ($name)"
   s0cpu=$(proc_cpu_s "$s3_pid") p0cpu=$(proc_cpu_s "$s3_proxy_pid")
-  /usr/bin/time -v -o "$work/$name.time" "$bin" compact db.metrics --config "$work/$name.toml" \
+  "${engine_pin[@]}" /usr/bin/time -v -o "$work/$name.time" "$bin" compact db.metrics --config "$work/$name.toml" \
     --option "target-file-size-bytes=$target" --option "min-input-files=$min_input_files" --json \
     >"$work/$name.json" 2>"$work/logs/$name.log" || status=$?
   awk -v a="$s0cpu" -v b="$(proc_cpu_s "$s3_pid")" -v c="$p0cpu" -v d="$(proc_cpu_s "$s3_proxy_pid")" \
@@ -83,7 +83,7 @@ s3_compact() {
 s3_runs() {
   local ms=$1 ppid pport
   s3_compact icemaint-s3 "$s3_port"
-  "$bin" bench latency-proxy --upstream "127.0.0.1:$s3_port" --latency-ms "$ms" \
+  "${server_pin[@]}" "$bin" bench latency-proxy --upstream "127.0.0.1:$s3_port" --latency-ms "$ms" \
     --log "$work/proxy.json" >"$work/proxy.port" 2>"$work/logs/proxy.log" &
   ppid=$!
   s3_pids+=("$ppid")
