@@ -19,6 +19,7 @@ pub mod fenced;
 pub mod rest;
 pub mod sql;
 pub mod stats;
+pub mod walk;
 
 /// Errors reaching the catalog or finding tables in it.
 #[derive(Debug, thiserror::Error)]

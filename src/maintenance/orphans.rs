@@ -40,6 +40,7 @@ use serde::Serialize;
 use super::files::{
     self, DeleteFailure, FileKind, FileRef, RemoveError, Removed, Remover, WalkError,
 };
+use crate::catalog::walk::{MANIFEST_ENTRY_BUDGET, manifest_weight};
 use crate::catalog::{CatalogError, CatalogHandle};
 use crate::fence::Fence;
 use crate::telemetry::Metrics;
@@ -52,10 +53,6 @@ pub const MIN_OLDER_THAN: Duration = Duration::from_secs(86_400);
 /// The most orphan paths a report lists.
 pub const MAX_LISTED_PATHS: usize = 1000;
 const READ_CONCURRENCY: usize = 8;
-/// Manifest entries decoded and not yet added to the reference set, at most (a larger manifest is
-/// read alone): a decoded entry with column metrics weighs ~1-2 KiB, and a table of a million
-/// files in a few manifests would otherwise hold them all at once.
-const MANIFEST_ENTRY_BUDGET: u32 = 32_768;
 
 /// Errors removing orphan files.
 #[derive(Debug, thiserror::Error)]
@@ -396,20 +393,6 @@ async fn walk_references(
         }
     }
     Ok(())
-}
-
-/// A manifest's share of [`MANIFEST_ENTRY_BUDGET`]: its entry count from the manifest list (the
-/// whole budget when the list does not say, so such a manifest is read alone).
-fn manifest_weight(m: &ManifestFile) -> u32 {
-    match (
-        m.added_files_count,
-        m.existing_files_count,
-        m.deleted_files_count,
-    ) {
-        (Some(a), Some(e), Some(d)) => a.saturating_add(e).saturating_add(d),
-        _ => MANIFEST_ENTRY_BUDGET,
-    }
-    .clamp(1, MANIFEST_ENTRY_BUDGET)
 }
 
 // ---------------------------------------------------------------------------------------------

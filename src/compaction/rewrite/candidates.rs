@@ -16,22 +16,17 @@ use iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH;
 use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
 use iceberg::spec::{
     DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, DataFileFormat, Literal,
-    ManifestContentType, ManifestFile, NameMapping, PartitionSpec, PartitionSpecRef,
-    PrimitiveLiteral, Schema, SchemaRef, Struct, TableMetadata,
+    ManifestContentType, NameMapping, PartitionSpec, PartitionSpecRef, PrimitiveLiteral, Schema,
+    SchemaRef, Struct, TableMetadata,
 };
 use iceberg::table::Table;
 
 use super::super::plan::{CandidateFile, FileGroup, SharedStr};
 use super::{ENCRYPTION_KEY_ID, RewriteError, committed, property_error};
+use crate::catalog::walk::{MANIFEST_ENTRY_BUDGET, manifest_weight};
 
 /// How many manifests are read at once when walking a snapshot.
 const MANIFEST_CONCURRENCY: usize = 8;
-
-/// Manifest entries being decoded or processed at once, at most (a larger manifest is read
-/// alone). A decoded entry with column metrics weighs ~1-2 KiB, so this bounds the walk's
-/// memory however large the manifests are, while small manifests are still fetched
-/// [`MANIFEST_CONCURRENCY`] at a time to hide an object store's latency.
-const MANIFEST_ENTRY_BUDGET: u32 = 32_768;
 
 /// The live data files of a snapshot selected by the filter, ready for [`super::plan::plan`].
 ///
@@ -282,20 +277,6 @@ fn raw_literal(v: &Literal) -> String {
         Literal::Primitive(PrimitiveLiteral::Boolean(b)) => b.to_string(),
         other => format!("{other:?}"),
     }
-}
-
-/// A manifest's share of [`MANIFEST_ENTRY_BUDGET`]: its entry count from the manifest list (the
-/// whole budget when the list does not say, so such a manifest is read alone).
-fn manifest_weight(m: &ManifestFile) -> u32 {
-    match (
-        m.added_files_count,
-        m.existing_files_count,
-        m.deleted_files_count,
-    ) {
-        (Some(a), Some(e), Some(d)) => a.saturating_add(e).saturating_add(d),
-        _ => MANIFEST_ENTRY_BUDGET,
-    }
-    .clamp(1, MANIFEST_ENTRY_BUDGET)
 }
 
 /// Walks the snapshot's manifests: live data files with their spec, live delete files with their
