@@ -9,10 +9,12 @@
 #   bench/run.sh --s3-latency-ms 20   also icemaint on the local S3 server, directly and with 20 ms added
 #   bench/run.sh --s3-latency-ms 20 --pin-s3-server   the S3 server and proxy on the last CPU, icemaint's
 #                                three runs (local disk, S3, S3 + latency) on the others (taskset)
+#   bench/run.sh --rounds 7      icemaint and the loop measured 7 times each, alternately (default 5;
+#                                1 with --smoke); the icemaint / loop ratio is the ratio of the medians
 #
 # Options: --work DIR (keep everything there; default: a temp dir removed at exit), --keep,
 #          --out FILE (also write the results JSON there), --no-plan, --no-limit, --with-peers,
-#          --s3-latency-ms MS, --pin-s3-server.
+#          --s3-latency-ms MS, --pin-s3-server, --rounds N.
 # Environment: ICEMAINT_BIN (use this binary instead of `cargo build --release`), CARGO_TARGET_DIR.
 # Installs what it needs when missing: the peers (tests/peers/setup.sh pyiceberg duckdb spark; with
 # --with-peers also zamboni, iceberg-compaction and rest; with --s3-latency-ms s3s) and GNU time
@@ -23,7 +25,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
 
-mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1 with_peers=0 s3_latency="" pin_s3=0
+mode=full scale=1 work="" keep=0 out="" run_plan=1 run_limit=1 with_peers=0 s3_latency="" pin_s3=0 rounds=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) mode=smoke ;;
@@ -36,13 +38,19 @@ while [ $# -gt 0 ]; do
     --with-peers) with_peers=1 ;;
     --pin-s3-server) pin_s3=1 ;;
     --s3-latency-ms) s3_latency=${2:?--s3-latency-ms needs milliseconds}; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --rounds) rounds=${2:?--rounds needs a number}; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
 [[ "$scale" =~ ^[1-9][0-9]*$ ]] || die "--scale expects a positive integer"
 [ -z "$s3_latency" ] || [[ "$s3_latency" =~ ^[0-9]+$ ]] || die "--s3-latency-ms expects milliseconds (an integer)"
+# One process's CPU seconds vary by 15-20 % from run to run on a shared 2-vCPU machine (the two
+# vCPUs slow each other, and the host's load shows through), so the icemaint / loop ratio is taken
+# from the medians of several alternating rounds, not from one pair.
+if [ -z "$rounds" ]; then if [ "$mode" = smoke ]; then rounds=1; else rounds=5; fi; fi
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "--rounds expects a positive integer"
 # --pin-s3-server: on this shared machine the S3 server and the proxy would otherwise take their CPU
 # from icemaint's cores, which a real object store does not. icemaint's local-disk run is pinned
 # to the same CPUs as its S3 runs, so the three compare like for like.
@@ -98,8 +106,8 @@ if [ -z "$work" ]; then
 else
   mkdir -p "$work"
   work=$(cd "$work" && pwd)
-  rm -rf "$work/warehouse" "$work/catalog.db" "$work/limit-out" "$work/policies" "$work"/*.json \
-    "$work/icemaint-state.db"*
+  rm -rf "$work/warehouse" "$work/catalog.db" "$work/limit-out" "$work/loop-in" "$work/policies" \
+    "$work"/*.json "$work"/*.time "$work/icemaint-state.db"*
 fi
 if [ -n "$s3_latency" ]; then
   . "$repo/bench/s3.sh"
@@ -137,13 +145,17 @@ echo "input: snapshot $s0, $(json "$work/input.json" data_files) files, $(json "
 
 step "verify input"
 "$py" "$scripts/verify.py" "${cat_flags[@]}" >"$work/verify-input.json" 2>>"$work/logs/verify.log"
+# The loop's input: hard links to exactly the input files, so every round reads the same bytes
+# whatever the engines have written into the data directory since. An input file then has two
+# links and an engine's output one, which is how the rounds find the outputs to delete.
+cp -al "$data_dir" "$work/loop-in"
 
 [ -n "$s3_latency" ] && s3_prepare
 
 if [ "$run_limit" = 1 ]; then
   # Before any engine writes into the data directory, so it holds exactly the input files.
   step "bare arrow-rs loop (icemaint bench limit)"
-  "$bin" bench limit --input "$data_dir" --output "$work/limit-out" >"$work/limit.json" \
+  "$bin" bench limit --input "$work/loop-in" --output "$work/limit-out" >"$work/limit.json" \
     2>"$work/logs/limit.log"
   rm -rf "$work/limit-out"
 fi
@@ -205,6 +217,27 @@ fi
 
 [ -n "$s3_latency" ] && s3_runs "$s3_latency"
 
+# Rounds 2..N: icemaint from S0 and the loop, alternately, each after the previous run's outputs
+# are deleted and its dirty pages written back (`sync`, not timed), so no run pays for another's
+# writeback or a fuller disk. Round 1 is the verified run above; these check the job's counts.
+for r in $(seq 2 "$rounds"); do
+  [ "$status" = 0 ] || break
+  "$py" "$repo/bench/table_snapshot.py" rollback "${cat_flags[@]}" --to "$s0" >"$work/rollback-r$r.json"
+  find "$data_dir" -name '*.parquet' -links 1 -delete
+  sync
+  step "round $r/$rounds: icemaint compact"
+  "${engine_pin[@]}" /usr/bin/time -v -o "$work/icemaint-r$r.time" "$bin" compact db.metrics \
+    --config "$work/icemaint.toml" --option "target-file-size-bytes=$target" \
+    --option "min-input-files=$min_input_files" --json >"$work/icemaint-r$r.json" \
+    2>"$work/logs/icemaint-r$r.log" || true
+  [ "$run_limit" = 1 ] || continue
+  sync
+  step "round $r/$rounds: bare arrow-rs loop"
+  "$bin" bench limit --input "$work/loop-in" --output "$work/limit-out" >"$work/limit-r$r.json" \
+    2>"$work/logs/limit-r$r.log"
+  rm -rf "$work/limit-out"
+done
+
 if [ "$run_plan" = 1 ]; then
   step "planning alone ($plan_files files, $plan_partitions partitions)"
   "$bin" bench plan --files "$plan_files" --partitions "$plan_partitions" \
@@ -213,7 +246,7 @@ if [ "$run_plan" = 1 ]; then
 fi
 step "done"
 
-report_args=(--work "$work")
+report_args=(--work "$work" --rounds "$rounds")
 [ -n "$out" ] && report_args+=(--out "$out")
 [ "$mode" = smoke ] && report_args+=(--smoke)
 [ "$with_peers" = 1 ] && report_args+=(--with-peers)

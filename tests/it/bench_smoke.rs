@@ -1,4 +1,4 @@
-//! The benchmark's smoke run (`bench/run.sh --smoke --with-peers --s3-latency-ms 20`): the same
+//! The benchmark's smoke run (`bench/run.sh --smoke --with-peers --s3-latency-ms 20 --rounds 2`): the same
 //! driver as the full benchmark on a 40-file input, so a change that breaks the benchmark (its
 //! Spark recipe, `icemaint bench`, the other compactors, the S3 copy and latency proxy, the
 //! report) fails the test suite rather than the next person who measures. Figures from a run
@@ -19,6 +19,7 @@ fn bench_smoke_runs_every_engine_and_matches_the_input() {
         .arg("--smoke")
         .arg("--with-peers")
         .args(["--s3-latency-ms", "20"])
+        .args(["--rounds", "2"])
         .arg("--work")
         .arg(dir.join("work"))
         .arg("--out")
@@ -76,6 +77,15 @@ fn bench_smoke_runs_every_engine_and_matches_the_input() {
     }
     assert_eq!(r["limit"]["rows"], 80_000, "{r}");
     assert_eq!(r["limit"]["output_files"], 4, "{r}");
+    // The second round: icemaint again from the input snapshot, and the loop again.
+    for engine in ["icemaint_cpu_s", "loop_cpu_s"] {
+        let cpu = r["rounds"][engine].as_array().expect("rounds");
+        assert_eq!(cpu.len(), 2, "{engine}: {r}");
+        assert!(
+            cpu.iter().all(|c| c.as_f64().unwrap() > 0.0),
+            "{engine}: {r}"
+        );
+    }
     // Planning alone: 2000 files over 100 partitions make one group per partition.
     assert_eq!(r["plan"]["files"], 2000, "{r}");
     assert_eq!(r["plan"]["groups"], 100, "{r}");
