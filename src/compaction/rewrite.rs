@@ -111,6 +111,8 @@ pub enum RewriteError {
     RowCountMismatch { read: u64, written: u64 },
     #[error("the reader produced nothing for {seconds} s (stalled)")]
     Stalled { seconds: u64 },
+    #[error("the rewrite was cancelled")]
+    Cancelled,
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
 }
@@ -153,6 +155,10 @@ pub struct RewriteSettings {
     /// Read files that need nothing from iceberg's reader directly with arrow-rs (default; see
     /// [`read`]); `false` reads every file through iceberg's reader.
     pub direct_read: bool,
+    /// Rewrite a group whose files and output are local, without deletes and in one output
+    /// partition, on one blocking thread (default; see [`local`]); `false` always takes the
+    /// async path.
+    pub one_thread: bool,
 }
 
 /// iceberg-rust 0.10.1's delete loading can lose a wake-up: a task that finds a delete file still
@@ -180,6 +186,7 @@ impl RewriteSettings {
             stall_timeout: READ_STALL_TIMEOUT,
             read_ahead: ReadAhead::Remote,
             direct_read: true,
+            one_thread: true,
         }
     }
 
@@ -420,29 +427,27 @@ type WriterBuilder = DataFileWriterBuilder<
     DefaultFileNameGenerator,
 >;
 
-/// The writer for one output partition: rolls to a new file every `rows_per_file` rows (the
-/// byte cap inside iceberg's rolling writer is the safety net), except that with a file budget
-/// the last budgeted file takes all remaining rows, so a slightly low row estimate never leaves a
-/// tiny extra file.
-struct PartitionSink {
-    key: PartitionKey,
-    writer: Option<Writer>,
+/// When a partition's output rolls to a new file: every `rows_per_file` rows (the byte cap
+/// inside iceberg's rolling writer is the safety net), except that with a file budget the last
+/// budgeted file takes all remaining rows, so a slightly low row estimate never leaves a tiny
+/// extra file. Shared by [`PartitionSink`] and the one-thread path ([`local`]), so both cut a
+/// group into the same files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileRoll {
+    rows_per_file: u64,
     rows_in_file: u64,
     files_closed: usize,
     /// `Some(n)`: at most `n` row-based rolls for this partition.
     file_budget: Option<usize>,
-    last_used: u64,
 }
 
-impl PartitionSink {
-    fn new(key: PartitionKey, file_budget: Option<usize>) -> Self {
-        PartitionSink {
-            key,
-            writer: None,
+impl FileRoll {
+    fn new(rows_per_file: u64, file_budget: Option<usize>) -> Self {
+        FileRoll {
+            rows_per_file: rows_per_file.max(1),
             rows_in_file: 0,
             files_closed: 0,
             file_budget,
-            last_used: 0,
         }
     }
 
@@ -451,11 +456,51 @@ impl PartitionSink {
             .is_some_and(|budget| self.files_closed + 1 >= budget)
     }
 
+    /// How many of a batch's `remaining` rows go to the current file (at least one).
+    fn take(&self, remaining: usize) -> usize {
+        if self.on_last_file() {
+            return remaining;
+        }
+        let room = self.rows_per_file.saturating_sub(self.rows_in_file).max(1);
+        usize::try_from(room).map_or(remaining, |room| remaining.min(room))
+    }
+
+    /// Counts `rows` written to the current file; `true` when the file is full and is to be
+    /// closed now.
+    fn wrote(&mut self, rows: usize) -> bool {
+        self.rows_in_file += rows as u64;
+        !self.on_last_file() && self.rows_in_file >= self.rows_per_file
+    }
+
+    /// The current file was closed.
+    fn closed(&mut self) {
+        self.files_closed += 1;
+        self.rows_in_file = 0;
+    }
+}
+
+/// The writer for one output partition, rolling as [`FileRoll`] says.
+struct PartitionSink {
+    key: PartitionKey,
+    writer: Option<Writer>,
+    roll: FileRoll,
+    last_used: u64,
+}
+
+impl PartitionSink {
+    fn new(key: PartitionKey, roll: FileRoll) -> Self {
+        PartitionSink {
+            key,
+            writer: None,
+            roll,
+            last_used: 0,
+        }
+    }
+
     async fn write(
         &mut self,
         builder: &WriterBuilder,
         batch: &RecordBatch,
-        rows_per_file: u64,
         out: &mut Vec<DataFile>,
     ) -> Result<(), RewriteError> {
         let mut offset = 0usize;
@@ -464,18 +509,11 @@ impl PartitionSink {
             if self.writer.is_none() {
                 self.writer = Some(builder.build(Some(self.key.clone())).await?);
             }
-            let remaining = (rows - offset) as u64;
-            let take = if self.on_last_file() {
-                remaining
-            } else {
-                remaining.min(rows_per_file.saturating_sub(self.rows_in_file).max(1))
-            };
-            let take = usize::try_from(take).unwrap_or(usize::MAX);
+            let take = self.roll.take(rows - offset);
             let writer = self.writer.as_mut().expect("just built");
             writer.write(batch.slice(offset, take)).await?;
             offset += take;
-            self.rows_in_file += take as u64;
-            if !self.on_last_file() && self.rows_in_file >= rows_per_file {
+            if self.roll.wrote(take) {
                 self.close(out).await?;
             }
         }
@@ -485,8 +523,7 @@ impl PartitionSink {
     async fn close(&mut self, out: &mut Vec<DataFile>) -> Result<(), RewriteError> {
         if let Some(mut writer) = self.writer.take() {
             out.extend(writer.close().await?);
-            self.files_closed += 1;
-            self.rows_in_file = 0;
+            self.roll.closed();
         }
         Ok(())
     }
@@ -628,29 +665,57 @@ async fn rewrite(
         .as_ref()
         .map(|m| plain_output_columns(m, &schema))
         .unwrap_or_default();
-    let builder = writer_builder(table, &schema, target.byte_cap, plain, generated)?;
+    let (parquet, locations, names) = writer_parts(table, &schema, plain, generated)?;
     let rows_per_file = target
         .live_records
         .div_ceil(target.output_files as u64)
         .max(1);
     let arrow_schema: ArrowSchemaRef = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
-    // A whole-object GET pays off when the group's files can be read directly, which the
-    // group's first file tells (the others are checked again once fetched).
-    let fetch_whole = footer
-        .is_some_and(|m| read::direct_metadata(Arc::new(m), &tasks[0], &arrow_schema).is_ok());
-    let batches = read::group_batches(table, tasks, arrow_schema.clone(), opts, fetch_whole)?;
+    let byte_cap = usize::try_from(target.byte_cap).unwrap_or(usize::MAX);
 
-    let result = write_all(
-        batches,
-        &arrow_schema,
-        &builder,
-        single_key,
-        splitter,
-        rows_per_file,
-        target.output_files,
-        opts,
-    )
-    .await;
+    let one_thread = opts.one_thread
+        && opts.data_file_concurrency == 1
+        && read::read_ahead_files(&tasks, 1, opts.read_ahead) <= 1;
+    let local_output = match &single_key {
+        Some(key) if one_thread => Some(local::Output {
+            key: key.clone(),
+            parquet: parquet.clone(),
+            locations: locations.clone(),
+            names: names.clone(),
+            byte_cap,
+            roll: FileRoll::new(rows_per_file, Some(target.output_files)),
+        })
+        .filter(|output| local::applies(&tasks, output)),
+        _ => None,
+    };
+    let result = if let Some(output) = local_output {
+        let files = read::FileReader::new(table, arrow_schema.clone(), opts, false);
+        local::rewrite(tasks, files, arrow_schema, output, opts.stall_timeout).await
+    } else {
+        // A whole-object GET pays off when the group's files can be read directly, which the
+        // group's first file tells (the others are checked again once fetched).
+        let fetch_whole = footer
+            .is_some_and(|m| read::direct_metadata(Arc::new(m), &tasks[0], &arrow_schema).is_ok());
+        let batches = read::group_batches(table, tasks, arrow_schema.clone(), opts, fetch_whole)?;
+        let builder = DataFileWriterBuilder::new(RollingFileWriterBuilder::new(
+            parquet,
+            byte_cap,
+            table.file_io().clone(),
+            locations,
+            names,
+        ));
+        write_all(
+            batches,
+            &arrow_schema,
+            &builder,
+            single_key,
+            splitter,
+            rows_per_file,
+            target.output_files,
+            opts,
+        )
+        .await
+    };
     match result {
         Ok(files) => {
             guard.disarm();
@@ -744,13 +809,22 @@ fn plain_output_columns(sample: &ParquetMetaData, schema: &Schema) -> Vec<Column
         .collect()
 }
 
-fn writer_builder(
+/// What an output file is written with and where: the Parquet writer (the table's
+/// `write.parquet.*` properties, no dictionary for `plain_columns`), the data location (recorded
+/// in `generated` for cleanup) and file names unique to this rewrite.
+fn writer_parts(
     table: &Table,
     schema: &SchemaRef,
-    byte_cap: u64,
     plain_columns: Vec<ColumnPath>,
     generated: Arc<Mutex<Vec<String>>>,
-) -> Result<WriterBuilder, RewriteError> {
+) -> Result<
+    (
+        ParquetFileWriterBuilder,
+        RecordingLocationGenerator,
+        DefaultFileNameGenerator,
+    ),
+    RewriteError,
+> {
     let metadata = table.metadata();
     let props = without_dictionary_for(writer_properties(metadata.properties())?, plain_columns);
     let parquet = ParquetFileWriterBuilder::new(props, schema.clone())?;
@@ -764,14 +838,7 @@ fn writer_builder(
         None,
         DataFileFormat::Parquet,
     );
-    let rolling = RollingFileWriterBuilder::new(
-        parquet,
-        usize::try_from(byte_cap).unwrap_or(usize::MAX),
-        table.file_io().clone(),
-        locations,
-        names,
-    );
-    Ok(DataFileWriterBuilder::new(rolling))
+    Ok((parquet, locations, names))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -791,11 +858,12 @@ async fn write_all(
     let mut rows_read = 0u64;
     match (single_key, splitter) {
         (Some(key), _) => {
-            let mut sink = PartitionSink::new(key, Some(output_files));
+            let mut sink =
+                PartitionSink::new(key, FileRoll::new(rows_per_file, Some(output_files)));
             while let Some(batch) = next_batch(&mut batches, stall).await? {
                 let batch = to_writer_batch(batch, arrow_schema)?;
                 rows_read += batch.num_rows() as u64;
-                sink.write(builder, &batch, rows_per_file, &mut out).await?;
+                sink.write(builder, &batch, &mut out).await?;
             }
             sink.close(&mut out).await?;
         }
@@ -821,11 +889,11 @@ async fn write_all(
                             lru.close(&mut out).await?;
                         }
                     }
-                    let sink = sinks
-                        .entry(data)
-                        .or_insert_with(|| PartitionSink::new(key, None));
+                    let sink = sinks.entry(data).or_insert_with(|| {
+                        PartitionSink::new(key, FileRoll::new(rows_per_file, None))
+                    });
                     sink.last_used = tick;
-                    sink.write(builder, &part, rows_per_file, &mut out).await?;
+                    sink.write(builder, &part, &mut out).await?;
                 }
             }
             for sink in sinks.values_mut() {
@@ -847,6 +915,7 @@ async fn write_all(
 
 mod candidates;
 mod committed;
+mod local;
 mod read;
 #[cfg(test)]
 mod tests;

@@ -246,33 +246,16 @@ pub(super) fn group_batches(
     opts: &RewriteSettings,
     fetch_whole: bool,
 ) -> Result<BoxStream<'static, iceberg::Result<RecordBatch>>, RewriteError> {
-    let mut reader = table
-        .reader_builder()
-        .with_data_file_concurrency_limit(opts.data_file_concurrency)
-        .with_row_group_filtering_enabled(false)
-        .with_row_selection_enabled(false)
-        .with_metadata_size_hint(FOOTER_PREFETCH_BYTES);
-    if let Some(n) = opts.batch_size {
-        reader = reader.with_batch_size(n);
-    }
-    let iceberg = reader.build();
     let ahead = read_ahead_files(&tasks, opts.data_file_concurrency, opts.read_ahead);
     let direct = opts.direct_read
         && opts.data_file_concurrency == 1
         && tasks.iter().all(|t| t.deletes.is_empty());
+    let mut files = FileReader::new(table, target, opts, fetch_whole);
     if !direct && ahead <= 1 {
         let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        return Ok(iceberg.read(task_stream)?.stream());
+        return Ok(files.iceberg.read(task_stream)?.stream());
     }
-    let files = FileReader {
-        iceberg,
-        file_io: table.file_io().clone(),
-        target,
-        // parquet-rs's default, as iceberg's reader keeps it when no size is set.
-        batch_size: opts.batch_size.unwrap_or(1024),
-        direct,
-        fetch_whole,
-    };
+    files.direct = direct;
     Ok(if ahead > 1 {
         read_ahead(files, tasks, ahead)
     } else {
@@ -298,6 +281,48 @@ pub(super) struct FileReader {
 }
 
 impl FileReader {
+    /// Reads `table`'s files into `target` (the output's Arrow schema) with `opts`' batch size
+    /// and concurrency; directly where a file allows it ([`direct_metadata`]).
+    pub(super) fn new(
+        table: &Table,
+        target: ArrowSchemaRef,
+        opts: &RewriteSettings,
+        fetch_whole: bool,
+    ) -> Self {
+        let mut reader = table
+            .reader_builder()
+            .with_data_file_concurrency_limit(opts.data_file_concurrency)
+            .with_row_group_filtering_enabled(false)
+            .with_row_selection_enabled(false)
+            .with_metadata_size_hint(FOOTER_PREFETCH_BYTES);
+        if let Some(n) = opts.batch_size {
+            reader = reader.with_batch_size(n);
+        }
+        FileReader {
+            iceberg: reader.build(),
+            file_io: table.file_io().clone(),
+            target,
+            // parquet-rs's default, as iceberg's reader keeps it when no size is set.
+            batch_size: opts.batch_size.unwrap_or(1024),
+            direct: opts.direct_read,
+            fetch_whole,
+        }
+    }
+
+    /// Blocking: the direct reader of the local file `path` (`task`'s), or why it cannot be
+    /// read directly.
+    pub(super) fn open_local(
+        &self,
+        path: &std::path::Path,
+        task: &FileScanTask,
+    ) -> Result<ParquetRecordBatchReader, DirectError> {
+        if !self.direct {
+            return Err(DirectError::Disabled);
+        }
+        let file = File::open(path).map_err(|e| DirectError::Io(e.to_string()))?;
+        open_direct(file, task, &self.target, self.batch_size)
+    }
+
     /// The batches of one file, in the output's Arrow schema (iceberg's after
     /// [`to_writer_batch`]).
     pub(super) fn batches(
@@ -315,7 +340,9 @@ impl FileReader {
         .boxed()
     }
 
-    fn through_iceberg(
+    /// `task`'s batches through iceberg's reader, in the output's Arrow schema only after
+    /// [`to_writer_batch`].
+    pub(super) fn through_iceberg(
         &self,
         task: FileScanTask,
     ) -> BoxStream<'static, iceberg::Result<RecordBatch>> {
@@ -366,6 +393,8 @@ impl FileReader {
 /// Why a file is not read directly.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum DirectError {
+    #[error("direct reads are off (direct_read = false)")]
+    Disabled,
     #[error("cannot read the file: {0}")]
     Io(String),
     #[error("cannot read the footer: {0}")]

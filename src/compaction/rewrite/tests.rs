@@ -42,7 +42,7 @@ const DAY0: i64 = 20_089;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Row {
+pub(super) struct Row {
     id: i64,
     org_id: i32,
     ts: i64,
@@ -66,7 +66,7 @@ impl Row {
 }
 
 /// Order-independent checksum of a multiset of rows.
-fn checksum(rows: &[Row]) -> (usize, u64) {
+pub(super) fn checksum(rows: &[Row]) -> (usize, u64) {
     let sum = rows.iter().fold(0u64, |acc, r| {
         let mut h = DefaultHasher::new();
         r.hash(&mut h);
@@ -88,7 +88,7 @@ fn schema() -> Schema {
         .unwrap()
 }
 
-fn spec_org_day() -> UnboundPartitionSpec {
+pub(super) fn spec_org_day() -> UnboundPartitionSpec {
     UnboundPartitionSpec::builder()
         .add_partition_field(2, "org_id", Transform::Identity)
         .unwrap()
@@ -135,7 +135,7 @@ fn local(path: &str) -> &str {
 }
 
 /// Reads a Parquet data file back with parquet-rs alone (not iceberg's reader).
-fn read_rows(path: &str) -> Vec<Row> {
+pub(super) fn read_rows(path: &str) -> Vec<Row> {
     let file = std::fs::File::open(local(path)).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
@@ -181,7 +181,7 @@ fn compressions(path: &str) -> Vec<Compression> {
 }
 
 /// Every Parquet file under `dir`.
-fn parquet_files(dir: &std::path::Path) -> Vec<String> {
+pub(super) fn parquet_files(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -198,10 +198,10 @@ fn parquet_files(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-struct Fixture {
-    dir: TempDir,
+pub(super) struct Fixture {
+    pub(super) dir: TempDir,
     catalog: MemoryCatalog,
-    table: Table,
+    pub(super) table: Table,
 }
 
 async fn new_catalog(dir: &TempDir) -> MemoryCatalog {
@@ -218,7 +218,10 @@ async fn new_catalog(dir: &TempDir) -> MemoryCatalog {
         .unwrap()
 }
 
-async fn fixture(spec: UnboundPartitionSpec, properties: HashMap<String, String>) -> Fixture {
+pub(super) async fn fixture(
+    spec: UnboundPartitionSpec,
+    properties: HashMap<String, String>,
+) -> Fixture {
     let dir = TempDir::new().unwrap();
     let catalog = new_catalog(&dir).await;
     let ns = NamespaceIdent::new("ns".to_string());
@@ -296,7 +299,7 @@ async fn append(catalog: &MemoryCatalog, table: &Table, files: Vec<DataFile>) ->
 }
 
 /// Appends one file per entry of `files`, all in one snapshot.
-async fn append_files(f: &mut Fixture, files: &[Vec<Row>]) {
+pub(super) async fn append_files(f: &mut Fixture, files: &[Vec<Row>]) {
     let mut data_files = Vec::new();
     for rows in files {
         data_files.extend(write_data_files(&f.table, rows).await);
@@ -305,7 +308,13 @@ async fn append_files(f: &mut Fixture, files: &[Vec<Row>]) {
 }
 
 /// `n` files of `rows_per_file` rows for one (org, day), ids from `first_id`.
-fn file_rows(first_id: i64, n: usize, rows_per_file: usize, org: i32, day: i64) -> Vec<Vec<Row>> {
+pub(super) fn file_rows(
+    first_id: i64,
+    n: usize,
+    rows_per_file: usize,
+    org: i32,
+    day: i64,
+) -> Vec<Vec<Row>> {
     (0..n)
         .map(|i| {
             (0..rows_per_file)
@@ -315,11 +324,11 @@ fn file_rows(first_id: i64, n: usize, rows_per_file: usize, org: i32, day: i64) 
         .collect()
 }
 
-fn rows_of(files: &[Vec<Row>]) -> Vec<Row> {
+pub(super) fn rows_of(files: &[Vec<Row>]) -> Vec<Row> {
     files.iter().flatten().cloned().collect()
 }
 
-fn snapshot_id(table: &Table) -> i64 {
+pub(super) fn snapshot_id(table: &Table) -> i64 {
     table.metadata().current_snapshot().unwrap().snapshot_id()
 }
 

@@ -80,16 +80,11 @@ impl FileWriterBuilder for ParquetFileWriterBuilder {
 
     async fn build(&self, output_file: OutputFile) -> iceberg::Result<ParquetFileWriter> {
         Ok(match local_path(output_file.location()) {
-            Some(path) => ParquetFileWriter::Local(LocalParquetWriter {
+            Some(path) => ParquetFileWriter::Local(LocalParquetWriter::new(
+                self,
                 path,
-                location: output_file.location().to_string(),
-                schema: self.schema.clone(),
-                arrow_schema: self.arrow_schema.clone(),
-                props: self.props.clone(),
-                writer: None,
-                rows: 0,
-                nan_value_counts: HashMap::new(),
-            }),
+                output_file.location().to_string(),
+            )),
             None => ParquetFileWriter::Remote(RemoteParquetWriter {
                 output: output_file,
                 schema: self.schema.clone(),
@@ -155,10 +150,7 @@ impl CurrentFileStatus for ParquetFileWriter {
 
     fn current_written_size(&self) -> usize {
         match self {
-            ParquetFileWriter::Local(w) => w
-                .writer
-                .as_ref()
-                .map_or(0, |w| w.bytes_written() + w.in_progress_size()),
+            ParquetFileWriter::Local(w) => w.written_size(),
             ParquetFileWriter::Remote(w) => w
                 .writer
                 .as_ref()
@@ -185,68 +177,115 @@ fn io_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Er
 }
 
 impl LocalParquetWriter {
+    /// The writer of the local file `path` (at `location`), with `builder`'s schema and
+    /// properties; nothing is created before the first row.
+    pub(super) fn new(builder: &ParquetFileWriterBuilder, path: PathBuf, location: String) -> Self {
+        LocalParquetWriter {
+            path,
+            location,
+            schema: builder.schema.clone(),
+            arrow_schema: builder.arrow_schema.clone(),
+            props: builder.props.clone(),
+            writer: None,
+            rows: 0,
+            nan_value_counts: HashMap::new(),
+        }
+    }
+
     /// Encodes `batch`. The file is created on the blocking pool (a stalled disk must not stall
     /// the runtime's workers, which also renew the job's lease); encoding runs here. Only a row
     /// group that fills up (`write.parquet.row-group-size-bytes`, 128 MiB by default: larger
     /// files than compaction's 512 MiB target usually makes have one row group, written at
     /// [`Self::close`]) is written to the page cache on this thread, as the bare loop does.
     async fn write(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
+        if batch.num_rows() > 0 && self.writer.is_none() {
+            let path = self.path.clone();
+            let file = tokio::task::spawn_blocking(move || create_file(&path))
+                .await
+                .map_err(|e| io_error("parquet writer task failed", e))??;
+            self.start(file)?;
         }
+        self.encode(batch)
+    }
+
+    /// [`Self::write`] for a caller on a blocking thread: the file is created on this thread.
+    pub(super) fn write_blocking(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
+        if batch.num_rows() > 0 && self.writer.is_none() {
+            let file = create_file(&self.path)?;
+            self.start(file)?;
+        }
+        self.encode(batch)
+    }
+
+    fn start(&mut self, file: File) -> iceberg::Result<()> {
+        let out = BufWriter::with_capacity(LOCAL_WRITE_BUFFER, file);
+        let writer = ArrowWriter::try_new(out, self.arrow_schema.clone(), Some(self.props.clone()))
+            .map_err(|e| io_error("cannot start a parquet writer", e))?;
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {
+        let Some(writer) = self.writer.as_mut().filter(|_| batch.num_rows() > 0) else {
+            return Ok(());
+        };
         self.rows += batch.num_rows();
         count_nans(&self.schema, batch, &mut self.nan_value_counts)?;
-        if self.writer.is_none() {
-            let path = self.path.clone();
-            let file = tokio::task::spawn_blocking(move || {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| io_error("cannot create a data file's directory", e))?;
-                }
-                File::create(&path).map_err(|e| io_error("cannot create a data file", e))
-            })
-            .await
-            .map_err(|e| io_error("parquet writer task failed", e))??;
-            let out = BufWriter::with_capacity(LOCAL_WRITE_BUFFER, file);
-            let writer =
-                ArrowWriter::try_new(out, self.arrow_schema.clone(), Some(self.props.clone()))
-                    .map_err(|e| io_error("cannot start a parquet writer", e))?;
-            self.writer = Some(writer);
-        }
-        let writer = self.writer.as_mut().expect("just created");
         writer
             .write(batch)
             .map_err(|e| io_error("cannot write a parquet batch", e))
     }
 
+    /// Bytes written so far plus the open row group's estimated encoded size (what iceberg's
+    /// rolling writer compares with its byte cap).
+    pub(super) fn written_size(&self) -> usize {
+        self.writer
+            .as_ref()
+            .map_or(0, |w| w.bytes_written() + w.in_progress_size())
+    }
+
     /// Writes the footer, flushes and `fsync`s the file (on the blocking pool), then builds its
     /// metrics.
     async fn close(self) -> iceberg::Result<Vec<DataFileBuilder>> {
+        if self.writer.is_none() {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || self.close_blocking())
+            .await
+            .map_err(|e| io_error("parquet writer task failed", e))?
+    }
+
+    /// [`Self::close`] on this (blocking) thread. No rows, no file, no `DataFile`.
+    pub(super) fn close_blocking(self) -> iceberg::Result<Vec<DataFileBuilder>> {
         let Some(mut writer) = self.writer else {
             return Ok(Vec::new());
         };
-        let (metadata, size) = tokio::task::spawn_blocking(move || {
-            let metadata = writer
-                .finish()
-                .map_err(|e| io_error("cannot finish a parquet file", e))?;
-            let out = writer.inner_mut();
-            out.flush()
-                .map_err(|e| io_error("cannot flush a data file", e))?;
-            out.get_ref()
-                .sync_all()
-                .map_err(|e| io_error("cannot sync a data file", e))?;
-            Ok::<_, Error>((metadata, writer.bytes_written()))
-        })
-        .await
-        .map_err(|e| io_error("parquet writer task failed", e))??;
+        let metadata = writer
+            .finish()
+            .map_err(|e| io_error("cannot finish a parquet file", e))?;
+        let out = writer.inner_mut();
+        out.flush()
+            .map_err(|e| io_error("cannot flush a data file", e))?;
+        out.get_ref()
+            .sync_all()
+            .map_err(|e| io_error("cannot sync a data file", e))?;
         Ok(vec![data_file_builder(
             &self.schema,
             &metadata,
-            size,
+            writer.bytes_written(),
             self.location,
             self.nan_value_counts,
         )?])
     }
+}
+
+/// Creates a data file and its directory (blocking).
+fn create_file(path: &std::path::Path) -> iceberg::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error("cannot create a data file's directory", e))?;
+    }
+    File::create(path).map_err(|e| io_error("cannot create a data file", e))
 }
 
 /// Writes one Parquet file to an object store: the same sync `ArrowWriter` as
