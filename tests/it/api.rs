@@ -201,7 +201,17 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
     eprintln!("schemathesis took {:.1} s", start.elapsed().as_secs_f64());
     assert!(status.success(), "schemathesis found problems:\n{text}");
-    assert!(text.contains("No issues found"), "{text}");
+    // A clean run ends "No issues found", or with warnings only (e.g. that generated bodies of
+    // an operation with cross-field rules were mostly rejected, which depends on the seed); a
+    // failed check would list failed test cases.
+    let cases = text
+        .lines()
+        .find(|l| l.contains(" generated, "))
+        .unwrap_or_default();
+    assert!(
+        text.contains("No issues found") || (cases.contains(" passed") && !cases.contains("fail")),
+        "{text}"
+    );
     assert!(
         !text.contains("Tested: 0"),
         "schemathesis tested no operation:\n{text}"
