@@ -1,4 +1,4 @@
-//! A local group rewritten on one blocking thread, the way the bare arrow-rs loop does it.
+//! A local group rewritten on one thread, the way the bare arrow-rs loop does it.
 //!
 //! When a group's input files and its output are on the local file system, no delete file
 //! applies and all its rows go to one output partition (the common binpack case), each batch is
@@ -13,13 +13,14 @@
 //! iceberg's rolling writer's byte-cap check before each write), the same locations and file
 //! names, the same `DataFile`s ([`super::writer::data_file_builder`]); a unit test compares them.
 //!
-//! The thread looks at a [`Progress`] between batches: when the rewrite's future is dropped
+//! Groups run on a fixed pool of threads, one per CPU ([`pool`]). The thread looks at a
+//! [`Progress`] between batches: when the rewrite's future is dropped
 //! (the job is cancelled) or the caller gave up on a stalled read, it stops, deletes the files it
 //! created and returns.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -30,29 +31,18 @@ use iceberg::spec::{DataFile, PartitionKey};
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, FileNameGenerator, LocationGenerator,
 };
-use tokio::sync::Semaphore;
 
 use super::read::{FileReader, to_writer_batch};
 use super::writer::{LocalParquetWriter, ParquetFileWriterBuilder, local_path};
 use super::{FileRoll, RecordingLocationGenerator, RewriteError};
-
-/// One-thread groups running at once in this process: one per CPU. Each keeps its thread busy
-/// decoding and encoding, so more of them than cores only adds context switches, cold caches
-/// and open row groups in memory (the async path was bounded the same way, by the runtime's
-/// worker threads, which did the encoding). A group waits for a slot before its thread starts.
-fn cpu_slots() -> &'static Arc<Semaphore> {
-    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Arc::new(Semaphore::new(cpus))
-    })
-}
 
 /// What the thread shares with the task that waits for it.
 #[derive(Debug, Default)]
 struct Progress {
     /// Set when nobody waits for the result any more: stop at the next batch.
     cancelled: AtomicBool,
+    /// Set when a pool thread took the group (waiting for one is not a stall).
+    started: AtomicBool,
     /// Batches read and files finished so far (the caller's stall check).
     batches: AtomicU64,
 }
@@ -100,38 +90,26 @@ pub(super) async fn rewrite(
     output: Output,
     stall: Duration,
 ) -> Result<Vec<DataFile>, RewriteError> {
-    let slot = cpu_slots()
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the semaphore is never closed");
     let progress = Arc::new(Progress::default());
     let _cancel = CancelOnDrop(progress.clone());
     let runtime = tokio::runtime::Handle::current();
     let shared = progress.clone();
-    let mut thread = tokio::task::spawn_blocking(move || {
+    let mut done = pool::spawn(move || {
+        shared.started.store(true, Ordering::Release);
         let mut group = Group::new(files, target, output, runtime, shared);
         let result = group.run(tasks);
         if result.is_err() {
             group.remove_created();
         }
-        drop(slot);
         result
     });
     loop {
         let seen = progress.batches.load(Ordering::Acquire);
-        match tokio::time::timeout(stall, &mut thread).await {
-            Ok(joined) => {
-                return joined.map_err(|e| {
-                    RewriteError::Iceberg(
-                        iceberg::Error::new(
-                            iceberg::ErrorKind::Unexpected,
-                            "the rewrite thread failed",
-                        )
-                        .with_source(e),
-                    )
-                })?;
-            }
+        match tokio::time::timeout(stall, &mut done).await {
+            Ok(Ok(Ok(result))) => return result,
+            Ok(Ok(Err(_panic))) => return Err(thread_failed("the rewrite thread panicked")),
+            Ok(Err(_)) => return Err(thread_failed("the rewrite thread ended without a result")),
+            Err(_) if !progress.started.load(Ordering::Acquire) => {}
             Err(_) if progress.batches.load(Ordering::Acquire) == seen => {
                 return Err(RewriteError::Stalled {
                     seconds: stall.as_secs(),
@@ -140,6 +118,13 @@ pub(super) async fn rewrite(
             Err(_) => {}
         }
     }
+}
+
+fn thread_failed(message: &str) -> RewriteError {
+    RewriteError::Iceberg(iceberg::Error::new(
+        iceberg::ErrorKind::Unexpected,
+        message.to_string(),
+    ))
 }
 
 /// The thread's state: the open output file, the files it created, the finished `DataFile`s.
@@ -175,6 +160,7 @@ impl Group {
     }
 
     fn run(&mut self, tasks: Vec<FileScanTask>) -> Result<Vec<DataFile>, RewriteError> {
+        self.check_cancelled()?;
         let mut rows_read = 0u64;
         for task in tasks {
             rows_read += self.copy_file(task)?;
@@ -324,5 +310,6 @@ impl Group {
     }
 }
 
+mod pool;
 #[cfg(test)]
 mod tests;
