@@ -1451,3 +1451,38 @@ fn local_paths_are_told_from_object_store_paths() {
         assert!(!is_local_path(remote), "{remote}");
     }
 }
+
+/// `FileRoll`: files of `rows_per_file` rows, cut inside batches, except that the last budgeted
+/// file takes every remaining row.
+#[test]
+fn file_roll_cuts_by_rows_and_the_last_budgeted_file_takes_the_rest() {
+    // (rows per file, budget, batches) -> rows per file written
+    let cases: &[(u64, Option<usize>, &[usize], &[usize])] = &[
+        (100, Some(3), &[250, 120], &[100, 100, 170]),
+        (100, None, &[250, 120], &[100, 100, 100, 70]),
+        (100, Some(1), &[30, 500], &[530]),
+        (1, None, &[3], &[1, 1, 1]),
+        (100, Some(2), &[100, 100, 100], &[100, 200]),
+    ];
+    for &(rows_per_file, budget, batches, expected) in cases {
+        let mut roll = FileRoll::new(rows_per_file, budget);
+        let (mut files, mut open) = (Vec::new(), 0usize);
+        for &batch in batches {
+            let mut left = batch;
+            while left > 0 {
+                let take = roll.take(left);
+                assert!(take >= 1 && take <= left);
+                left -= take;
+                open += take;
+                if roll.wrote(take) {
+                    files.push(std::mem::take(&mut open));
+                    roll.closed();
+                }
+            }
+        }
+        if open > 0 {
+            files.push(open);
+        }
+        assert_eq!(files, expected, "{rows_per_file} {budget:?} {batches:?}");
+    }
+}
