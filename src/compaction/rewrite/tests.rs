@@ -1456,8 +1456,9 @@ fn local_paths_are_told_from_object_store_paths() {
 /// file takes every remaining row.
 #[test]
 fn file_roll_cuts_by_rows_and_the_last_budgeted_file_takes_the_rest() {
-    // (rows per file, budget, batches) -> rows per file written
-    let cases: &[(u64, Option<usize>, &[usize], &[usize])] = &[
+    /// (rows per file, budget, batches) -> rows per file written
+    type Case<'a> = (u64, Option<usize>, &'a [usize], &'a [usize]);
+    let cases: &[Case] = &[
         (100, Some(3), &[250, 120], &[100, 100, 170]),
         (100, None, &[250, 120], &[100, 100, 100, 70]),
         (100, Some(1), &[30, 500], &[530]),
