@@ -690,7 +690,7 @@ async fn rewrite(
     };
     let result = if let Some(output) = local_output {
         let files = read::FileReader::new(table, arrow_schema.clone(), opts, false);
-        local::rewrite(tasks, files, arrow_schema, output, opts.stall_timeout).await
+        local::rewrite(tasks, files, output, opts.stall_timeout).await
     } else {
         // A whole-object GET pays off when the group's files can be read directly, which the
         // group's first file tells (the others are checked again once fetched).

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef as ArrowSchemaRef;
 use futures::StreamExt;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFile, PartitionKey};
@@ -32,7 +31,7 @@ use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, FileNameGenerator, LocationGenerator,
 };
 
-use super::read::{FileReader, to_writer_batch};
+use super::read::{FileReader, decode_error, to_writer_batch};
 use super::writer::{LocalParquetWriter, ParquetFileWriterBuilder, local_path};
 use super::{FileRoll, RecordingLocationGenerator, RewriteError};
 
@@ -86,7 +85,6 @@ pub(super) fn applies(tasks: &[FileScanTask], output: &Output) -> bool {
 pub(super) async fn rewrite(
     tasks: Vec<FileScanTask>,
     files: FileReader,
-    target: ArrowSchemaRef,
     output: Output,
     stall: Duration,
 ) -> Result<Vec<DataFile>, RewriteError> {
@@ -96,7 +94,7 @@ pub(super) async fn rewrite(
     let shared = progress.clone();
     let mut done = pool::spawn(move || {
         shared.started.store(true, Ordering::Release);
-        let mut group = Group::new(files, target, output, runtime, shared);
+        let mut group = Group::new(files, output, runtime, shared);
         let result = group.run(tasks);
         if result.is_err() {
             group.remove_created();
@@ -130,7 +128,6 @@ fn thread_failed(message: &str) -> RewriteError {
 /// The thread's state: the open output file, the files it created, the finished `DataFile`s.
 struct Group {
     files: FileReader,
-    target: ArrowSchemaRef,
     output: Output,
     runtime: tokio::runtime::Handle,
     progress: Arc<Progress>,
@@ -142,14 +139,12 @@ struct Group {
 impl Group {
     fn new(
         files: FileReader,
-        target: ArrowSchemaRef,
         output: Output,
         runtime: tokio::runtime::Handle,
         progress: Arc<Progress>,
     ) -> Self {
         Group {
             files,
-            target,
             output,
             runtime,
             progress,
@@ -184,13 +179,7 @@ impl Group {
         match self.files.open_local(&path, &task) {
             Ok(reader) => {
                 for batch in reader {
-                    let batch = batch.map_err(|e| {
-                        iceberg::Error::new(
-                            iceberg::ErrorKind::DataInvalid,
-                            "cannot decode a data file",
-                        )
-                        .with_source(e)
-                    })?;
+                    let batch = batch.map_err(decode_error)?;
                     rows += self.write(&batch)?;
                 }
             }
@@ -198,7 +187,7 @@ impl Group {
                 tracing::debug!(path = %task.data_file_path, %why, "read through iceberg's reader");
                 let mut batches = self.files.through_iceberg(task);
                 while let Some(batch) = self.runtime.block_on(batches.next()) {
-                    let batch = to_writer_batch(batch?, &self.target)?;
+                    let batch = to_writer_batch(batch?, self.files.target())?;
                     rows += self.write(&batch)?;
                 }
             }

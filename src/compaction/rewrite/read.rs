@@ -309,6 +309,11 @@ impl FileReader {
         }
     }
 
+    /// The output's Arrow schema every batch is read into.
+    pub(super) fn target(&self) -> &ArrowSchemaRef {
+        &self.target
+    }
+
     /// Blocking: the direct reader of the local file `path` (`task`'s), or why it cannot be
     /// read directly.
     pub(super) fn open_local(
@@ -571,16 +576,18 @@ fn holds_only(stats: Option<&Statistics>, value: &PrimitiveLiteral) -> bool {
     }
 }
 
+/// A direct reader's decoding error, as the rewrite reports it.
+pub(super) fn decode_error(e: arrow_schema::ArrowError) -> iceberg::Error {
+    iceberg::Error::new(iceberg::ErrorKind::DataInvalid, "cannot decode a data file").with_source(e)
+}
+
 /// Decodes a direct reader's batches on the blocking pool, one batch ahead of the consumer.
 /// Dropping the stream ends the decoding at its next batch.
 fn decode(reader: ParquetRecordBatchReader) -> BoxStream<'static, iceberg::Result<RecordBatch>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::task::spawn_blocking(move || {
         for batch in reader {
-            let batch = batch.map_err(|e| {
-                iceberg::Error::new(iceberg::ErrorKind::DataInvalid, "cannot decode a data file")
-                    .with_source(e)
-            });
+            let batch = batch.map_err(decode_error);
             let failed = batch.is_err();
             if tx.blocking_send(batch).is_err() || failed {
                 return;

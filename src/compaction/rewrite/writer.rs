@@ -151,10 +151,7 @@ impl CurrentFileStatus for ParquetFileWriter {
     fn current_written_size(&self) -> usize {
         match self {
             ParquetFileWriter::Local(w) => w.written_size(),
-            ParquetFileWriter::Remote(w) => w
-                .writer
-                .as_ref()
-                .map_or(0, |w| w.bytes_written() + w.in_progress_size()),
+            ParquetFileWriter::Remote(w) => w.written_size(),
         }
     }
 }
@@ -239,9 +236,7 @@ impl LocalParquetWriter {
     /// Bytes written so far plus the open row group's estimated encoded size (what iceberg's
     /// rolling writer compares with its byte cap).
     pub(super) fn written_size(&self) -> usize {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| w.bytes_written() + w.in_progress_size())
+        written_size(self.writer.as_ref())
     }
 
     /// Writes the footer, flushes and `fsync`s the file (on the blocking pool), then builds its
@@ -279,6 +274,11 @@ impl LocalParquetWriter {
     }
 }
 
+/// Bytes written plus the open row group's estimated encoded size; 0 before the first row.
+fn written_size<W: Write + Send>(writer: Option<&ArrowWriter<W>>) -> usize {
+    writer.map_or(0, |w| w.bytes_written() + w.in_progress_size())
+}
+
 /// Creates a data file and its directory (blocking).
 fn create_file(path: &std::path::Path) -> iceberg::Result<File> {
     if let Some(dir) = path.parent() {
@@ -307,6 +307,11 @@ pub struct RemoteParquetWriter {
 }
 
 impl RemoteParquetWriter {
+    /// As [`LocalParquetWriter::written_size`].
+    fn written_size(&self) -> usize {
+        written_size(self.writer.as_ref())
+    }
+
     /// Encodes `batch` on this thread (as iceberg's writer does); a row group it completes is
     /// uploaded in whole parts now, so the buffer holds at most a part plus one row group.
     async fn write(&mut self, batch: &RecordBatch) -> iceberg::Result<()> {

@@ -103,11 +103,11 @@ async fn a_cancelled_group_stops_and_removes_its_files() {
     };
     assert!(applies(&tasks, &output));
     let settings = RewriteSettings::new(1 << 30, 2 << 30);
-    let files = FileReader::new(&f.table, target.clone(), &settings, false);
+    let files = FileReader::new(&f.table, target, &settings, false);
     let progress = Arc::new(Progress::default());
     let runtime = tokio::runtime::Handle::current();
     let (first, second) = (tasks[0].clone(), tasks[1].clone());
-    let mut group = Group::new(files, target, output, runtime, progress.clone());
+    let mut group = Group::new(files, output, runtime, progress.clone());
     let group = tokio::task::spawn_blocking(move || {
         assert_eq!(group.copy_file(first).unwrap(), 200);
         assert_eq!(group.created.len(), 1);
